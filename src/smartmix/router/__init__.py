@@ -1,0 +1,1 @@
+"""Per-prompt router (placeholder, filled below)."""

