@@ -76,3 +76,25 @@ def simulate(
         shares=plan.certificate.shares,
         plan=plan,
     )
+
+
+def synthetic_pool(
+    n_items: int, rates: list[float], costs: list[float], seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """A batch whose cheaper models agree with the reference on exactly round(rate * n) items each, placed at
+    random; constant cost per call. ``costs`` lists the candidates' costs then the reference's.
+
+    Returns (agree, cost, model names) ready for :func:`simulate`. This is the adversarial case for the
+    guarantee: put a rate exactly at the target, or just below it.
+    """
+    rng = np.random.default_rng(seed)
+    cols = []
+    for rate in rates:
+        col = np.zeros(n_items, dtype=bool)
+        col[rng.choice(n_items, int(round(rate * n_items)), replace=False)] = True
+        cols.append(col)
+    cols.append(np.ones(n_items, dtype=bool))
+    agree = np.stack(cols, axis=1)
+    cost = np.tile(np.asarray(costs, dtype=float), (n_items, 1))
+    models = tuple(f"m{i}" for i in range(len(rates))) + ("ref",)
+    return agree, cost, models

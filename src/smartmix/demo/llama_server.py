@@ -98,6 +98,7 @@ class LlamaServer:
         self.port: int | None = None
         self.startup_s: float | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._stopped = False
 
     # ------------------------------------------------------------------------------------ public API
 
@@ -133,12 +134,13 @@ class LlamaServer:
         """Start the child process and wait until ``/v1/models`` answers. Idempotent while alive."""
         if self.alive():
             return self
+        self._stopped = False
         if not self.model_path.is_file():
             raise ConfigError(
                 f"Model file not found: {self.model_path}. "
                 "Get the demo models with smartmix.demo.local_models.ensure_models()."
             )
-        if importlib_find("xllamacpp") is None:
+        if _find_module("xllamacpp") is None:
             raise MissingExtraError("Running local models", "demo", "xllamacpp")
         attempts = 1 if self.requested_port is not None else 3
         for attempt in range(attempts):
@@ -166,7 +168,8 @@ class LlamaServer:
     def check_alive(self) -> None:
         """Raise :class:`ProviderError` with the exit status and the server's last log lines if it died."""
         if self._proc is None:
-            raise ProviderError(f"The llama server for '{self.name}' was never started.")
+            state = "was stopped" if self._stopped else "is not started"
+            raise ProviderError(f"The llama server for '{self.name}' {state}; start it (use it as a context manager).")
         code = self._proc.poll()
         if code is not None:
             raise ProviderError(self._death_message(code))
@@ -175,6 +178,7 @@ class LlamaServer:
         """Stop the server (SIGTERM to its process group, SIGKILL after ``timeout`` s). Idempotent."""
         proc, self._proc = self._proc, None
         if proc is not None:
+            self._stopped = True
             _terminate(proc, timeout)
             with _LIVE_LOCK:
                 _LIVE.pop(proc.pid, None)
@@ -354,7 +358,7 @@ def _get(obj: Any, key: str) -> Any:
 # ---------------------------------------------------------------------------------------- process helpers
 
 
-def importlib_find(module: str) -> object | None:
+def _find_module(module: str) -> object | None:
     import importlib.util
 
     try:

@@ -1,0 +1,219 @@
+"""The Python API: ``smartmix.run(...)`` does what ``smartmix run`` does and returns a :class:`RunResult`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from smartmix.backends.base import Backend
+from smartmix.engine import Engine, EngineOptions, ProgressCallback, run_sync
+from smartmix.errors import ConfigError, DataError
+from smartmix.models import Pool
+from smartmix.policies import Guarantee
+from smartmix.result import RunResult
+from smartmix.tasks import Comparator, ExactComparator, Item, LabelComparator, Template, load_items
+
+
+@dataclass
+class Job:
+    """Everything a run needs, resolved: items, pool, template, comparator, backend."""
+
+    items: list[Item]
+    pool: Pool
+    template: Template
+    comparator: Comparator
+    backend: Backend
+    source: str
+
+
+def is_recorded_outputs(path: str | Path) -> bool:
+    """True when ``path`` is a JSONL file in the recorded-outputs layout (rows with an ``outputs`` map)."""
+    path = Path(path)
+    if not path.name.endswith((".jsonl", ".ndjson", ".jsonl.gz", ".jsonl.bz2")) or not path.exists():
+        return False
+    from smartmix.tasks import read_jsonl
+
+    for _, row in read_jsonl(path):
+        return isinstance(row.get("outputs"), dict)
+    return False
+
+
+def make_comparator(labels: Sequence[str] | None) -> Comparator:
+    return LabelComparator(list(labels)) if labels else ExactComparator()
+
+
+def replay_job(
+    path: str | Path,
+    *,
+    reference: str | None = None,
+    models: Sequence[str] | None = None,
+    prices: Mapping[str, tuple[float, float]] | None = None,
+    labels: Sequence[str] | None = None,
+) -> Job:
+    """A job that replays recorded outputs: what each model really said and really cost."""
+    from smartmix.backends.replay import RecordedOutputs, ReplayBackend
+
+    recorded = RecordedOutputs.load(path)
+    full = recorded.pool(reference=reference, prices=prices)
+    if models:
+        keep = [m for m in models if m != full.reference.name]
+        for m in keep:
+            full.spec(m)
+        specs = [full.spec(m) for m in full.names if m in keep or m == full.reference.name]
+        pool = Pool(specs, full.reference.name)
+    else:
+        pool = full
+    unpriced = [s.name for s in pool.models if not s.priced and not _all_costs_recorded(recorded, s.name)]
+    if unpriced:
+        from smartmix.errors import PriceError
+
+        names = ", ".join(unpriced)
+        raise PriceError(
+            f"{path} has no recorded cost for {names} and no price is known; give one with "
+            f"--price {unpriced[0]}=IN/OUT (USD per million tokens)"
+        )
+    return Job(
+        items=recorded.items,
+        pool=pool,
+        template=Template.recorded(),
+        comparator=make_comparator(labels),
+        backend=ReplayBackend(recorded, pool),
+        source=str(path),
+    )
+
+
+def _all_costs_recorded(recorded: Any, model: str) -> bool:
+    return all(recorded.output(item.id, model).cost_usd is not None for item in recorded.items)
+
+
+def simulated_job(profile: str, *, seed: int = 0, n_items: int | None = None) -> Job:
+    """A job on the SMART paper's simulated experiment (profiles ``imdb``, ``sms-spam``, ``ag-news``)."""
+    from smartmix.backends.simulated import PAPER_PROFILES, SimulatedBackend, simulated_items
+
+    if profile not in PAPER_PROFILES:
+        raise ConfigError(f"unknown simulated profile '{profile}'; choose one of: {', '.join(PAPER_PROFILES)}")
+    spec = PAPER_PROFILES[profile]
+    return Job(
+        items=simulated_items(spec, n_items),
+        pool=spec.pool(),
+        template=Template(user="{text}"),
+        comparator=ExactComparator(),
+        backend=SimulatedBackend(spec, seed=seed, n_items=n_items),
+        source=f"simulated:{profile}",
+    )
+
+
+def run(
+    data: str | Path | Any | None = None,
+    *,
+    target: float = 0.9,
+    confidence: float = 0.95,
+    method: str = "mix",
+    reference: str | None = None,
+    models: Sequence[str] | None = None,
+    prices: Mapping[str, tuple[float, float]] | None = None,
+    labels: Sequence[str] | None = None,
+    simulated: str | None = None,
+    job: Job | None = None,
+    seed: int = 0,
+    out: str | Path | None = None,
+    options: EngineOptions | None = None,
+    journal: Any | None = None,
+    run_id: str | None = None,
+    progress: ProgressCallback | None = None,
+) -> RunResult:
+    """Answer every item at the lowest cost such that, with probability >= ``confidence``, at least
+    ``target`` of the answers equal the reference model's.
+
+    ``data`` is a recorded-outputs JSONL file (replayed), or use ``simulated="imdb"`` for the SMART paper's
+    experiment, or pass a ready ``job`` (items, pool, template, comparator, backend) for real providers.
+    """
+    return run_sync(
+        arun(
+            data,
+            target=target,
+            confidence=confidence,
+            method=method,
+            reference=reference,
+            models=models,
+            prices=prices,
+            labels=labels,
+            simulated=simulated,
+            job=job,
+            seed=seed,
+            out=out,
+            options=options,
+            journal=journal,
+            run_id=run_id,
+            progress=progress,
+        )
+    )
+
+
+async def arun(
+    data: str | Path | Any | None = None,
+    *,
+    target: float = 0.9,
+    confidence: float = 0.95,
+    method: str = "mix",
+    reference: str | None = None,
+    models: Sequence[str] | None = None,
+    prices: Mapping[str, tuple[float, float]] | None = None,
+    labels: Sequence[str] | None = None,
+    simulated: str | None = None,
+    job: Job | None = None,
+    seed: int = 0,
+    out: str | Path | None = None,
+    options: EngineOptions | None = None,
+    journal: Any | None = None,
+    run_id: str | None = None,
+    progress: ProgressCallback | None = None,
+) -> RunResult:
+    """The asynchronous form of :func:`run`."""
+    try:
+        guarantee = Guarantee(target, confidence)
+    except ValueError as exc:
+        raise ConfigError(f"{exc}; e.g. --target 0.9 --confidence 0.95") from None
+    if job is None:
+        job = resolve_job(data, reference=reference, models=models, prices=prices, labels=labels, simulated=simulated, seed=seed)
+    engine = Engine(
+        job.backend, job.pool, job.template, job.comparator, options=options, journal=journal, run_id=run_id, progress=progress
+    )
+    try:
+        result = await engine.run(job.items, method, guarantee, seed=seed)
+    finally:
+        await job.backend.aclose()
+    if out is not None:
+        result.write(out)
+    return result
+
+
+def resolve_job(
+    data: str | Path | Any | None,
+    *,
+    reference: str | None = None,
+    models: Sequence[str] | None = None,
+    prices: Mapping[str, tuple[float, float]] | None = None,
+    labels: Sequence[str] | None = None,
+    simulated: str | None = None,
+    seed: int = 0,
+) -> Job:
+    if simulated is not None:
+        return simulated_job(simulated, seed=seed)
+    if data is None:
+        raise ConfigError("no data: pass a recorded-outputs file (--data FILE.jsonl) or --simulated imdb")
+    if isinstance(data, str | Path):
+        path = Path(data)
+        if not path.exists():
+            raise DataError(f"data file '{path}' does not exist")
+        if is_recorded_outputs(path):
+            return replay_job(path, reference=reference, models=models, prices=prices, labels=labels)
+    raise ConfigError(
+        "plain item files need real models: describe them in a config file (smartmix run --config job.toml "
+        "--data items.csv), or pass a recorded-outputs file to replay"
+    )
+
+
+__all__ = ["Job", "arun", "replay_job", "resolve_job", "run", "simulated_job", "load_items"]

@@ -1,0 +1,217 @@
+"""Trials: one batch per (setting, trial), every method and limit run on that same batch, over both cores.
+
+A :class:`Cell` is one setting (suite, dataset, N, T, δ) with its method list and trial count. A task is
+one (cell, trial): the worker draws the batch from the trial's seed, runs each method with
+:func:`smartmix.simulate.simulate` (peers with their adapters), computes the hindsight limits, and returns
+a compact :class:`TrialRecord`. Recorded datasets reach each worker once, through the pool's initializer;
+tasks carry only the cell and the trial number.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from smartmix.bench.data import Batch, BenchData, adversarial_batch, bootstrap_batch, trial_seed
+from smartmix.bench.limits import floor_cost, lp_mix_cost, two_tier_cost
+from smartmix.bench.peers import PEERS, run_bargain
+
+__all__ = ["Cell", "MethodResult", "TrialRecord", "run_cells", "run_trial"]
+
+LIMITS = ("lp-mix", "two-tier", "floor")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One setting. ``source`` says how batches are made:
+
+    - ``("recorded", dataset)``: bootstrap of a recorded dataset to ``n`` items;
+    - ``("adversarial", rates)``: synthetic pool with exact agreement counts (rates per candidate);
+    - ``("simulated", profile)``: the SMART paper's simulator (``n`` is the profile's size).
+    """
+
+    suite: str
+    dataset: str
+    n: int
+    target: float
+    confidence: float
+    methods: tuple[str, ...]
+    trials: int
+    source: tuple
+    limits: bool = False
+    peer_trials: int | None = None  # fewer trials for peers, if they are slow (None: all)
+    label: str = ""  # extra description shown in reports (adversarial scenario)
+
+    def seed(self, base: int, trial: int) -> int:
+        return trial_seed(base, self.suite, self.dataset, self.n, round(self.target, 6), self.label, trial)
+
+
+@dataclass
+class MethodResult:
+    realised: float
+    cost: float
+    reference_cost: float
+    profiling_cost: float
+    shares: dict[str, float]
+    wall_s: float
+
+
+@dataclass
+class TrialRecord:
+    cell: int
+    trial: int
+    seed: int
+    methods: dict[str, MethodResult] = field(default_factory=dict)
+    limits: dict[str, float] = field(default_factory=dict)  # cost of each hindsight limit
+    reference_cost: float = 0.0
+
+
+# ---------------------------------------------------------------------------------------------------
+# Worker side
+
+_DATA: dict[str, BenchData] = {}
+
+
+def _init_worker(data: dict[str, BenchData]) -> None:
+    global _DATA
+    _DATA = data
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def make_batch(cell: Cell, seed: int, data: dict[str, BenchData] | None = None) -> Batch:
+    kind = cell.source[0]
+    if kind == "recorded":
+        store = _DATA if data is None else data
+        return bootstrap_batch(store[cell.source[1]], cell.n, seed)
+    if kind == "adversarial":
+        return adversarial_batch(cell.n, cell.source[1], seed)
+    if kind == "simulated":
+        from smartmix.backends.simulated import simulated_arrays
+
+        arrays = simulated_arrays(cell.source[1], seed, cell.n)
+        return Batch(arrays.models, arrays.agree, arrays.cost, None)
+    raise ValueError(f"unknown batch source {cell.source!r}")
+
+
+def _simulate_extra(batch: Batch) -> dict:
+    """Per-item signals for policies whose simulate() accepts them (e.g. a later ``confidence=``)."""
+    from smartmix.simulate import simulate
+
+    params = inspect.signature(simulate).parameters
+    extra = {}
+    if "confidence" in params and batch.confidence is not None:
+        extra["confidence"] = batch.confidence
+    return extra
+
+
+def run_method(method: str, batch: Batch, cell: Cell, seed: int) -> MethodResult:
+    from smartmix.policies import Guarantee
+    from smartmix.simulate import simulate
+
+    start = time.perf_counter()
+    if method == "bargain":
+        if batch.confidence is None:
+            raise ValueError("BARGAIN needs the proxy's confidence; this batch has none")
+        out = run_bargain(
+            batch.agree[:, 0],
+            batch.confidence[:, 0],
+            batch.cost[:, 0],
+            batch.cost[:, -1],
+            cell.target,
+            cell.confidence,
+            seed,
+            names=(batch.models[0], batch.models[-1]),
+        )
+        return MethodResult(
+            out.realised_agreement, out.cost, out.reference_cost, out.profiling_cost, out.shares,
+            time.perf_counter() - start,
+        )
+    outcome = simulate(
+        method,
+        batch.agree,
+        batch.cost,
+        batch.models,
+        Guarantee(cell.target, cell.confidence),
+        seed=seed,
+        **_simulate_extra(batch),
+    )
+    return MethodResult(
+        outcome.realised_agreement,
+        outcome.cost,
+        outcome.reference_cost,
+        outcome.profiling_cost,
+        dict(outcome.shares),
+        time.perf_counter() - start,
+    )
+
+
+def run_trial(cell: Cell, cell_index: int, trial: int, base_seed: int, data: dict[str, BenchData] | None = None) -> TrialRecord:
+    seed = cell.seed(base_seed, trial)
+    batch = make_batch(cell, seed, data)
+    record = TrialRecord(cell_index, trial, seed, reference_cost=float(batch.cost[:, -1].sum()))
+    for method in cell.methods:
+        if method in PEERS and cell.peer_trials is not None and trial >= cell.peer_trials:
+            continue
+        record.methods[method] = run_method(method, batch, cell, seed)
+    if cell.limits:
+        record.limits["lp-mix"] = lp_mix_cost(batch.agree, batch.cost, cell.target)
+        record.limits["floor"] = floor_cost(batch.agree, batch.cost, cell.target)
+        if batch.confidence is not None:
+            # Best two-tier cascade over the choice of first tier (each candidate, its own confidence).
+            ref = len(batch.models) - 1
+            record.limits["two-tier"] = min(
+                two_tier_cost(batch.agree[:, [j, ref]], batch.cost[:, [j, ref]], batch.confidence[:, j], cell.target)
+                for j in range(ref)
+            )
+    return record
+
+
+def _task(args: tuple[Cell, int, int, int]) -> TrialRecord:
+    cell, cell_index, trial, base_seed = args
+    return run_trial(cell, cell_index, trial, base_seed)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Parent side
+
+
+def run_cells(
+    cells: list[Cell],
+    data: dict[str, BenchData],
+    base_seed: int,
+    workers: int = 2,
+    progress: Callable[[int], None] | None = None,
+) -> list[list[TrialRecord]]:
+    """Run every trial of every cell; returns records per cell, in trial order (independent of scheduling)."""
+    tasks = [(cell, ci, t, base_seed) for ci, cell in enumerate(cells) for t in range(cell.trials)]
+    # Longest tasks first keeps both cores busy to the end.
+    tasks.sort(key=lambda a: -a[0].n * max(1, len(a[0].methods)))
+    results: list[list[TrialRecord | None]] = [[None] * cell.trials for cell in cells]
+    if workers <= 1:
+        _init_worker(data)
+        for args in tasks:
+            rec = _task(args)
+            results[rec.cell][rec.trial] = rec
+            if progress:
+                progress(1)
+    else:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(data,)) as pool:
+            futures = [pool.submit(_task, args) for args in tasks]
+            for fut in as_completed(futures):
+                rec = fut.result()
+                results[rec.cell][rec.trial] = rec
+                if progress:
+                    progress(1)
+    return [[r for r in per if r is not None] for per in results]
+
+
+def quantile(values: Iterable[float], q: float) -> float:
+    arr = np.asarray(list(values), dtype=float)
+    return float(np.quantile(arr, q)) if arr.size else math.nan

@@ -1,0 +1,236 @@
+"""The engine does all the I/O: it runs a policy over the items through a backend.
+
+Profiling batches are called concurrently (every model the policy asks for, on every item of the batch);
+each paid answer is written to the journal, when there is one, before anything uses it; agreement with the
+reference is judged by the task's comparator and fed back to the policy. The plan the policy returns is
+then executed, again concurrently. A ledger keeps the money per model and phase, and every item carries
+what was spent on it, so the ``cost`` column sums to the bill.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from smartmix.backends.base import Backend, Completion, Request
+from smartmix.errors import BudgetExceeded, ProviderError
+from smartmix.models import Pool, estimate_tokens
+from smartmix.policies import BatchSpec, Guarantee, Plan, make_policy
+from smartmix.result import ItemResult, Ledger, RunResult
+from smartmix.tasks import Comparator, Item, LabelComparator, Template
+
+ProgressCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class EngineOptions:
+    concurrency: int = 16
+    batch_size: int = 10
+    max_cost: float | None = None
+    use_cache: bool = True
+    params: dict[str, Any] = field(default_factory=dict)  # generation settings sent with every request
+    chunk: int = 512  # application calls in flight per progress step
+
+
+@dataclass
+class _Answer:
+    text: str | None
+    parsed: str | None
+    cost: float
+    error: str | None = None
+    completion: Completion | None = None
+
+
+class Engine:
+    def __init__(
+        self,
+        backend: Backend,
+        pool: Pool,
+        template: Template,
+        comparator: Comparator,
+        *,
+        options: EngineOptions | None = None,
+        journal: Any | None = None,
+        run_id: str | None = None,
+        progress: ProgressCallback | None = None,
+    ):
+        self.backend = backend
+        self.pool = pool
+        self.template = template
+        self.comparator = comparator
+        self.options = options or EngineOptions()
+        self.journal = journal
+        self.run_id = run_id
+        self.progress = progress
+        self.ledger = Ledger()
+        self._semaphore = asyncio.Semaphore(self.options.concurrency)
+        self._reserved = 0.0
+        self._unit_cost: dict[str, list[float]] = {}
+
+    # -- public --------------------------------------------------------------------------------
+    async def run(self, items: Sequence[Item], method: str, guarantee: Guarantee, seed: int = 0) -> RunResult:
+        self.template.check(items)
+        models = tuple(self.pool.names)
+        spec = BatchSpec(len(items), models, guarantee, seed=seed, batch_size=self.options.batch_size)
+        policy = make_policy(method, spec)
+        results = [ItemResult(id=item.id, answer=None, model=None, cost=0.0, phase="application") for item in items]
+        reference = models[-1]
+        ref_costs: list[float] = []
+
+        profiled = 0
+        while (batch := policy.next_batch()) is not None:
+            names = [models[m] for m in batch.models]
+            calls = [(int(i), name) for i in batch.items for name in names]
+            answers = await self._call_all(items, calls, "profiling")
+            agree = np.zeros((len(batch.items), len(names)), dtype=bool)
+            cost = np.zeros_like(agree, dtype=float)
+            for row, i in enumerate(batch.items):
+                ref = answers[(int(i), reference)]
+                for col, name in enumerate(names):
+                    got = answers[(int(i), name)]
+                    cost[row, col] = got.cost
+                    results[i].cost += got.cost
+                    ok = got.error is None and ref.error is None
+                    agree[row, col] = ok and (name == reference or self.comparator.agree(got.parsed, ref.parsed))
+                ref_costs.append(ref.cost)
+                self._finish(results[i], ref, reference, "profiling")
+            policy.observe(batch, agree, cost)
+            profiled += len(batch.items)
+            self._report("profiling", profiled, None)
+
+        plan = policy.plan()
+        await self._apply(items, plan, models, results)
+        reference_cost, measured = self._reference_cost(plan, results, ref_costs, len(items))
+        return RunResult(
+            items=results,
+            certificate=plan.certificate,
+            ledger=self.ledger,
+            reference_cost=reference_cost,
+            reference_cost_measured=measured,
+            method=method,
+            seed=seed,
+            run_id=self.run_id,
+        )
+
+    # -- phases --------------------------------------------------------------------------------
+    async def _apply(self, items: Sequence[Item], plan: Plan, models: tuple[str, ...], results: list[ItemResult]) -> None:
+        todo = [(int(i), models[int(plan.assignment[i])]) for i in np.flatnonzero(~plan.profiled)]
+        total = len(todo)
+        for start in range(0, total, self.options.chunk):
+            chunk = todo[start : start + self.options.chunk]
+            answers = await self._call_all(items, chunk, "application")
+            for i, name in chunk:
+                got = answers[(i, name)]
+                results[i].cost += got.cost
+                self._finish(results[i], got, name, "application")
+            self._report("application", start + len(chunk), total)
+
+    def _finish(self, result: ItemResult, answer: _Answer, model: str, phase: str) -> None:
+        result.phase = phase
+        if answer.error is not None:
+            result.error = answer.error
+            result.model = None
+            return
+        result.model = model
+        # Labelled tasks report the canonical label; open answers are reported as the model wrote them.
+        labelled = isinstance(self.comparator, LabelComparator) and answer.parsed is not None
+        result.answer = answer.parsed if labelled else (answer.text or "").strip()
+
+    def _reference_cost(
+        self, plan: Plan, results: list[ItemResult], ref_costs: list[float], n_items: int
+    ) -> tuple[float, bool]:
+        reference = self.pool.names[-1]
+        if not plan.profiled.any() and all(r.model == reference or r.error for r in results):
+            return self.ledger.total, True
+        if ref_costs:
+            return float(np.mean(ref_costs)) * n_items, False
+        return float("nan"), False
+
+    # -- calls ---------------------------------------------------------------------------------
+    async def _call_all(self, items: Sequence[Item], calls: list[tuple[int, str]], phase: str) -> dict:
+        tasks = [self._call(items[i], name, phase) for i, name in calls]
+        done = await asyncio.gather(*tasks)
+        return dict(zip(calls, done, strict=True))
+
+    def _request(self, item: Item, model: str) -> Request:
+        params = tuple(sorted(self.options.params.items()))
+        return Request(model=model, messages=self.template.render(item), item_id=item.id, params=params)
+
+    async def _call(self, item: Item, model: str, phase: str) -> _Answer:
+        request = self._request(item, model)
+        async with self._semaphore:
+            if self.journal is not None:
+                hit = self.journal.lookup(request, run_id=self.run_id)
+                if hit is not None:  # paid in this run before an interruption: read back, never paid again
+                    return self._accept(model, phase, hit, float(hit.cost_usd or 0.0))
+                if self.options.use_cache:
+                    hit = self.journal.lookup(request)
+                    if hit is not None:  # the same request in an earlier run: free this time
+                        self.journal.record(self.run_id, request, hit, phase=phase, cost_usd=0.0)
+                        return self._accept(model, phase, hit, 0.0)
+            estimate = self._reserve(model, request)
+            try:
+                completion = await self.backend.complete(request)
+            except ProviderError as exc:
+                self._reserved -= estimate
+                return _Answer(None, None, 0.0, error=str(exc))
+            self._reserved -= estimate
+            cost = self._price(model, completion)
+            if self.journal is not None:
+                self.journal.record(self.run_id, request, completion, phase=phase, cost_usd=cost)
+            return self._accept(model, phase, completion, cost)
+
+    def _accept(self, model: str, phase: str, completion: Completion, cost: float) -> _Answer:
+        self.ledger.add(model, phase, cost)
+        self._unit_cost.setdefault(model, []).append(cost)
+        return _Answer(completion.text, self.comparator.parse(completion.text), cost, completion=completion)
+
+    def _price(self, model: str, completion: Completion) -> float:
+        if completion.cost_usd is not None:
+            return float(completion.cost_usd)
+        return self.pool.spec(model).cost(completion.input_tokens, completion.output_tokens)
+
+    def _reserve(self, model: str, request: Request) -> float:
+        """Hold back the worst plausible cost of a call, so --max-cost is never crossed by calls in flight."""
+        if self.options.max_cost is None:
+            return 0.0
+        estimate = self._estimate(model, request)
+        if self.ledger.total + self._reserved + estimate > self.options.max_cost:
+            raise BudgetExceeded(
+                f"stopping before a call to {model}: spent ${self.ledger.total:.4f} of the --max-cost "
+                f"${self.options.max_cost:.4f}, and the next call could cost ~${estimate:.6f}. Everything paid so "
+                "far is kept in the run's journal; rerun the same command with a higher --max-cost to continue."
+            )
+        self._reserved += estimate
+        return estimate
+
+    def _estimate(self, model: str, request: Request) -> float:
+        seen = self._unit_cost.get(model)
+        if seen:
+            return 2.0 * max(seen)
+        spec = self.pool.spec(model)
+        max_tokens = int(request.param("max_tokens") or 64)
+        try:
+            return spec.cost(estimate_tokens(request.prompt_text), max_tokens)
+        except Exception:
+            return 0.0
+
+    def _report(self, phase: str, done: int, total: int | None) -> None:
+        if self.progress is not None:
+            self.progress({"phase": phase, "done": done, "total": total, "spent": self.ledger.total})
+
+
+def run_sync(coro) -> Any:
+    """Run a coroutine from synchronous code (the CLI and the Python API)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    raise RuntimeError("smartmix.run() was called inside a running event loop; use 'await smartmix.arun(...)'")
+
+
+__all__ = ["Engine", "EngineOptions", "run_sync"]

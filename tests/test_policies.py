@@ -1,0 +1,100 @@
+"""Policies on synthetic data: decisions, plans and the guarantee, with no backend at all."""
+
+import numpy as np
+import pytest
+
+from smartmix.errors import ConfigError
+from smartmix.policies import METHODS, BatchSpec, Guarantee, make_policy
+from smartmix.simulate import simulate, synthetic_pool
+
+
+def test_registry_has_all_methods():
+    assert {"reference", "exhaustive", "efficient", "mix", "paper"} <= set(METHODS)
+    with pytest.raises(ConfigError, match="unknown method 'nope'"):
+        make_policy("nope", BatchSpec(10, ("a", "b"), Guarantee(0.9)))
+
+
+def test_reference_only_answers_everything_with_the_reference():
+    agree, cost, models = synthetic_pool(500, [0.95], [1, 10])
+    out = simulate("reference", agree, cost, models, Guarantee(0.9))
+    assert out.realised_agreement == 1.0 and out.savings == pytest.approx(1.0)
+    assert out.certificate.profiled == 0
+
+
+@pytest.mark.parametrize("method", ["exhaustive", "efficient", "mix"])
+def test_a_good_cheap_model_is_found_and_used(method):
+    agree, cost, models = synthetic_pool(20_000, [0.97, 0.99], [1, 3, 30])
+    out = simulate(method, agree, cost, models, Guarantee(0.9, 0.95), seed=3)
+    assert out.realised_agreement >= 0.9
+    assert out.savings > 5
+    assert out.shares.get("m0", 0) > 0.8
+    assert out.certificate.valid and out.certificate.bounds["m0"] >= 0.9 - 0.02
+
+
+@pytest.mark.parametrize("method", ["exhaustive", "efficient", "mix"])
+def test_hopeless_models_fall_back_to_the_reference(method):
+    agree, cost, models = synthetic_pool(5_000, [0.3, 0.5], [1, 2, 10])
+    out = simulate(method, agree, cost, models, Guarantee(0.95), seed=1)
+    assert out.realised_agreement >= 0.95
+    assert out.shares.get("ref", 0) > 0.9
+
+
+def test_mix_beats_single_models_when_no_cheap_model_reaches_the_target():
+    agree, cost, models = synthetic_pool(50_000, [0.85], [1, 20])
+    single = simulate("efficient", agree, cost, models, Guarantee(0.9), seed=2)
+    mixed = simulate("mix", agree, cost, models, Guarantee(0.9), seed=2)
+    assert mixed.realised_agreement >= 0.9
+    assert mixed.cost < single.cost
+    assert 0 < mixed.shares["m0"] < 1
+
+
+def test_mix_assigns_the_rest_at_random_not_in_blocks():
+    agree, cost, models = synthetic_pool(20_000, [0.85], [1, 20])
+    out = simulate("mix", agree, cost, models, Guarantee(0.9), seed=4)
+    rest = np.flatnonzero(~out.plan.profiled)
+    chosen = out.plan.assignment[rest]
+    first, second = chosen[: len(chosen) // 2], chosen[len(chosen) // 2 :]
+    assert abs((first == 0).mean() - (second == 0).mean()) < 0.05  # both halves mix the models
+
+
+def test_unit_costs_come_from_each_models_own_calls():
+    agree, cost, models = synthetic_pool(20_000, [0.3, 0.97], [1, 2, 30])
+    spec = BatchSpec(20_000, models, Guarantee(0.9), seed=0)
+    policy = make_policy("efficient", spec)
+    while (batch := policy.next_batch()) is not None:
+        cols = list(batch.models)
+        policy.observe(batch, agree[np.ix_(batch.items, cols)], cost[np.ix_(batch.items, cols)])
+    assert policy.draws[0] < policy.draws[2]  # the hopeless model was dropped early
+    assert policy.unit_cost(0) == pytest.approx(1.0)
+    assert policy.unit_cost(1) == pytest.approx(2.0)
+
+
+def test_no_nan_when_a_cheap_model_always_agrees():
+    agree, cost, models = synthetic_pool(20_000, [1.0], [1, 30])
+    for method in ("exhaustive", "efficient", "mix"):
+        out = simulate(method, agree, cost, models, Guarantee(0.98), seed=0)
+        assert out.savings > 10, method
+        assert all(np.isfinite(list(out.certificate.bounds.values())))
+
+
+def test_same_seed_same_plan():
+    agree, cost, models = synthetic_pool(5_000, [0.88, 0.93], [1, 2, 10])
+    a = simulate("mix", agree, cost, models, Guarantee(0.9), seed=7)
+    b = simulate("mix", agree, cost, models, Guarantee(0.9), seed=7)
+    assert np.array_equal(a.plan.assignment, b.plan.assignment) and a.cost == b.cost
+
+
+def test_paper_method_is_flagged_as_not_guaranteed():
+    agree, cost, models = synthetic_pool(5_000, [0.92], [1, 10])
+    out = simulate("paper", agree, cost, models, Guarantee(0.9), seed=0)
+    assert not out.certificate.valid
+    assert "No guarantee" in out.certificate.statement()
+
+
+def test_paper_splits_the_rest_in_contiguous_blocks():
+    agree, cost, models = synthetic_pool(5_000, [0.88], [1, 10])
+    out = simulate("paper", agree, cost, models, Guarantee(0.9), seed=0)
+    rest = np.flatnonzero(~out.plan.profiled)
+    chosen = out.plan.assignment[rest]
+    changes = np.count_nonzero(np.diff(chosen))
+    assert changes <= len(models) - 1
