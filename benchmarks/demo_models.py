@@ -55,6 +55,7 @@ class ModelRun:
     wall_s: float = float("nan")
     cpu_s: float = float("nan")
     repeat_changed: int | None = None
+    repeat_margin_diff: float = float("nan")  # largest |change| of the top-2 margin between the two asks
     repeat_n: int = 0
 
 
@@ -158,6 +159,12 @@ async def main_async(args: argparse.Namespace) -> dict:
                 run.repeat_changed = sum(
                     a.text != b.text for a, b in zip(run.answers[:k], again, strict=True)
                 )
+                diffs = [
+                    abs(a.margin - b.margin)
+                    for a, b in zip(run.answers[:k], again, strict=True)
+                    if a.margin is not None and b.margin is not None
+                ]
+                run.repeat_margin_diff = max(diffs) if diffs else float("nan")
     finally:
         for server in servers:
             server.stop()
@@ -194,6 +201,7 @@ async def main_async(args: argparse.Namespace) -> dict:
             "role": spec.role, "accuracy": acc, "invalid_rate": invalid, "auroc_margin_correct": roc,
             "requests_per_s": rps, "requests_per_cpu_s": rpcpu, "p50_latency_ms": p50, "startup_s": run.startup_s, "rss_mb": run.rss_mb,
             "repeat_changed": run.repeat_changed, "repeat_n": run.repeat_n,
+            "repeat_max_margin_change": run.repeat_margin_diff,
         }  # fmt: skip
 
     cheap, ref = labels_of[SMOLLM2.name], labels_of[GEMMA3.name]
@@ -207,6 +215,11 @@ async def main_async(args: argparse.Namespace) -> dict:
     print(f"AUROC of {SMOLLM2.name}'s margin for agreeing with {GEMMA3.name}: {fmt(roc_agree)}")
     if both_rps == both_rps:
         print(f"both servers at once: {both_rps:.2f} requests/s in total")
+    for spec, _ in specs:
+        run = runs[spec.name]
+        if run.repeat_n:
+            print(f"asked again ({spec.name}, first {run.repeat_n}): {run.repeat_changed} answers changed, "
+                  f"largest margin change {fmt(run.repeat_margin_diff, '.2g')}")  # fmt: skip
     result.update(
         agreement=agreement, auroc_cheap_margin_agreement=roc_agree, both_at_once_requests_per_s=both_rps
     )

@@ -44,36 +44,60 @@ def simulate(
     guarantee: Guarantee,
     seed: int = 0,
     batch_size: int = 10,
+    score: np.ndarray | None = None,
+    options: tuple = (),
 ) -> TrialOutcome:
     """Run ``method`` on a batch whose per-item outcomes are known.
 
-    ``agree`` and ``cost`` have one row per item and one column per model in ``models`` order (candidates
-    cheapest first, the reference last; the reference column of ``agree`` is all True).
+    ``agree``, ``cost`` and ``score`` (confidence scores in [0, 1], NaN where a model gives none) have one
+    row per item and one column per model in ``models`` order (candidates cheapest first, the reference last;
+    the reference column of ``agree`` is all True).
     """
     n_items = agree.shape[0]
-    spec = BatchSpec(n_items=n_items, models=models, guarantee=guarantee, seed=seed, batch_size=batch_size)
+    if score is None:
+        score = np.full(agree.shape, np.nan)
+    spec = BatchSpec(
+        n_items=n_items, models=models, guarantee=guarantee, seed=seed, batch_size=batch_size, options=options
+    )
     policy = make_policy(method, spec)
+    reference = len(models) - 1
     profiling_cost = 0.0
     while (batch := policy.next_batch()) is not None:
         cols = list(batch.models)
-        batch_agree = agree[np.ix_(batch.items, cols)]
-        batch_cost = cost[np.ix_(batch.items, cols)]
+        rows = batch.items
+        batch_agree = agree[np.ix_(rows, cols)]
+        if reference not in cols:
+            batch_agree = np.zeros_like(batch_agree)  # nothing to compare with: the engine reports no agreement
+        batch_cost = cost[np.ix_(rows, cols)]
         profiling_cost += float(batch_cost.sum())
-        policy.observe(batch, batch_agree, batch_cost)
+        policy.observe(batch, batch_agree, batch_cost, score[np.ix_(rows, cols)])
     plan = policy.plan()
-    rest = ~plan.profiled
-    rows = np.flatnonzero(rest)
-    chosen = plan.assignment[rows]
-    agreeing = int(plan.profiled.sum()) + int(agree[rows, chosen].sum())
-    application_cost = float(cost[rows, chosen].sum())
-    reference = len(models) - 1
+    done = np.flatnonzero(plan.profiled)
+    agreeing = int(agree[done, plan.assignment[done]].sum())
+    rest = np.flatnonzero(~plan.profiled)
+    final = plan.assignment[rest].copy()
+    application_cost = 0.0
+    if plan.chain:
+        pending = np.ones(len(rest), dtype=bool)
+        for model, threshold in zip(plan.chain, plan.thresholds, strict=True):
+            idx = np.flatnonzero(pending)
+            application_cost += float(cost[rest[idx], model].sum())
+            keep = score[rest[idx], model] > threshold  # NaN never clears a threshold
+            final[idx[keep]] = model
+            pending[idx[keep]] = False
+        final[pending] = reference
+        application_cost += float(cost[rest[pending], reference].sum())
+    else:
+        application_cost = float(cost[rest, final].sum())
+    agreeing += int(agree[rest, final].sum())
+    counts = np.bincount(np.concatenate([plan.assignment[done], final]), minlength=len(models))
     return TrialOutcome(
         method=method,
         realised_agreement=agreeing / n_items,
         cost=profiling_cost + application_cost,
         reference_cost=float(cost[:, reference].sum()),
         profiling_cost=profiling_cost,
-        shares=plan.certificate.shares,
+        shares={models[m]: counts[m] / n_items for m in np.flatnonzero(counts)},
         plan=plan,
     )
 

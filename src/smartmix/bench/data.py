@@ -24,6 +24,7 @@ __all__ = [
     "default_data_paths",
     "find_data_files",
     "load_dataset",
+    "simulated_batch",
     "trial_seed",
 ]
 
@@ -170,3 +171,19 @@ def adversarial_batch(n_items: int, rates: Sequence[float], seed: int) -> Batch:
     cost = np.broadcast_to(prices, (n_items, n_models)).copy()
     models = tuple(f"cand-{p:g}" for p in prices[:-1]) + ("reference",)
     return Batch(models, agree, cost, None)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The SMART paper's simulator
+
+
+def simulated_batch(profile: str, seed: int, n_items: int | None = None) -> Batch:
+    """A batch of the paper's simulator, columns reordered: candidates cheapest first (cost per item), the
+    reference (gpt-4) last — the order :func:`smartmix.simulate.simulate` expects."""
+    from smartmix.backends.simulated import PAPER_PROFILES, simulated_arrays
+
+    arrays = simulated_arrays(profile, seed, n_items)
+    ref = arrays.index(PAPER_PROFILES[profile].reference)
+    cands = sorted((j for j in range(len(arrays.models)) if j != ref), key=lambda j: float(arrays.cost[0, j]))
+    cols = [*cands, ref]
+    return Batch(tuple(arrays.models[j] for j in cols), arrays.agree[:, cols], arrays.cost[:, cols], None)

@@ -21,14 +21,30 @@ __all__ = [
     "adversarial_cells",
     "paper_cells",
     "OverheadRow",
-    "measure_overheads",
+    "measure_policy_overhead",
+    "measure_solve_mix",
+    "trial_plan",
 ]
 
 SUITES = ("datasets", "adversarial", "paper", "overheads")
 
-# Trials per setting. The full run (all suites, 2 workers) fits in about 20 minutes with these.
-DEFAULT_TRIALS = {"datasets": 200, "adversarial": 300, "paper": 10}
-QUICK_TRIALS = {"datasets": 8, "adversarial": 30, "paper": 2}
+# Trials per setting. The full run (all suites, 2 workers) fits in about 20 minutes with these; ``--trials``
+# sets one count for every suite and method instead. ``paper`` is the slow method on adversarial pools
+# (it checks its interval every 10 items and, with agreement right at T, profiles long), so it gets fewer.
+DEFAULT_TRIALS = {"datasets": 150, "adversarial": 200, "adversarial-large": 60, "paper": 10}
+QUICK_TRIALS = {"datasets": 8, "adversarial": 30, "adversarial-large": 10, "paper": 2}
+SLOW_METHOD_TRIALS = {"adversarial": (("paper", 100),), "adversarial-large": (("paper", 20),)}
+QUICK_SLOW_METHOD_TRIALS = {"adversarial": (("paper", 15),), "adversarial-large": (("paper", 5),)}
+LARGE_N = 20_000  # adversarial pools above this size use the "adversarial-large" counts
+
+
+def trial_plan(key: str, quick: bool, override: int | None) -> tuple[int, tuple[tuple[str, int], ...]]:
+    """(trials per setting, per-method caps) for a suite key; ``override`` (--trials) sets one count."""
+    if override is not None:
+        return override, ()
+    counts = QUICK_TRIALS if quick else DEFAULT_TRIALS
+    caps = QUICK_SLOW_METHOD_TRIALS if quick else SLOW_METHOD_TRIALS
+    return counts[key], caps.get(key, ())
 
 ADVERSARIAL_N = (10_000, 50_000)
 QUICK_ADVERSARIAL_N = (10_000,)
@@ -48,12 +64,13 @@ def policy_methods(methods: Sequence[str]) -> tuple[str, ...]:
 
 def datasets_cells(
     data: Sequence[BenchData], ns: Sequence[int], targets: Sequence[float], confidence: float,
-    methods: Sequence[str], trials: int, peer_trials: int | None = None,
+    methods: Sequence[str], quick: bool = False, trials: int | None = None,
 ) -> list[Cell]:
+    count, caps = trial_plan("datasets", quick, trials)
     return [
         Cell(
-            "datasets", ds.name, n, t, confidence, tuple(methods), trials, ("recorded", ds.name),
-            limits=True, peer_trials=peer_trials,
+            "datasets", ds.name, n, t, confidence, tuple(methods), count, ("recorded", ds.name),
+            limits=True, method_trials=caps,
         )
         for ds in data
         for n in ns
@@ -66,34 +83,37 @@ def adversarial_scenarios(target: float) -> list[tuple[str, float]]:
 
 
 def adversarial_cells(
-    ns: Sequence[int], targets: Sequence[float], confidence: float, methods: Sequence[str], trials: int
+    ns: Sequence[int], targets: Sequence[float], confidence: float, methods: Sequence[str],
+    quick: bool = False, trials: int | None = None,
 ) -> list[Cell]:
     cells = []
     for n in ns:
+        count, caps = trial_plan("adversarial-large" if n > LARGE_N else "adversarial", quick, trials)
         for t in targets:
             for k in ADVERSARIAL_CANDIDATES:
                 for label, rate in adversarial_scenarios(t):
                     rates = adversarial_rates(rate, k)
                     cells.append(
                         Cell(
-                            "adversarial", f"{k} cand.", n, t, confidence, policy_methods(methods), trials,
-                            ("adversarial", rates), label=label,
+                            "adversarial", f"{k} cand.", n, t, confidence, policy_methods(methods), count,
+                            ("adversarial", rates), label=label, method_trials=caps,
                         )
                     )
     return cells
 
 
 def paper_cells(
-    targets: Sequence[float], confidence: float, methods: Sequence[str], trials: int,
-    profiles: Sequence[str] | None = None,
+    targets: Sequence[float], confidence: float, methods: Sequence[str], quick: bool = False,
+    trials: int | None = None, profiles: Sequence[str] | None = None,
 ) -> list[Cell]:
     from smartmix.backends.simulated import PAPER_PROFILES
 
+    count, caps = trial_plan("paper", quick, trials)
     names = list(profiles or PAPER_PROFILES)
     return [
         Cell(
-            "paper", name, PAPER_PROFILES[name].n_items, t, confidence, policy_methods(methods), trials,
-            ("simulated", name),
+            "paper", name, PAPER_PROFILES[name].n_items, t, confidence, policy_methods(methods), count,
+            ("simulated", name), method_trials=caps,
         )
         for name in names
         for t in targets
@@ -108,6 +128,7 @@ def paper_cells(
 class OverheadRow:
     what: str  # "policy" or "solve_mix"
     name: str  # method, or "<k> models"
+    setting: str  # e.g. "T=0.9, imdb"
     size: int  # items in the batch, or models in the program
     repeats: int
     wall_s: float  # total wall time of one run (policy) or median solve time (solve_mix)
@@ -118,24 +139,28 @@ class OverheadRow:
     note: str = ""
 
 
-def measure_policy_overhead(methods: Sequence[str], n_items: int, target: float, confidence: float) -> list[OverheadRow]:
-    """Wall time of simulate() on one simulated IMDB batch of ``n_items`` items, per method."""
-    from smartmix.backends.simulated import simulated_arrays
+def measure_policy_overhead(
+    methods: Sequence[str], n_items: int, targets: Sequence[float], confidence: float
+) -> list[OverheadRow]:
+    """Wall time of simulate() on one simulated IMDB batch of ``n_items`` items, per method and target."""
+    from smartmix.bench.data import simulated_batch
     from smartmix.policies import Guarantee
     from smartmix.simulate import simulate
 
-    arrays = simulated_arrays("imdb", seed=0, n_items=n_items)
+    arrays = simulated_batch("imdb", seed=0, n_items=n_items)
     rows = []
-    for method in policy_methods(methods):
-        start = time.perf_counter()
-        outcome = simulate(method, arrays.agree, arrays.cost, arrays.models, Guarantee(target, confidence), seed=0)
-        wall = time.perf_counter() - start
-        rows.append(
-            OverheadRow(
-                "policy", method, n_items, 1, wall, 1e6 * wall / n_items, 1000 * wall, 1000 * wall, 1000 * wall,
-                note=f"profiled {outcome.plan.certificate.profiled:,} items, savings {outcome.savings:.2f}x",
+    for target in targets:
+        for method in policy_methods(methods):
+            start = time.perf_counter()
+            outcome = simulate(method, arrays.agree, arrays.cost, arrays.models, Guarantee(target, confidence), seed=0)
+            wall = time.perf_counter() - start
+            rows.append(
+                OverheadRow(
+                    "policy", method, f"T={target:g}, simulated imdb", n_items, 1, wall, 1e6 * wall / n_items,
+                    1000 * wall, 1000 * wall, 1000 * wall,
+                    note=f"profiled {outcome.plan.certificate.profiled:,} items, savings {outcome.savings:.2f}x",
+                )
             )
-        )
     return rows
 
 
@@ -160,7 +185,7 @@ def measure_solve_mix(model_counts: Sequence[int] = (2, 4, 8), repeats: int = 20
         t = 1000 * np.asarray(times)
         rows.append(
             OverheadRow(
-                "solve_mix", f"{k} models", k, repeats, float(np.median(t)) / 1000, float("nan"),
+                "solve_mix", f"{k} models", "random instances", k, repeats, float(np.median(t)) / 1000, float("nan"),
                 float(np.median(t)), float(np.quantile(t, 0.9)), float(t.max()),
                 note="random costs, bounds in [0.6, 0.99], 1,000-100,000 remaining items",
             )

@@ -19,9 +19,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from smartmix.bench.data import Batch, BenchData, adversarial_batch, bootstrap_batch, trial_seed
+from smartmix.bench.data import (
+    Batch,
+    BenchData,
+    adversarial_batch,
+    bootstrap_batch,
+    simulated_batch,
+    trial_seed,
+)
 from smartmix.bench.limits import floor_cost, lp_mix_cost, two_tier_cost
-from smartmix.bench.peers import PEERS, run_bargain
+from smartmix.bench.peers import run_bargain
 
 __all__ = ["Cell", "MethodResult", "TrialRecord", "run_cells", "run_trial"]
 
@@ -46,8 +53,11 @@ class Cell:
     trials: int
     source: tuple
     limits: bool = False
-    peer_trials: int | None = None  # fewer trials for peers, if they are slow (None: all)
+    method_trials: tuple[tuple[str, int], ...] = ()  # fewer trials for slow methods: (method, trials)
     label: str = ""  # extra description shown in reports (adversarial scenario)
+
+    def trials_for(self, method: str) -> int:
+        return min(self.trials, dict(self.method_trials).get(method, self.trials))
 
     def seed(self, base: int, trial: int) -> int:
         return trial_seed(base, self.suite, self.dataset, self.n, round(self.target, 6), self.label, trial)
@@ -93,10 +103,7 @@ def make_batch(cell: Cell, seed: int, data: dict[str, BenchData] | None = None) 
     if kind == "adversarial":
         return adversarial_batch(cell.n, cell.source[1], seed)
     if kind == "simulated":
-        from smartmix.backends.simulated import simulated_arrays
-
-        arrays = simulated_arrays(cell.source[1], seed, cell.n)
-        return Batch(arrays.models, arrays.agree, arrays.cost, None)
+        return simulated_batch(cell.source[1], seed, cell.n)
     raise ValueError(f"unknown batch source {cell.source!r}")
 
 
@@ -157,7 +164,7 @@ def run_trial(cell: Cell, cell_index: int, trial: int, base_seed: int, data: dic
     batch = make_batch(cell, seed, data)
     record = TrialRecord(cell_index, trial, seed, reference_cost=float(batch.cost[:, -1].sum()))
     for method in cell.methods:
-        if method in PEERS and cell.peer_trials is not None and trial >= cell.peer_trials:
+        if trial >= cell.trials_for(method):
             continue
         record.methods[method] = run_method(method, batch, cell, seed)
     if cell.limits:

@@ -57,6 +57,9 @@ class LlamaServer:
     Gemma 3 (sliding-window attention), otherwise the shared few-shot prefix cannot be reused and it runs
     about 4x slower. ``ctx`` is the total context size, shared by the ``n_parallel`` slots.
     ``cache_ram_mib=0`` (always) turns off the host-RAM prompt cache; the per-slot prefix reuse stays on.
+    ``n_parallel=1`` measured best with one thread (more slots cost CPU per request). The server's log
+    (warnings and errors; everything with ``verbose=True``) goes to a temporary file, or to ``log_path``
+    (then kept); :meth:`log_tail` reads it and every error message quotes it.
 
     After :meth:`start` (or ``__enter__``): :attr:`base_url` (``http://127.0.0.1:PORT/v1``, for the openai
     SDK), :attr:`url` (without ``/v1``), :attr:`port`, :attr:`pid`, :attr:`startup_s`. The model answers
@@ -75,6 +78,7 @@ class LlamaServer:
         host: str = "127.0.0.1",
         startup_timeout: float = 60.0,
         log_path: str | os.PathLike[str] | None = None,
+        verbose: bool = False,
     ):
         if n_threads < 1:
             raise ConfigError(f"n_threads must be at least 1, got {n_threads}.")
@@ -93,6 +97,7 @@ class LlamaServer:
         self.n_parallel = n_parallel
         self.host = host
         self.startup_timeout = startup_timeout
+        self.verbose = verbose
         self._keep_log = log_path is not None
         self.log_path: Path | None = Path(log_path) if log_path is not None else None
         self.port: int | None = None
@@ -169,7 +174,9 @@ class LlamaServer:
         """Raise :class:`ProviderError` with the exit status and the server's last log lines if it died."""
         if self._proc is None:
             state = "was stopped" if self._stopped else "is not started"
-            raise ProviderError(f"The llama server for '{self.name}' {state}; start it (use it as a context manager).")
+            raise ProviderError(
+                f"The llama server for '{self.name}' {state}; start it (use it as a context manager)."
+            )
         code = self._proc.poll()
         if code is not None:
             raise ProviderError(self._death_message(code))
@@ -233,7 +240,7 @@ class LlamaServer:
             "--model", str(self.model_path), "--name", self.name,
             "--host", self.host, "--port", str(port),
             "--threads", str(self.n_threads), "--ctx", str(self.ctx), "--parallel", str(self.n_parallel),
-            "--parent-pid", str(os.getpid()),
+            "--parent-pid", str(os.getpid()), "--verbosity", "3" if self.verbose else "2",
         ]  # fmt: skip
         if self.swa_full:
             cmd.append("--swa-full")
@@ -447,6 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ctx", type=int, default=2048)
     parser.add_argument("--parallel", type=int, default=1)
     parser.add_argument("--swa-full", action="store_true")
+    parser.add_argument("--verbosity", type=int, default=3, help="llama.cpp log level: 2 warnings, 3 info")
     parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process is gone")
     parser.add_argument(
         "--orphan-log", default=None, help="file to delete when exiting because the parent is gone"
@@ -474,6 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     params.n_parallel = args.parallel
     params.cache_ram_mib = 0
     params.swa_full = bool(args.swa_full)
+    params.verbosity = args.verbosity
     try:
         server = xllamacpp.Server(params)
     except RuntimeError as exc:

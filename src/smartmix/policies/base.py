@@ -46,6 +46,10 @@ class BatchSpec:
     guarantee: Guarantee
     seed: int = 0
     batch_size: int = 10
+    options: tuple[tuple[str, Any], ...] = ()  # method-specific settings, e.g. (("budget", 0.002),)
+
+    def option(self, name: str, default: Any = None) -> Any:
+        return dict(self.options).get(name, default)
 
     @property
     def reference(self) -> int:
@@ -93,11 +97,20 @@ class Certificate:
 
 @dataclass
 class Plan:
-    """Which model answers each item. Profiled items are answered by the reference."""
+    """Which model answers each item.
+
+    ``profiled[i]``: the item's final answer is the answer model ``assignment[i]`` already gave during
+    profiling (usually the reference). Otherwise ``assignment[i]`` is the model to call — unless a cascade
+    is planned (``chain`` non-empty): then every remaining item goes through the chain's models in order,
+    keeping the first answer whose confidence score is above that stage's threshold, and the reference
+    answers the items no stage kept.
+    """
 
     assignment: np.ndarray  # model index per item
     profiled: np.ndarray  # bool per item
     certificate: Certificate
+    chain: tuple[int, ...] = ()
+    thresholds: tuple[float, ...] = ()
 
     def items_for(self, model: int) -> np.ndarray:
         return np.flatnonzero((self.assignment == model) & ~self.profiled)
@@ -119,16 +132,25 @@ class Policy(ABC):
         self.spec = spec
         self.rng = np.random.default_rng(spec.seed)
 
+    @property
+    def needs_scores(self) -> bool:
+        """Whether the policy uses confidence scores (the engine then asks providers for logprobs)."""
+        return False
+
     @abstractmethod
     def next_batch(self) -> ProfileBatch | None:
         """The next items to profile, or None when profiling is over."""
 
     @abstractmethod
-    def observe(self, batch: ProfileBatch, agree: np.ndarray, cost: np.ndarray) -> None:
+    def observe(
+        self, batch: ProfileBatch, agree: np.ndarray, cost: np.ndarray, score: np.ndarray | None = None
+    ) -> None:
         """Learn from a profiled batch.
 
         ``agree[i, j]``: whether model ``batch.models[j]`` agreed with the reference on ``batch.items[i]``
-        (a failed call counts as disagreeing); ``cost[i, j]``: what that call cost.
+        (a failed call counts as disagreeing; all False when the batch has no reference call);
+        ``cost[i, j]``: what that call cost; ``score[i, j]``: the model's confidence score in [0, 1]
+        (NaN when the model gives none).
         """
 
     @abstractmethod

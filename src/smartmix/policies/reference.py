@@ -15,7 +15,7 @@ class ReferenceOnly(Policy):
     def next_batch(self) -> ProfileBatch | None:
         return None
 
-    def observe(self, batch: ProfileBatch, agree: np.ndarray, cost: np.ndarray) -> None:  # pragma: no cover
+    def observe(self, batch, agree, cost, score=None) -> None:  # pragma: no cover
         raise RuntimeError("the reference-only policy profiles nothing")
 
     def plan(self) -> Plan:

@@ -75,7 +75,10 @@ class Profiler(Policy):
         models = tuple(sorted(self.active)) + (self.spec.reference,)
         return ProfileBatch(self.order[self.n : end], models)
 
-    def observe(self, batch: ProfileBatch, agree: np.ndarray, cost: np.ndarray) -> None:
+    def observe(
+        self, batch: ProfileBatch, agree: np.ndarray, cost: np.ndarray, score: np.ndarray | None = None
+    ) -> None:
+        self.record_scores(batch, agree, score)
         k = len(batch.items)
         self.n += k
         for j, m in enumerate(batch.models):
@@ -89,6 +92,9 @@ class Profiler(Policy):
             self.looks.append(self._look_record())
             if self.decide():
                 self.stopped = True
+
+    def record_scores(self, batch: ProfileBatch, agree: np.ndarray, score: np.ndarray | None) -> None:
+        """Hook for policies that learn from per-item outcomes, not only counts."""
 
     def _certify(self, models: list[int]) -> None:
         alpha = self.budget.per_look

@@ -1,0 +1,449 @@
+"""Report writers: ``<suite>.csv`` (every row), ``<suite>.md`` (command, run facts, tables) and ``<suite>.png``."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from smartmix.bench.summary import COLUMNS, Miss, Row
+
+__all__ = ["RunInfo", "write_csv", "write_misses", "write_suite_markdown", "write_overheads", "plot_suite"]
+
+
+@dataclass
+class RunInfo:
+    """What the top of every report says: how to rerun it and what it took."""
+
+    command: str
+    wall_s: float
+    workers: int
+    base_seed: int
+    trials: str  # human description of the trial counts
+    notes: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Formatting
+
+
+def fmt_x(value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if math.isinf(value):
+        return "∞"
+    return f"{value:.2f}×"
+
+
+def fmt_p(value: float, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def fmt_savings(row: Row) -> str:
+    return f"{fmt_x(row.savings_median)} [{row.savings_p10:.2f}–{row.savings_p90:.2f}]"
+
+
+def fmt_hit(row: Row) -> str:
+    if math.isnan(row.hit_rate):
+        return "–"
+    return f"{row.hit_rate:.3f} (≥{row.hit_wilson_lower:.3f})"
+
+
+def flag(row: Row) -> str:
+    """⚠ where a method that claims a guarantee hit the target in fewer than ``confidence`` of its trials."""
+    if row.kind in ("valid", "peer") and not math.isnan(row.hit_rate) and row.hit_rate < row.confidence:
+        return " ⚠"
+    return ""
+
+
+def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _csv_value(value: object) -> object:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ""
+        return f"{value:.6g}"
+    return value
+
+
+def write_csv(rows: Sequence[Row], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(COLUMNS))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _csv_value(v) for k, v in row.as_dict().items()})
+
+
+def write_misses(misses: Sequence[Miss], path: Path) -> None:
+    """Every trial whose realised agreement fell below the target, with its seed (to rerun it alone)."""
+    fields = list(Miss.__dataclass_fields__)
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        for m in misses:
+            writer.writerow({k: _csv_value(v) for k, v in asdict(m).items()})
+
+
+def _header(title: str, info: RunInfo, intro: str) -> list[str]:
+    out = [
+        f"# {title}",
+        "",
+        "Command:",
+        "",
+        "```",
+        info.command,
+        "```",
+        "",
+        f"Wall time {info.wall_s:.0f} s on {info.workers} worker process(es); base seed {info.base_seed} "
+        "(trial i of a setting uses a seed derived from the base seed, the dataset, N, T and i: the "
+        "`seed` column of the misses file reruns one trial alone). Trials: "
+        f"{info.trials}.",
+        "",
+        intro,
+        "",
+    ]
+    for note in info.notes:
+        out += [f"- {note}"]
+    if info.notes:
+        out.append("")
+    return out
+
+
+def _valid_misses_section(rows: Sequence[Row], misses: Sequence[Miss]) -> list[str]:
+    bad = [r for r in rows if flag(r)]
+    out = ["## Guarantee check", ""]
+    if not bad:
+        out.append(
+            "Every method that claims a guarantee (the valid methods and the BARGAIN peer) reached the target "
+            "in at least the promised share of trials in every setting."
+        )
+        return out + [""]
+    out.append(
+        "**Settings where a method that claims a guarantee hit the target in fewer than the promised share "
+        "of trials** (point estimate below the confidence):"
+    )
+    out.append("")
+    table = []
+    for r in bad:
+        seeds = [
+            str(m.seed)
+            for m in misses
+            if (m.dataset, m.scenario, m.n, m.target, m.method) == (r.dataset, r.scenario, r.n, r.target, r.method)
+        ][:5]
+        table.append([r.dataset, r.scenario, f"{r.n:,}", r.target, r.method, fmt_hit(r), ", ".join(seeds)])
+    out.append(md_table(["dataset", "scenario", "N", "T", "method", "hit rate (Wilson LB)", "seeds (first 5)"], table))
+    return out + [""]
+
+
+def _full_table(rows: Sequence[Row]) -> list[str]:
+    header = [
+        "dataset", "scenario", "N", "T", "δ", "method", "trials", "savings median [p10–p90]", "÷ two-tier",
+        "hit rate (Wilson LB)", "mean agreement", "min agreement", "profiling share", "shares", "ms/trial",
+    ]
+    body = [
+        [
+            r.dataset, r.scenario or "", f"{r.n:,}", f"{r.target:g}", f"{1 - r.confidence:.2g}", r.method + flag(r),
+            r.trials, fmt_savings(r), fmt_p(r.efficiency_median, 2), fmt_hit(r), fmt_p(r.agreement_mean, 4),
+            fmt_p(r.agreement_min, 4), fmt_p(r.profiling_share, 3), r.shares, fmt_p(r.wall_ms_per_trial, 1),
+        ]
+        for r in rows
+    ]
+    return ["## Every setting", "", md_table(header, body), ""]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Suite reports
+
+
+def _methods(rows: Sequence[Row]) -> list[str]:
+    return list(dict.fromkeys(r.method for r in rows if r.kind != "limit"))
+
+
+def datasets_markdown(rows: Sequence[Row], misses: Sequence[Miss], info: RunInfo) -> str:
+    methods = _methods(rows)
+    limits = ["limit:lp-mix", "limit:two-tier", "limit:floor"]
+    out = _header(
+        "Benchmark: recorded datasets",
+        info,
+        "Bootstrap batches (items resampled with replacement) of real recorded outputs. Savings = "
+        "reference-only cost ÷ method cost (median over trials, 10th–90th percentile in brackets); hit rate "
+        "= share of trials whose realised agreement with the reference reached T, with its Wilson 95% "
+        "lower bound. Limits are computed on each drawn batch with hindsight: LP mix (true agreement rates, "
+        "free profiling), two-tier (best first-tier model + reference on low-confidence items, best "
+        "threshold), floor (cheapest agreeing model per item). \"÷ two-tier\" = method savings as a "
+        "fraction of the two-tier limit on the same batch (median).",
+    )
+    keys = list(dict.fromkeys((r.n, r.confidence) for r in rows))
+    for n, conf in keys:
+        sub = [r for r in rows if r.n == n and r.confidence == conf]
+        out += [f"## Headline: N = {n:,}, δ = {1 - conf:.2g} — median savings · hit rate", ""]
+        body = []
+        for ds, t in dict.fromkeys((r.dataset, r.target) for r in sub):
+            cell = {r.method: r for r in sub if r.dataset == ds and r.target == t}
+            line = [ds, f"{t:g}"]
+            for m in methods:
+                r = cell.get(m)
+                line.append(f"{fmt_x(r.savings_median)} · {r.hit_rate:.2f}{flag(r)}" if r else "–")
+            line += [fmt_x(cell[lim].savings_median) if lim in cell else "–" for lim in limits]
+            body.append(line)
+        out += [md_table(["dataset", "T", *methods, "LP mix", "two-tier", "floor"], body), ""]
+        out += [f"### Efficiency: savings as a fraction of the two-tier limit (median), N = {n:,}", ""]
+        body = []
+        for ds, t in dict.fromkeys((r.dataset, r.target) for r in sub):
+            cell = {r.method: r for r in sub if r.dataset == ds and r.target == t}
+            body.append([ds, f"{t:g}", *[fmt_p(cell[m].efficiency_median, 2) if m in cell else "–" for m in methods]])
+        out += [md_table(["dataset", "T", *methods], body), ""]
+    out += _valid_misses_section(rows, misses)
+    out += _full_table(rows)
+    return "\n".join(out)
+
+
+def adversarial_markdown(rows: Sequence[Row], misses: Sequence[Miss], info: RunInfo) -> str:
+    methods = _methods(rows)
+    out = _header(
+        "Benchmark: adversarial validity suite",
+        info,
+        "Synthetic pools where the guarantee is hardest to keep: the cheapest candidate agrees with the "
+        "reference on exactly round(rate·N) items placed at random, with rate = T (\"at T\") or 0.5 points "
+        "below T; extra candidates (prices 1, 2, 4, 8 against 20 for the reference) sit at the same rate, "
+        "then 0.25 and 0.5 points lower. A method that keeps its guarantee must reach T in at least 95% of "
+        "trials in every row. Cell: hit rate (Wilson 95% lower bound) · median savings.",
+    )
+    body = []
+    for n, t, ds, sc in dict.fromkeys((r.n, r.target, r.dataset, r.scenario) for r in rows):
+        cell = {r.method: r for r in rows if (r.n, r.target, r.dataset, r.scenario) == (n, t, ds, sc)}
+        line = [f"{n:,}", f"{t:g}", ds, sc]
+        for m in methods:
+            r = cell.get(m)
+            line.append(f"{fmt_hit(r)}{flag(r)} · {fmt_x(r.savings_median)}" if r else "–")
+        body.append(line)
+    out += ["## Hit rates", "", md_table(["N", "T", "pool", "rate", *methods], body), ""]
+    worst = []
+    for m in methods:
+        mrows = [r for r in rows if r.method == m]
+        if mrows:
+            w = min(mrows, key=lambda r: r.hit_rate)
+            worst.append([m, mrows[0].kind, fmt_hit(w), f"N={w.n:,}, T={w.target:g}, {w.dataset}, {w.scenario}"])
+    out += ["## Lowest hit rate per method", "", md_table(["method", "kind", "lowest hit rate", "where"], worst), ""]
+    out += _valid_misses_section(rows, misses)
+    out += _full_table(rows)
+    return "\n".join(out)
+
+
+def paper_markdown(rows: Sequence[Row], misses: Sequence[Miss], info: RunInfo) -> str:
+    from smartmix.backends.simulated import PAPER_REPORTED
+
+    methods = _methods(rows)
+    out = _header(
+        "Benchmark: SMART paper reproduction (simulated)",
+        info,
+        "The paper's own simulator (`smartmix.backends.simulated`: its model profiles, prices and dataset "
+        "sizes; agreement iid per item). T = 0.80, 0.82, …, 0.98 (δ_acc = 0.20 … 0.02), confidence 0.95. "
+        "Cell: median savings over trials (hit rate in brackets). The paper reports average savings over T "
+        f"of {PAPER_REPORTED['imdb']}× (IMDB), {PAPER_REPORTED['sms-spam']}× (SMS-Spam), "
+        f"{PAPER_REPORTED['ag-news']}× (AG News) and at most {PAPER_REPORTED['max']}×.",
+    )
+    for ds in dict.fromkeys(r.dataset for r in rows):
+        sub = [r for r in rows if r.dataset == ds]
+        body = []
+        for t in dict.fromkeys(r.target for r in sub):
+            cell = {r.method: r for r in sub if r.target == t}
+            body.append(
+                [f"{t:.2f}", f"{1 - t:.2f}"]
+                + [f"{fmt_x(cell[m].savings_median)} ({cell[m].hit_rate:.2f}){flag(cell[m])}" if m in cell else "–" for m in methods]
+            )
+        avg = ["average", ""]
+        mx = ["maximum", ""]
+        for m in methods:
+            vals = [r.savings_median for r in sub if r.method == m]
+            avg.append(fmt_x(sum(vals) / len(vals)) if vals else "–")
+            mx.append(fmt_x(max(vals)) if vals else "–")
+        body += [avg, mx, ["paper (reported avg)", "", *[fmt_x(PAPER_REPORTED.get(ds, math.nan))] * len(methods)]]
+        out += [f"## {ds}", "", md_table(["T", "δ_acc", *methods], body), ""]
+    summary = []
+    for m in methods:
+        line = [m]
+        for ds in dict.fromkeys(r.dataset for r in rows):
+            vals = [r.savings_median for r in rows if r.method == m and r.dataset == ds]
+            line.append(fmt_x(sum(vals) / len(vals)) if vals else "–")
+        line.append(fmt_x(max((r.savings_median for r in rows if r.method == m), default=math.nan)))
+        summary.append(line)
+    datasets = list(dict.fromkeys(r.dataset for r in rows))
+    summary.append(["paper (reported)", *[fmt_x(PAPER_REPORTED.get(d, math.nan)) for d in datasets], fmt_x(PAPER_REPORTED["max"])])
+    out += ["## Average savings over T", "", md_table(["method", *datasets, "max"], summary), ""]
+    out += _valid_misses_section(rows, misses)
+    out += _full_table(rows)
+    return "\n".join(out)
+
+
+MARKDOWN = {"datasets": datasets_markdown, "adversarial": adversarial_markdown, "paper": paper_markdown}
+
+
+def write_suite_markdown(suite: str, rows: Sequence[Row], misses: Sequence[Miss], info: RunInfo, path: Path) -> None:
+    path.write_text(MARKDOWN[suite](rows, misses, info) + "\n")
+
+
+def write_overheads(rows: Sequence, info: RunInfo, out_dir: Path) -> None:
+    fields = list(type(rows[0]).__dataclass_fields__) if rows else []
+    with (out_dir / "overheads.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: _csv_value(v) for k, v in asdict(r).items()})
+    out = _header(
+        "Benchmark: overheads",
+        info,
+        "Policy decision time: wall time of one `simulate()` call (profiling loop, bounds, stopping rule, "
+        "plan, reading off the outcome) on one simulated batch, divided by the number of items; target "
+        "≤ 20 µs per item. Mix program: `smartmix.mixing.solve_mix` on random instances.",
+    )
+    pol = [r for r in rows if r.what == "policy"]
+    body = [
+        [
+            r.name, f"{r.size:,}", r.setting, f"{r.wall_s:.3f}", f"{r.us_per_item:.3f}",
+            "yes" if r.us_per_item <= 20 else "**no**", r.note,
+        ]
+        for r in pol
+    ]
+    header = ["method", "items", "setting", "wall s", "µs / item", "≤ 20 µs", "outcome"]
+    out += ["## Policy decision time", "", md_table(header, body), ""]
+    sol = [r for r in rows if r.what == "solve_mix"]
+    body = [[r.name, r.repeats, f"{r.median_ms:.2f}", f"{r.p90_ms:.2f}", f"{r.max_ms:.2f}"] for r in sol]
+    out += ["## solve_mix", "", md_table(["program", "instances", "median ms", "p90 ms", "max ms"], body), ""]
+    (out_dir / "overheads.md").write_text("\n".join(out) + "\n")
+    _plot_overheads(rows, out_dir / "overheads.png")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Plots
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_suite(suite: str, rows: Sequence[Row], path: Path) -> None:
+    {"datasets": _plot_datasets, "adversarial": _plot_adversarial, "paper": _plot_paper}[suite](rows, path)
+
+
+def _plot_datasets(rows: Sequence[Row], path: Path) -> None:
+    import numpy as np
+
+    plt = _pyplot()
+    methods = _methods(rows)
+    targets = list(dict.fromkeys(r.target for r in rows))
+    datasets = list(dict.fromkeys(r.dataset for r in rows))
+    fig, axes = plt.subplots(len(targets), 1, figsize=(max(8, 1.6 * len(datasets) + 3), 3.6 * len(targets)), squeeze=False)
+    width = 0.8 / max(1, len(methods))
+    n0 = rows[0].n if rows else 0
+    for ax, t in zip(axes[:, 0], targets, strict=True):
+        x = np.arange(len(datasets))
+        for k, m in enumerate(methods):
+            vals, lo, hi = [], [], []
+            for ds in datasets:
+                r = next((r for r in rows if r.dataset == ds and r.target == t and r.method == m and r.n == n0), None)
+                vals.append(r.savings_median if r else np.nan)
+                lo.append(r.savings_median - r.savings_p10 if r else 0)
+                hi.append(r.savings_p90 - r.savings_median if r else 0)
+            ax.bar(x - 0.4 + width * (k + 0.5), vals, width, yerr=[lo, hi], capsize=2, label=m)
+        for lim, style in (("limit:two-tier", "k_"), ("limit:lp-mix", "r_")):
+            vals = [
+                next((r.savings_median for r in rows if r.dataset == ds and r.target == t and r.method == lim and r.n == n0), np.nan)
+                for ds in datasets
+            ]
+            ax.plot(x, vals, style, markersize=40, markeredgewidth=2, label=lim.split(":")[1] + " limit")
+        ax.axhline(1.0, color="grey", lw=0.8)
+        ax.set_yscale("log")
+        ax.set_xticks(x, datasets, fontsize=8)
+        ax.set_ylabel("savings (× reference cost)")
+        ax.set_title(f"T = {t:g}, N = {n0:,}: median savings, 10th–90th percentile")
+        ax.legend(fontsize=7, ncol=4)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_adversarial(rows: Sequence[Row], path: Path) -> None:
+    import numpy as np
+
+    plt = _pyplot()
+    methods = _methods(rows)
+    settings = list(dict.fromkeys((r.n, r.target, r.dataset, r.scenario) for r in rows))
+    fig, ax = plt.subplots(figsize=(max(10, 0.35 * len(settings) + 3), 4.5))
+    x = np.arange(len(settings))
+    for k, m in enumerate(methods):
+        hit, err = [], []
+        for s in settings:
+            r = next((r for r in rows if (r.n, r.target, r.dataset, r.scenario) == s and r.method == m), None)
+            hit.append(r.hit_rate if r else np.nan)
+            err.append(r.hit_rate - r.hit_wilson_lower if r else 0)
+        ax.errorbar(x + (k - len(methods) / 2) * 0.12, hit, yerr=[err, [0] * len(err)], fmt="o", ms=3, capsize=2, label=m)
+    conf = rows[0].confidence if rows else 0.95
+    ax.axhline(conf, color="red", ls="--", lw=1, label=f"{conf:g}")
+    ax.set_xticks(x, [f"N={s[0] // 1000}k T={s[1]:g}\n{s[2]} {s[3]}" for s in settings], rotation=90, fontsize=6)
+    ax.set_ylabel("hit rate (Wilson 95% lower bound)")
+    ax.set_title("Adversarial pools: share of trials with realised agreement ≥ T")
+    ax.legend(fontsize=7, ncol=len(methods) + 1)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_paper(rows: Sequence[Row], path: Path) -> None:
+    from smartmix.backends.simulated import PAPER_REPORTED
+
+    plt = _pyplot()
+    methods = _methods(rows)
+    datasets = list(dict.fromkeys(r.dataset for r in rows))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.8), squeeze=False)
+    for ax, ds in zip(axes[0], datasets, strict=True):
+        for m in methods:
+            sub = [r for r in rows if r.dataset == ds and r.method == m]
+            ax.plot([r.target for r in sub], [r.savings_median for r in sub], "o-", ms=3, label=m)
+        if ds in PAPER_REPORTED:
+            ax.axhline(PAPER_REPORTED[ds], color="k", ls="--", lw=1, label=f"paper avg {PAPER_REPORTED[ds]}×")
+        ax.set_yscale("log")
+        ax.set_xlabel("target T")
+        ax.set_ylabel("median savings")
+        ax.set_title(ds)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_overheads(rows: Sequence, path: Path) -> None:
+    plt = _pyplot()
+    pol = [r for r in rows if r.what == "policy"]
+    sol = [r for r in rows if r.what == "solve_mix"]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8))
+    labels = [f"{r.name} ({r.setting.split(',')[0]})" for r in pol]
+    a.barh(range(len(pol)), [r.us_per_item for r in pol])
+    a.set_yticks(range(len(pol)), labels, fontsize=6)
+    a.axvline(20, color="red", ls="--", lw=1, label="20 µs target")
+    a.set_xscale("log")
+    a.set_xlabel("µs per item")
+    a.legend(fontsize=7)
+    a.set_title("policy decision time")
+    b.bar([r.name for r in sol], [r.median_ms for r in sol], label="median")
+    b.plot([r.name for r in sol], [r.p90_ms for r in sol], "k_", markersize=30, label="p90")
+    b.set_ylabel("ms per solve")
+    b.set_title("solve_mix")
+    b.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
