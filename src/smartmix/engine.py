@@ -10,6 +10,7 @@ what was spent on it, so the ``cost`` column sums to the bill.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ from smartmix.errors import BudgetExceeded, ProviderError
 from smartmix.models import Pool, estimate_tokens
 from smartmix.policies import BatchSpec, Guarantee, Plan, make_policy
 from smartmix.result import ItemResult, Ledger, RunResult
+from smartmix.scores import confidence_score
 from smartmix.tasks import Comparator, Item, LabelComparator, Template
 
 ProgressCallback = Callable[[dict[str, Any]], None]
@@ -33,6 +35,7 @@ class EngineOptions:
     max_cost: float | None = None
     use_cache: bool = True
     params: dict[str, Any] = field(default_factory=dict)  # generation settings sent with every request
+    method_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"budget": 0.0005} for margin
     chunk: int = 512  # application calls in flight per progress step
 
 
@@ -43,6 +46,7 @@ class _Answer:
     cost: float
     error: str | None = None
     completion: Completion | None = None
+    score: float = math.nan
 
 
 class Engine:
@@ -75,36 +79,46 @@ class Engine:
     async def run(self, items: Sequence[Item], method: str, guarantee: Guarantee, seed: int = 0) -> RunResult:
         self.template.check(items)
         models = tuple(self.pool.names)
-        spec = BatchSpec(len(items), models, guarantee, seed=seed, batch_size=self.options.batch_size)
+        spec = BatchSpec(
+            len(items), models, guarantee, seed=seed, batch_size=self.options.batch_size,
+            options=tuple(sorted(self.options.method_options.items())),
+        )
         policy = make_policy(method, spec)
+        if policy.needs_scores:
+            self.options.params.setdefault("logprobs", True)
+            self.options.params.setdefault("top_logprobs", 5)
         results = [ItemResult(id=item.id, answer=None, model=None, cost=0.0, phase="application") for item in items]
         reference = models[-1]
-        ref_costs: list[float] = []
+        profiled_answers: dict[tuple[int, str], _Answer] = {}
 
         profiled = 0
         while (batch := policy.next_batch()) is not None:
             names = [models[m] for m in batch.models]
             calls = [(int(i), name) for i in batch.items for name in names]
             answers = await self._call_all(items, calls, "profiling")
+            profiled_answers.update(answers)
             agree = np.zeros((len(batch.items), len(names)), dtype=bool)
             cost = np.zeros_like(agree, dtype=float)
+            score = np.full(agree.shape, np.nan)
             for row, i in enumerate(batch.items):
-                ref = answers[(int(i), reference)]
+                ref = answers.get((int(i), reference))
                 for col, name in enumerate(names):
                     got = answers[(int(i), name)]
                     cost[row, col] = got.cost
+                    score[row, col] = got.score
                     results[i].cost += got.cost
-                    ok = got.error is None and ref.error is None
-                    agree[row, col] = ok and (name == reference or self.comparator.agree(got.parsed, ref.parsed))
-                ref_costs.append(ref.cost)
-                self._finish(results[i], ref, reference, "profiling")
-            policy.observe(batch, agree, cost)
+                    if ref is not None and got.error is None and ref.error is None:
+                        agree[row, col] = name == reference or self.comparator.agree(got.parsed, ref.parsed)
+            policy.observe(batch, agree, cost, score)
             profiled += len(batch.items)
             self._report("profiling", profiled, None)
 
         plan = policy.plan()
+        for i in np.flatnonzero(plan.profiled):
+            name = models[int(plan.assignment[i])]
+            self._finish(results[i], profiled_answers[(int(i), name)], name, "profiling")
         await self._apply(items, plan, models, results)
-        reference_cost, measured = self._reference_cost(plan, results, ref_costs, len(items))
+        reference_cost, measured = self._reference_cost(plan, results, len(items))
         return RunResult(
             items=results,
             certificate=plan.certificate,
@@ -118,16 +132,46 @@ class Engine:
 
     # -- phases --------------------------------------------------------------------------------
     async def _apply(self, items: Sequence[Item], plan: Plan, models: tuple[str, ...], results: list[ItemResult]) -> None:
-        todo = [(int(i), models[int(plan.assignment[i])]) for i in np.flatnonzero(~plan.profiled)]
-        total = len(todo)
+        rest = [int(i) for i in np.flatnonzero(~plan.profiled)]
+        if plan.chain:
+            stages = [(models[m], t) for m, t in zip(plan.chain, plan.thresholds, strict=True)]
+            stages.append((models[-1], -math.inf))
+        else:
+            stages = []
+        total, done = len(rest), 0
         for start in range(0, total, self.options.chunk):
-            chunk = todo[start : start + self.options.chunk]
-            answers = await self._call_all(items, chunk, "application")
-            for i, name in chunk:
+            block = rest[start : start + self.options.chunk]
+            if stages:
+                await self._apply_chain(items, block, stages, results)
+            else:
+                chunk = [(i, models[int(plan.assignment[i])]) for i in block]
+                answers = await self._call_all(items, chunk, "application")
+                for i, name in chunk:
+                    got = answers[(i, name)]
+                    results[i].cost += got.cost
+                    self._finish(results[i], got, name, "application")
+            done += len(block)
+            self._report("application", done, total)
+
+    async def _apply_chain(
+        self, items: Sequence[Item], block: list[int], stages: list[tuple[str, float]], results: list[ItemResult]
+    ) -> None:
+        """Each stage answers the items still pending; it keeps those whose score clears its threshold."""
+        pending = block
+        for name, threshold in stages:
+            answers = await self._call_all(items, [(i, name) for i in pending], "application")
+            still = []
+            for i in pending:
                 got = answers[(i, name)]
                 results[i].cost += got.cost
-                self._finish(results[i], got, name, "application")
-            self._report("application", start + len(chunk), total)
+                last = threshold == -math.inf
+                if last or (got.error is None and got.score > threshold):
+                    self._finish(results[i], got, name, "application")
+                else:
+                    still.append(i)
+            pending = still
+            if not pending:
+                break
 
     def _finish(self, result: ItemResult, answer: _Answer, model: str, phase: str) -> None:
         result.phase = phase
@@ -141,13 +185,17 @@ class Engine:
         result.answer = answer.parsed if labelled else (answer.text or "").strip()
 
     def _reference_cost(
-        self, plan: Plan, results: list[ItemResult], ref_costs: list[float], n_items: int
+        self, plan: Plan, results: list[ItemResult], n_items: int
     ) -> tuple[float, bool]:
+        """What the reference alone would have cost: measured when it answered everything, else estimated
+        from its mean cost per call in this run."""
         reference = self.pool.names[-1]
         if not plan.profiled.any() and all(r.model == reference or r.error for r in results):
             return self.ledger.total, True
-        if ref_costs:
-            return float(np.mean(ref_costs)) * n_items, False
+        spent = sum(c for (m, _), c in self.ledger.entries.items() if m == reference)
+        calls = sum(k for (m, _), k in self.ledger.calls.items() if m == reference)
+        if calls:
+            return spent / calls * n_items, False
         return float("nan"), False
 
     # -- calls ---------------------------------------------------------------------------------
@@ -187,7 +235,10 @@ class Engine:
     def _accept(self, model: str, phase: str, completion: Completion, cost: float) -> _Answer:
         self.ledger.add(model, phase, cost)
         self._unit_cost.setdefault(model, []).append(cost)
-        return _Answer(completion.text, self.comparator.parse(completion.text), cost, completion=completion)
+        return _Answer(
+            completion.text, self.comparator.parse(completion.text), cost, completion=completion,
+            score=confidence_score(completion),
+        )
 
     def _price(self, model: str, completion: Completion) -> float:
         if completion.cost_usd is not None:

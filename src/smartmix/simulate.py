@@ -102,6 +102,16 @@ def simulate(
     )
 
 
+def synthetic_scores(agree: np.ndarray, separation: float, seed: int = 0) -> np.ndarray:
+    """Confidence scores in (0, 1) that are informative about agreement: sigmoid(separation·(±1) + noise).
+
+    ``separation`` 0 gives scores unrelated to agreement; larger values rank agreeing items higher.
+    """
+    rng = np.random.default_rng(seed)
+    logits = separation * np.where(agree, 1.0, -1.0) + rng.standard_normal(agree.shape)
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
 def synthetic_pool(
     n_items: int, rates: list[float], costs: list[float], seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
