@@ -33,8 +33,9 @@ def test_every_method_runs_on_recorded_outputs(mmlu, method):
     ]
     assert sum(agree) / len(agree) >= (0.8 if method not in ("paper", "margin") else 0.5)
     shares = df["model"].value_counts(normalize=True)
+    estimated = result.certificate.details.get("shares_estimated_from_profiling", False)
     for model, share in result.certificate.shares.items():
-        assert shares[model] == pytest.approx(share, abs=1e-9)
+        assert shares[model] == pytest.approx(share, abs=0.1 if estimated else 1e-9)
 
 
 def test_reference_method_cost_is_the_recorded_total(mmlu):
