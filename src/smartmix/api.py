@@ -105,6 +105,35 @@ def simulated_job(profile: str, *, seed: int = 0, n_items: int | None = None) ->
     )
 
 
+def config_job(
+    config: Any,
+    data: str | Path | Any,
+    *,
+    reference: str | None = None,
+    prices: Mapping[str, tuple[float, float]] | None = None,
+    labels: Sequence[str] | None = None,
+) -> Job:
+    """A job on real providers, described by a :class:`~smartmix.config.JobConfig` and an items file."""
+    from smartmix.config import build_backend, build_pool
+
+    if data is None:
+        raise ConfigError("no items: pass --data items.csv (or .jsonl, .parquet)")
+    if not config.template:
+        raise ConfigError("the config has no [task] template: add template = \"... {field} ...\"")
+    items = load_items(data, id_field=config.id_field)
+    template = Template(user=config.template, system=config.system)
+    template.check(items)
+    pool = build_pool(config, reference=reference, price_overrides=prices)
+    return Job(
+        items=items,
+        pool=pool,
+        template=template,
+        comparator=make_comparator(labels or config.labels),
+        backend=build_backend(config),
+        source=str(data),
+    )
+
+
 def run(
     data: str | Path | Any | None = None,
     *,
@@ -216,4 +245,4 @@ def resolve_job(
     )
 
 
-__all__ = ["Job", "arun", "replay_job", "resolve_job", "run", "simulated_job", "load_items"]
+__all__ = ["Job", "arun", "config_job", "replay_job", "resolve_job", "run", "simulated_job", "load_items"]

@@ -43,57 +43,205 @@ def _prices(values: list[str] | None) -> dict[str, tuple[float, float]]:
     return out
 
 
+DataOpt = Annotated[
+    Path | None,
+    typer.Option(help="Items: a recorded-outputs JSONL file (replayed offline), or with --config any CSV/JSONL/Parquet."),
+]
+ConfigOpt = Annotated[Path | None, typer.Option(help="Job file (TOML): models, endpoints, prices, task, guarantee.")]
+SimulatedOpt = Annotated[
+    str | None, typer.Option(help="Run the SMART paper's simulated experiment instead: imdb, sms-spam or ag-news.")
+]
+ReferenceOpt = Annotated[str | None, typer.Option(help="The reference model (default: the config's, or the priciest).")]
+ModelsOpt = Annotated[str | None, typer.Option(help="Comma-separated models to use (default: all).")]
+PriceOpt = Annotated[
+    list[str] | None, typer.Option(help="Price override MODEL=IN/OUT in USD per million tokens; repeatable.")
+]
+LabelsOpt = Annotated[str | None, typer.Option(help="Comma-separated answer labels for classification tasks.")]
+MethodOpt = Annotated[
+    str | None,
+    typer.Option(help="reference | exhaustive | efficient | mix | cascade (guaranteed); paper | margin (baselines)."),
+]
+
+
+def _job(config, data, simulated, reference, models, price, labels, seed):
+    from smartmix.api import config_job, resolve_job
+
+    if config is not None:
+        return config_job(config, data, reference=reference, prices=_prices(price), labels=_split(labels))
+    return resolve_job(
+        data, reference=reference, models=_split(models), prices=_prices(price), labels=_split(labels),
+        simulated=simulated, seed=seed,
+    )
+
+
 @app.command()
 def run(
-    data: Annotated[Path | None, typer.Option(help="Items: a recorded-outputs JSONL file (replayed offline).")] = None,
-    simulated: Annotated[
-        str | None, typer.Option(help="Run the SMART paper's simulated experiment instead: imdb, sms-spam or ag-news.")
-    ] = None,
-    reference: Annotated[str | None, typer.Option(help="The reference model (default: the priciest).")] = None,
-    models: Annotated[str | None, typer.Option(help="Comma-separated models to use (default: all).")] = None,
-    price: Annotated[
-        list[str] | None,
-        typer.Option(help="Price override MODEL=IN/OUT in USD per million tokens; repeatable."),
-    ] = None,
-    labels: Annotated[str | None, typer.Option(help="Comma-separated answer labels for classification tasks.")] = None,
-    target: Annotated[float, typer.Option(help="Fraction of answers that must equal the reference's.")] = 0.9,
-    confidence: Annotated[float, typer.Option(help="Probability with which the target must hold.")] = 0.95,
-    method: Annotated[
-        str, typer.Option(help="reference | exhaustive | efficient | mix | paper (paper: published SMART, no guarantee).")
-    ] = "mix",
-    seed: Annotated[int, typer.Option(help="Seed: the same seed reproduces the same run.")] = 0,
+    data: DataOpt = None,
+    config: ConfigOpt = None,
+    simulated: SimulatedOpt = None,
+    reference: ReferenceOpt = None,
+    models: ModelsOpt = None,
+    price: PriceOpt = None,
+    labels: LabelsOpt = None,
+    target: Annotated[float | None, typer.Option(help="Fraction of answers that must equal the reference's [0.9].")] = None,
+    confidence: Annotated[float | None, typer.Option(help="Probability with which the target must hold [0.95].")] = None,
+    method: MethodOpt = None,
+    seed: Annotated[int | None, typer.Option(help="Seed: the same seed reproduces the same run [0].")] = None,
     out: Annotated[Path | None, typer.Option(help="Write answers here (.jsonl, .csv or .parquet).")] = None,
     report: Annotated[Path | None, typer.Option(help="Write the certificate and bill as JSON here.")] = None,
-    concurrency: Annotated[int, typer.Option(help="Calls in flight at once.")] = 16,
+    concurrency: Annotated[int | None, typer.Option(help="Calls in flight at once [16; config: run.concurrency].")] = None,
     batch_size: Annotated[int, typer.Option(help="Items profiled per batch.")] = 10,
     max_cost: Annotated[float | None, typer.Option(help="Hard cap in USD: stop before a call that could cross it.")] = None,
+    run_dir: Annotated[
+        Path | None, typer.Option(help="Where the journal and outputs go (default with --config: ./runs). Rerun to resume.")
+    ] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not reuse answers to identical requests from earlier runs.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Answer every item with the cheapest plan that keeps the guarantee; print the certificate and the bill."""
-    from smartmix.api import resolve_job
+    """Answer every item with the cheapest plan that keeps the guarantee; print the certificate and the bill.
+
+    With --config, calls real providers. Every paid call is journaled (./runs/journal.sqlite) before it is
+    used: rerunning the same command after a crash, Ctrl-C or --max-cost stop resumes without paying twice.
+    """
     from smartmix.api import run as run_api
     from smartmix.engine import EngineOptions
     from smartmix.progress import ProgressDisplay
     from smartmix.report import certificate_dict, render
 
-    job = resolve_job(
-        data, reference=reference, models=_split(models), prices=_prices(price), labels=_split(labels),
-        simulated=simulated, seed=seed,
+    cfg = _load_config(config)
+    target = _pick(target, cfg and cfg.target, 0.9)
+    confidence = _pick(confidence, cfg and cfg.confidence, 0.95)
+    method = _pick(method, cfg and cfg.method, "mix")
+    seed = _pick(seed, cfg and cfg.seed, 0)
+    job = _job(cfg, data, simulated, reference, models, price, labels, seed)
+    options = EngineOptions(
+        concurrency=_pick(concurrency, cfg and cfg.concurrency, 16),
+        batch_size=batch_size,
+        max_cost=_pick(max_cost, cfg and cfg.max_cost, None),
+        use_cache=not no_cache,
+        params={"max_tokens": cfg.max_tokens} if cfg and cfg.max_tokens else {},
     )
-    options = EngineOptions(concurrency=concurrency, batch_size=batch_size, max_cost=max_cost)
-    with ProgressDisplay(len(job.items), enabled=not quiet) as progress:
-        result = run_api(
-            job=job, target=target, confidence=confidence, method=method, seed=seed, out=out, options=options,
-            progress=progress.update,
-        )
+    journal = run_id = None
+    directory = None
+    if run_dir is not None or cfg is not None:
+        from smartmix.runs import RunDirectory, file_digest, run_id_for
+
+        directory = RunDirectory(run_dir or Path(cfg.run_dir))
+        settings = {
+            "source": job.source,
+            "data": file_digest(data) if data is not None and Path(data).is_file() else None,
+            "config": cfg.to_public_dict() if cfg else None,
+            "models": job.pool.names,
+            "method": method, "target": target, "confidence": confidence, "seed": seed,
+            "params": options.params, "labels": labels,
+        }
+        run_id = run_id_for(settings)
+        journal = directory.open_journal()
+        if journal.start_run(run_id, settings, seed):
+            stdout.print(f"Resuming run {run_id}: calls already paid are read back from {directory.journal_path}.")
+        else:
+            stdout.print(f"Run {run_id} (journal: {directory.journal_path}).")
+    status = "failed"
+    try:
+        with ProgressDisplay(len(job.items), enabled=not quiet) as progress:
+            result = run_api(
+                job=job, target=target, confidence=confidence, method=method, seed=seed, out=out,
+                options=options, journal=journal, run_id=run_id, progress=progress.update,
+            )
+        status = "done" if not result.failures else "done-with-failures"
+    except (KeyboardInterrupt, SmartmixError):
+        status = "interrupted"
+        raise
+    finally:
+        if journal is not None:
+            journal.finish_run(run_id, status)
+            journal.close()
     render(result, stdout)
+    if directory is not None:
+        folder = directory.outputs(run_id)
+        result.write(folder / "answers.jsonl")
+        (folder / "certificate.json").write_text(json.dumps(certificate_dict(result), indent=2, default=str))
+        stdout.print(f"Run outputs in {folder}/ (answers.jsonl, certificate.json).")
     if out is not None:
         stdout.print(f"Answers written to {out} ({len(result.items):,} rows).")
     if report is not None:
         report.write_text(json.dumps(certificate_dict(result), indent=2, default=str))
         stdout.print(f"Certificate written to {report}.")
     if result.failures:
+        console.print(f"[bold red]{len(result.failures)} item(s) failed[/]: rerun the same command to retry them.")
         raise typer.Exit(3)
+
+
+def _pick(*values):
+    for value in values:
+        if value is not None:
+            return value
+    return None
+
+
+def _load_config(path: Path | None):
+    if path is None:
+        return None
+    from smartmix.config import load_config
+
+    return load_config(path)
+
+
+@app.command()
+def preview(
+    data: DataOpt = None,
+    config: ConfigOpt = None,
+    simulated: SimulatedOpt = None,
+    reference: ReferenceOpt = None,
+    models: ModelsOpt = None,
+    price: PriceOpt = None,
+    labels: LabelsOpt = None,
+    method: MethodOpt = None,
+) -> None:
+    """Estimate, before any call, what the reference alone would cost and the range the method can cost.
+
+    Tokens are counted offline from the rendered prompts (about 4 characters a token) plus max_tokens of
+    output; prices come from the config, --price or genai-prices.
+    """
+    from smartmix.preview import estimate, render_preview
+
+    cfg = _load_config(config)
+    job = _job(cfg, data, simulated, reference, models, price, labels, 0)
+    max_tokens = (cfg.max_tokens if cfg else None) or 16
+    render_preview(estimate(job, _pick(method, cfg and cfg.method, "mix"), max_tokens), stdout)
+
+
+@app.command()
+def logs(
+    run_dir: Annotated[Path, typer.Option(help="The runs directory.")] = Path("runs"),
+    run_id: Annotated[str | None, typer.Argument(help="Show the calls of one run.")] = None,
+) -> None:
+    """List runs with their status, calls and cost (from the journal), or the calls of one run."""
+    from rich.table import Table
+
+    from smartmix.runs import RunDirectory
+
+    path = Path(run_dir) / "journal.sqlite"
+    if not path.exists():
+        raise SmartmixError(f"no journal at {path}: runs made with --config (or --run-dir) are journaled there")
+    journal = RunDirectory(run_dir).open_journal()
+    try:
+        if run_id is None:
+            table = Table(title=f"Runs in {path}")
+            for col in ("run", "created", "status", "calls", "USD"):
+                table.add_column(col, justify="right" if col in ("calls", "USD") else "left")
+            for r in journal.runs():
+                table.add_row(r.run_id, str(r.created), r.status, f"{r.n_calls:,}", f"{r.cost_usd:.4f}")
+            stdout.print(table)
+        else:
+            table = Table(title=f"Calls of run {run_id}")
+            for col in ("item", "model", "phase", "answer", "USD"):
+                table.add_column(col)
+            for c in journal.calls(run_id):
+                table.add_row(str(c.get("item_id")), c["model"], c["phase"], str(c.get("answer"))[:40], f"{c['cost_usd']:.6f}")
+            stdout.print(table)
+    finally:
+        journal.close()
 
 
 @app.command()

@@ -201,7 +201,11 @@ class Engine:
     # -- calls ---------------------------------------------------------------------------------
     async def _call_all(self, items: Sequence[Item], calls: list[tuple[int, str]], phase: str) -> dict:
         tasks = [self._call(items[i], name, phase) for i, name in calls]
-        done = await asyncio.gather(*tasks)
+        # Let every call in flight finish (and reach the journal) before an error stops the run.
+        done = await asyncio.gather(*tasks, return_exceptions=True)
+        for outcome in done:
+            if isinstance(outcome, BaseException):
+                raise outcome
         return dict(zip(calls, done, strict=True))
 
     def _request(self, item: Item, model: str) -> Request:

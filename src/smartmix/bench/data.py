@@ -35,13 +35,14 @@ SHARED_DATA = Path("..") / "shared" / "data"
 class Batch:
     """Per-item outcomes of one batch: candidates cheapest first, the reference last.
 
-    ``confidence`` is the cheapest model's recorded confidence per item (a log-probability), or None.
+    ``score``: each model's confidence score per item in [0, 1] (NaN where unknown) — ``exp`` of the recorded
+    log-probability for recorded data, synthetic for adversarial pools — or None where the batch has none.
     """
 
     models: tuple[str, ...]
     agree: np.ndarray
     cost: np.ndarray
-    confidence: np.ndarray | None  # (n, n_models) or None
+    score: np.ndarray | None  # (n, n_models) or None
 
     @property
     def n_items(self) -> int:
@@ -138,7 +139,7 @@ def load_dataset(path: Path, name: str | None = None) -> BenchData:
 def bootstrap_batch(data: BenchData, n_items: int, seed: int) -> Batch:
     """``n_items`` items drawn with replacement from the dataset: the joint per-item behaviour stays real."""
     rows = np.random.default_rng(seed).integers(0, data.n_items, n_items)
-    return Batch(data.models, data.agree[rows], data.cost[rows], data.confidence[rows])
+    return Batch(data.models, data.agree[rows], data.cost[rows], np.exp(data.confidence[rows]))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -147,6 +148,7 @@ def bootstrap_batch(data: BenchData, n_items: int, seed: int) -> Batch:
 ADVERSARIAL_PRICES = (1.0, 2.0, 4.0, 8.0)
 ADVERSARIAL_REFERENCE_PRICE = 20.0
 EXTRA_MODEL_STEP = 0.0025  # each extra candidate sits this much further below the scenario's rate
+SCORE_SEPARATION = 1.0  # synthetic scores: sigmoid(±separation + standard normal noise), + where agreeing
 
 
 def adversarial_rates(rate: float, n_candidates: int) -> tuple[float, ...]:
@@ -154,10 +156,17 @@ def adversarial_rates(rate: float, n_candidates: int) -> tuple[float, ...]:
     return tuple(rate - EXTRA_MODEL_STEP * max(0, j - 1) for j in range(n_candidates))
 
 
+def synthetic_scores(agree: np.ndarray, rng: np.random.Generator, separation: float = SCORE_SEPARATION) -> np.ndarray:
+    """Scores in (0, 1) that are informative but imperfect: sigmoid(±separation + N(0, 1)), + where agreeing."""
+    logits = separation * np.where(agree, 1.0, -1.0) + rng.standard_normal(agree.shape)
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
 def adversarial_batch(n_items: int, rates: Sequence[float], seed: int) -> Batch:
     """A synthetic pool: candidate j agrees on exactly round(rates[j] * n) items placed at random.
 
-    Prices are 1, 2, 4, 8 per call for the candidates and 20 for the reference; there is no confidence.
+    Prices are 1, 2, 4, 8 per call for the candidates and 20 for the reference. Every candidate also gets a
+    synthetic confidence score (:func:`synthetic_scores`), so score-based methods run on the same pools.
     """
     if len(rates) > len(ADVERSARIAL_PRICES):
         raise ConfigError(f"at most {len(ADVERSARIAL_PRICES)} candidate models in an adversarial pool")
@@ -170,7 +179,9 @@ def adversarial_batch(n_items: int, rates: Sequence[float], seed: int) -> Batch:
     prices = np.array([*ADVERSARIAL_PRICES[: len(rates)], ADVERSARIAL_REFERENCE_PRICE])
     cost = np.broadcast_to(prices, (n_items, n_models)).copy()
     models = tuple(f"cand-{p:g}" for p in prices[:-1]) + ("reference",)
-    return Batch(models, agree, cost, None)
+    score = synthetic_scores(agree, rng)
+    score[:, -1] = np.nan
+    return Batch(models, agree, cost, score)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ thresholds, samples of 10, its own betting test and early-abandon heuristic):
 
 - records are the item positions 0..N-1 of the batch;
 - proxy = the cheapest candidate; its prediction is its recorded answer (represented by the position, since
-  only agreement matters) and its score is ``exp(confidence)`` of its recorded confidence (a log-probability);
+  only agreement matters) and its score is ``exp(confidence)`` of its recorded confidence (a log-probability;
+  the bench passes that score in), 0 where unknown;
 - oracle = the reference: ``is_answer_correct`` returns whether the proxy agreed with the reference on the
   item (the same agreement the methods are scored on); ``get_pred`` returns the reference's answer;
 - δ = 1 − confidence, target T, seed = the trial's seed (BARGAIN seeds numpy's global generator).
@@ -92,7 +93,7 @@ def _classes():
 
 def run_bargain(
     agree_proxy: np.ndarray,
-    confidence_proxy: np.ndarray,
+    score_proxy: np.ndarray,
     proxy_cost: np.ndarray,
     reference_cost: np.ndarray,
     target: float,
@@ -100,10 +101,13 @@ def run_bargain(
     seed: int,
     names: tuple[str, str] = ("proxy", "reference"),
 ) -> PeerOutcome:
-    """Run BARGAIN_A on one batch (see the module doc for the wiring) and read off its cost and agreement."""
+    """Run BARGAIN_A on one batch (see the module doc for the wiring) and read off its cost and agreement.
+
+    ``score_proxy``: the proxy's score per item (``exp`` of its recorded log-probability confidence).
+    """
     bargain_a, proxy_cls, oracle_cls = _classes()
     n = len(agree_proxy)
-    scores = np.exp(np.where(np.isnan(confidence_proxy), -np.inf, confidence_proxy))
+    scores = np.where(np.isnan(score_proxy), 0.0, score_proxy)
     agree = np.asarray(agree_proxy, dtype=bool)
     oracle = oracle_cls(agree)
     method = bargain_a(

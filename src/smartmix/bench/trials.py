@@ -108,14 +108,11 @@ def make_batch(cell: Cell, seed: int, data: dict[str, BenchData] | None = None) 
 
 
 def _simulate_extra(batch: Batch) -> dict:
-    """Per-item signals for policies whose simulate() accepts them (e.g. a later ``confidence=``)."""
+    """Per-item confidence scores, for a simulate() that accepts them (``score=``)."""
     from smartmix.simulate import simulate
 
     params = inspect.signature(simulate).parameters
-    extra = {}
-    if "confidence" in params and batch.confidence is not None:
-        extra["confidence"] = batch.confidence
-    return extra
+    return {"score": batch.score} if "score" in params and batch.score is not None else {}
 
 
 def run_method(method: str, batch: Batch, cell: Cell, seed: int) -> MethodResult:
@@ -124,11 +121,11 @@ def run_method(method: str, batch: Batch, cell: Cell, seed: int) -> MethodResult
 
     start = time.perf_counter()
     if method == "bargain":
-        if batch.confidence is None:
-            raise ValueError("BARGAIN needs the proxy's confidence; this batch has none")
+        if batch.score is None:
+            raise ValueError("BARGAIN needs the proxy's confidence score; this batch has none")
         out = run_bargain(
             batch.agree[:, 0],
-            batch.confidence[:, 0],
+            batch.score[:, 0],
             batch.cost[:, 0],
             batch.cost[:, -1],
             cell.target,
@@ -170,11 +167,11 @@ def run_trial(cell: Cell, cell_index: int, trial: int, base_seed: int, data: dic
     if cell.limits:
         record.limits["lp-mix"] = lp_mix_cost(batch.agree, batch.cost, cell.target)
         record.limits["floor"] = floor_cost(batch.agree, batch.cost, cell.target)
-        if batch.confidence is not None:
+        if batch.score is not None:
             # Best two-tier cascade over the choice of first tier (each candidate, its own confidence).
             ref = len(batch.models) - 1
             record.limits["two-tier"] = min(
-                two_tier_cost(batch.agree[:, [j, ref]], batch.cost[:, [j, ref]], batch.confidence[:, j], cell.target)
+                two_tier_cost(batch.agree[:, [j, ref]], batch.cost[:, [j, ref]], batch.score[:, j], cell.target)
                 for j in range(ref)
             )
     return record
