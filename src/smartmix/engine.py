@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,7 @@ import numpy as np
 from smartmix.backends.base import Backend, Completion, Request
 from smartmix.errors import BudgetExceeded, ProviderError
 from smartmix.models import Pool, estimate_tokens
-from smartmix.policies import BatchSpec, Guarantee, Plan, make_policy
+from smartmix.policies import BatchSpec, Certificate, Guarantee, Plan, make_policy
 from smartmix.result import ItemResult, Ledger, RunResult
 from smartmix.scores import confidence_score
 from smartmix.tasks import Comparator, Item, LabelComparator, Template
@@ -73,6 +73,8 @@ class Engine:
         self.ledger = Ledger()
         self._semaphore = asyncio.Semaphore(self.options.concurrency)
         self._reserved = 0.0
+        self._reservations = 0  # calls in flight holding part of the --max-cost budget
+        self._released: asyncio.Event | None = None  # set when a reservation is given back
         self._unit_cost: dict[str, list[float]] = {}
 
     # -- public --------------------------------------------------------------------------------
@@ -121,7 +123,7 @@ class Engine:
         reference_cost, measured = self._reference_cost(plan, results, len(items))
         return RunResult(
             items=results,
-            certificate=plan.certificate,
+            certificate=_with_failures(plan.certificate, results),
             ledger=self.ledger,
             reference_cost=reference_cost,
             reference_cost_measured=measured,
@@ -224,21 +226,25 @@ class Engine:
                     if hit is not None:  # the same request in an earlier run: free this time
                         self.journal.record(self.run_id, request, hit, phase=phase, cost_usd=0.0)
                         return self._accept(model, phase, hit, 0.0)
-            estimate = self._reserve(model, request)
+            estimate = await self._reserve(model, request)
             try:
                 completion = await self.backend.complete(request)
             except ProviderError as exc:
-                self._reserved -= estimate
                 return _Answer(None, None, 0.0, error=str(exc))
-            self._reserved -= estimate
-            cost = self._price(model, completion)
-            if self.journal is not None:
-                self.journal.record(self.run_id, request, completion, phase=phase, cost_usd=cost)
-            return self._accept(model, phase, completion, cost)
+            else:
+                cost = self._price(model, completion)
+                if self.journal is not None:
+                    self.journal.record(self.run_id, request, completion, phase=phase, cost_usd=cost)
+                # In the ledger before the reservation is given back (no await in between), so a call
+                # waiting for budget never sees this money as neither reserved nor spent.
+                return self._accept(model, phase, completion, cost, paid=True)
+            finally:
+                self._release(estimate)
 
-    def _accept(self, model: str, phase: str, completion: Completion, cost: float) -> _Answer:
+    def _accept(self, model: str, phase: str, completion: Completion, cost: float, paid: bool = False) -> _Answer:
         self.ledger.add(model, phase, cost)
-        self._unit_cost.setdefault(model, []).append(cost)
+        if paid or cost > 0:  # a free cache hit says nothing about what the next call will cost
+            self._unit_cost.setdefault(model, []).append(cost)
         return _Answer(
             completion.text, self.comparator.parse(completion.text), cost, completion=completion,
             score=confidence_score(completion),
@@ -249,19 +255,38 @@ class Engine:
             return float(completion.cost_usd)
         return self.pool.spec(model).cost(completion.input_tokens, completion.output_tokens)
 
-    def _reserve(self, model: str, request: Request) -> float:
-        """Hold back the worst plausible cost of a call, so --max-cost is never crossed by calls in flight."""
+    async def _reserve(self, model: str, request: Request) -> float:
+        """Hold back the worst plausible cost of a call, so --max-cost is never crossed by calls in flight.
+
+        When the call does not fit only because of what other calls in flight hold back, wait for them to
+        settle (they usually cost less than reserved); stop only when it does not fit with nothing in flight.
+        """
         if self.options.max_cost is None:
             return 0.0
         estimate = self._estimate(model, request)
-        if self.ledger.total + self._reserved + estimate > self.options.max_cost:
-            raise BudgetExceeded(
-                f"stopping before a call to {model}: spent ${self.ledger.total:.4f} of the --max-cost "
-                f"${self.options.max_cost:.4f}, and the next call could cost ~${estimate:.6f}. Everything paid so "
-                "far is kept in the run's journal; rerun the same command with a higher --max-cost to continue."
-            )
+        while self.ledger.total + self._reserved + estimate > self.options.max_cost:
+            if self._reservations == 0:
+                raise BudgetExceeded(
+                    f"stopping before a call to {model}: spent ${self.ledger.total:.4f} of the --max-cost "
+                    f"${self.options.max_cost:.4f}, and the next call could cost ~${estimate:.6f}. Everything paid "
+                    "so far is kept in the run's journal; rerun the same command with a higher --max-cost to "
+                    "continue (calls already paid are read back, not paid again)."
+                )
+            if self._released is None:
+                self._released = asyncio.Event()
+            await self._released.wait()
         self._reserved += estimate
+        self._reservations += 1
         return estimate
+
+    def _release(self, estimate: float) -> None:
+        if self.options.max_cost is None:
+            return
+        self._reservations -= 1
+        self._reserved = self._reserved - estimate if self._reservations else 0.0
+        if self._released is not None:
+            self._released.set()
+            self._released = None
 
     def _estimate(self, model: str, request: Request) -> float:
         seen = self._unit_cost.get(model)
@@ -277,6 +302,27 @@ class Engine:
     def _report(self, phase: str, done: int, total: int | None) -> None:
         if self.progress is not None:
             self.progress({"phase": phase, "done": done, "total": total, "spent": self.ledger.total})
+
+
+def _with_failures(certificate: Certificate, results: list[ItemResult]) -> Certificate:
+    """The certificate once failed items count as not agreeing.
+
+    The policy certified that at least T*n of the planned outputs agree; each item without an answer can
+    remove at most one agreeing output, so at least T*n - failed still agree with the same probability.
+    The statement then carries the lowered target; ``details`` keeps the one asked for. Shares say who
+    really answered, failures apart.
+    """
+    failed = sum(r.error is not None for r in results)
+    if not failed:
+        return certificate
+    n = len(results)
+    shares: dict[str, float] = {}
+    for r in results:
+        if r.error is None and r.model is not None:
+            shares[r.model] = shares.get(r.model, 0.0) + 1.0 / n
+    shares["(failed)"] = failed / n
+    details = {**certificate.details, "failed_items": failed, "requested_target": certificate.target}
+    return replace(certificate, target=max(0.0, certificate.target - failed / n), shares=shares, details=details)
 
 
 def run_sync(coro) -> Any:

@@ -181,7 +181,8 @@ def _completions_top_logprobs(choice: dict[str, Any], k: int) -> tuple[tuple[str
     lp = choice.get("logprobs")
     tops = lp.get("top_logprobs") if isinstance(lp, dict) else None
     if not isinstance(tops, list) or not tops or not isinstance(tops[0], dict):
-        return None
+        # llama.cpp's server answers /completions with the chat layout (logprobs.content[0].top_logprobs).
+        return _chat_top_logprobs(choice, k)
     return _ranked(list(tops[0].items()), k)
 
 

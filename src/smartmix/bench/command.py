@@ -182,8 +182,18 @@ def run_bench(
                 else "BARGAIN not run (not installed or not selected)."
             )
             notes.append("Datasets: " + ", ".join(f"{d.name} ({d.n_items:,} items: {', '.join(d.models)})" for d in datasets))
-        if suite in ("adversarial", "paper") and any(m == "bargain" for m in methods):
-            notes.append("BARGAIN is not run here: these batches have no confidence signal to rank items by.")
+        if suite == "adversarial":
+            notes.append(
+                "Every candidate also gets a synthetic confidence score, sigmoid(±1 + N(0, 1)) (+ where it agrees), "
+                "so score-based methods (cascade, margin, BARGAIN with that score) run on the same pools."
+            )
+        if suite == "paper":
+            skipped = [m for m in methods if suite_defs.needs_scores(m)]
+            if skipped:
+                notes.append(
+                    f"Not run here: {', '.join(skipped)} (they need per-item confidence scores; the paper's "
+                    "simulator has none)."
+                )
         return notes
 
     for suite in suites:
@@ -227,7 +237,8 @@ def run_bench(
             models = list(data_map[cell.dataset].models) if suite == "datasets" else None
             rows += summarise(cell, recs, models)
             miss += find_misses(cell, recs)
-        info = report.RunInfo(command, wall, workers, seed, _trials_text(cells), notes_for(suite))
+        busy = sum(r.wall_s for recs in records for r in recs)
+        info = report.RunInfo(command, wall, workers, seed, _trials_text(cells), notes_for(suite), busy)
         report.write_csv(rows, out / f"{suite}.csv")
         report.write_misses(miss, out / f"{suite}_misses.csv")
         report.write_suite_markdown(suite, rows, miss, info, out / f"{suite}.md")

@@ -5,9 +5,10 @@ cheapest total cost that meets the target on the *realised* batch (or, for the L
 
 - :func:`lp_mix_cost`: the cheapest random mix of single models, knowing each model's true agreement rate
   on the batch and with free profiling — the ceiling of SMART's model mix;
-- :func:`two_tier_cost`: the cheapest model answers every item and the items whose recorded confidence is
-  below a threshold also go to the reference; the threshold is the cheapest one, picked in hindsight, whose
-  realised agreement reaches the target;
+- :func:`two_tier_cost`: one cheaper model answers every item and the items whose confidence is below a
+  threshold also go to the reference; the threshold is the cheapest one, picked in hindsight, whose
+  realised agreement reaches the target. :func:`best_two_tier_cost` takes the best first tier among the
+  candidates (the cheapest one is usually it; on the llama datasets a mid-priced model is);
 - :func:`floor_cost`: every item answered by its cheapest agreeing model, except that up to the allowed
   share of disagreements goes to the cheapest model where that saves the most: no method can go below it.
 """
@@ -21,7 +22,7 @@ import numpy as np
 from smartmix.mixing import mix_fractions
 from smartmix.policies import Guarantee
 
-__all__ = ["required_agreeing", "lp_mix_cost", "two_tier_cost", "floor_cost", "hindsight_costs"]
+__all__ = ["required_agreeing", "lp_mix_cost", "two_tier_cost", "best_two_tier_cost", "floor_cost", "hindsight_costs"]
 
 
 def required_agreeing(n_items: int, target: float) -> int:
@@ -72,6 +73,15 @@ def two_tier_cost(agree: np.ndarray, cost: np.ndarray, confidence: np.ndarray, t
     return base + float(escalated_cost[ok].min())
 
 
+def best_two_tier_cost(agree: np.ndarray, cost: np.ndarray, score: np.ndarray, target: float) -> float:
+    """The cheapest :func:`two_tier_cost` over the choice of first tier (each candidate with its own score)."""
+    ref = agree.shape[1] - 1
+    return min(
+        (two_tier_cost(agree[:, [j, ref]], cost[:, [j, ref]], score[:, j], target) for j in range(ref)),
+        default=math.inf,
+    )
+
+
 def floor_cost(agree: np.ndarray, cost: np.ndarray, target: float) -> float:
     """Per-item floor: cheapest agreeing model per item, the allowed disagreements spent where they save most."""
     n = agree.shape[0]
@@ -85,9 +95,11 @@ def floor_cost(agree: np.ndarray, cost: np.ndarray, target: float) -> float:
 
 
 def hindsight_costs(
-    agree: np.ndarray, cost: np.ndarray, confidence: np.ndarray | None, target: float
+    agree: np.ndarray, cost: np.ndarray, score: np.ndarray | None, target: float
 ) -> dict[str, float]:
-    """The three limits' costs for one batch, keyed ``lp-mix``, ``two-tier``, ``floor``."""
+    """The three limits' costs for one batch, keyed ``lp-mix``, ``two-tier``, ``floor`` (no two-tier without
+    scores)."""
     out = {"lp-mix": lp_mix_cost(agree, cost, target), "floor": floor_cost(agree, cost, target)}
-    out["two-tier"] = math.inf if confidence is None else two_tier_cost(agree, cost, confidence, target)
+    if score is not None:
+        out["two-tier"] = best_two_tier_cost(agree, cost, score, target)
     return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -27,7 +28,7 @@ from smartmix.bench.data import (
     simulated_batch,
     trial_seed,
 )
-from smartmix.bench.limits import floor_cost, lp_mix_cost, two_tier_cost
+from smartmix.bench.limits import hindsight_costs
 from smartmix.bench.peers import run_bargain
 
 __all__ = ["Cell", "MethodResult", "TrialRecord", "run_cells", "run_trial"]
@@ -81,6 +82,7 @@ class TrialRecord:
     methods: dict[str, MethodResult] = field(default_factory=dict)
     limits: dict[str, float] = field(default_factory=dict)  # cost of each hindsight limit
     reference_cost: float = 0.0
+    wall_s: float = 0.0  # the whole trial: batch, every method, limits
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -107,7 +109,7 @@ def make_batch(cell: Cell, seed: int, data: dict[str, BenchData] | None = None) 
     raise ValueError(f"unknown batch source {cell.source!r}")
 
 
-def _simulate_extra(batch: Batch) -> dict:
+def simulate_extra(batch: Batch) -> dict:
     """Per-item confidence scores, for a simulate() that accepts them (``score=``)."""
     from smartmix.simulate import simulate
 
@@ -144,7 +146,7 @@ def run_method(method: str, batch: Batch, cell: Cell, seed: int) -> MethodResult
         batch.models,
         Guarantee(cell.target, cell.confidence),
         seed=seed,
-        **_simulate_extra(batch),
+        **simulate_extra(batch),
     )
     return MethodResult(
         outcome.realised_agreement,
@@ -157,6 +159,7 @@ def run_method(method: str, batch: Batch, cell: Cell, seed: int) -> MethodResult
 
 
 def run_trial(cell: Cell, cell_index: int, trial: int, base_seed: int, data: dict[str, BenchData] | None = None) -> TrialRecord:
+    start = time.perf_counter()
     seed = cell.seed(base_seed, trial)
     batch = make_batch(cell, seed, data)
     record = TrialRecord(cell_index, trial, seed, reference_cost=float(batch.cost[:, -1].sum()))
@@ -165,15 +168,8 @@ def run_trial(cell: Cell, cell_index: int, trial: int, base_seed: int, data: dic
             continue
         record.methods[method] = run_method(method, batch, cell, seed)
     if cell.limits:
-        record.limits["lp-mix"] = lp_mix_cost(batch.agree, batch.cost, cell.target)
-        record.limits["floor"] = floor_cost(batch.agree, batch.cost, cell.target)
-        if batch.score is not None:
-            # Best two-tier cascade over the choice of first tier (each candidate, its own confidence).
-            ref = len(batch.models) - 1
-            record.limits["two-tier"] = min(
-                two_tier_cost(batch.agree[:, [j, ref]], batch.cost[:, [j, ref]], batch.score[:, j], cell.target)
-                for j in range(ref)
-            )
+        record.limits.update(hindsight_costs(batch.agree, batch.cost, batch.score, cell.target))
+    record.wall_s = time.perf_counter() - start
     return record
 
 
@@ -206,7 +202,11 @@ def run_cells(
             if progress:
                 progress(1)
     else:
-        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(data,)) as pool:
+        # spawn, not fork: the parent runs a progress-bar thread, and forking a threaded process is unsafe.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(data,)
+        ) as pool:
             futures = [pool.submit(_task, args) for args in tasks]
             for fut in as_completed(futures):
                 rec = fut.result()

@@ -123,7 +123,11 @@ def read_recorded(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise DataError(f"{path}:{lineno} is not valid JSON ({exc.msg}).") from exc
-                if not isinstance(row, dict) or "prompt" not in row or not isinstance(row.get("outputs"), dict):
+                if (
+                    not isinstance(row, dict)
+                    or "prompt" not in row
+                    or not isinstance(row.get("outputs"), dict)
+                ):
                     raise DataError(f"{path}:{lineno} needs 'id', 'prompt' and an 'outputs' object.")
                 rows.append(row)
                 sources.append(str(path))
@@ -167,13 +171,17 @@ def agreement_matrix(data: RecordedSet, reference: str) -> tuple[dict[str, np.nd
     disagreement.
     """
     if reference not in data.answers:
-        raise UnknownModelError(f"Reference '{reference}' is not in the recorded outputs ({', '.join(data.models)}).")
+        raise UnknownModelError(
+            f"Reference '{reference}' is not in the recorded outputs ({', '.join(data.models)})."
+        )
     ref = [normalize_answer(a) for a in data.answers[reference]]
     usable = np.array([r is not None for r in ref])
     agree = {}
     for m in data.models:
         norm = [normalize_answer(a) for a in data.answers[m]]
-        agree[m] = np.array([a is not None and r is not None and a == r for a, r in zip(norm, ref, strict=True)], float)
+        agree[m] = np.array(
+            [a is not None and r is not None and a == r for a, r in zip(norm, ref, strict=True)], float
+        )
     return agree, usable
 
 
@@ -206,7 +214,7 @@ def cheap_features(prompts: Sequence[str]) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 # Predictor.
 
-_DEFAULT_CS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+_DEFAULT_CS = (1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0)
 
 
 class AgreementPredictor:
@@ -350,9 +358,13 @@ class AgreementPredictor:
 
     def _check_fitted(self) -> None:
         if self._coef is None or self.reference is None:
-            raise ConfigError("The router's predictor is not trained: call fit() or AgreementPredictor.load().")
+            raise ConfigError(
+                "The router's predictor is not trained: call fit() or AgreementPredictor.load()."
+            )
 
-    def predict(self, prompts: Sequence[str], *, embeddings: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    def predict(
+        self, prompts: Sequence[str], *, embeddings: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
         """``{model: P(agrees with reference)}`` per prompt, for every model; the reference gets 1.0."""
         self._check_fitted()
         assert self._mean is not None and self._scale is not None and self._intercept is not None
@@ -389,7 +401,9 @@ class AgreementPredictor:
             "use_cheap_features": self.use_cheap_features,
             "cheap_feature_names": list(CHEAP_FEATURE_NAMES) if self.use_cheap_features else [],
             "embedding_model": self.embedding_model,
-            "embedding_dim": int(self._coef.shape[1] - (len(CHEAP_FEATURE_NAMES) if self.use_cheap_features else 0)),
+            "embedding_dim": int(
+                self._coef.shape[1] - (len(CHEAP_FEATURE_NAMES) if self.use_cheap_features else 0)
+            ),
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
@@ -413,14 +427,18 @@ class AgreementPredictor:
                 meta = json.loads(str(z["meta"]))
                 arrays = {k: np.array(z[k]) for k in ("mean", "scale", "coef", "intercept")}
         except (OSError, ValueError, KeyError) as exc:
-            raise DataError(f"Cannot read router predictor {path}: {exc}. Retrain it or check the path.") from exc
+            raise DataError(
+                f"Cannot read router predictor {path}: {exc}. Retrain it or check the path."
+            ) from exc
         if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
             raise DataError(
                 f"{path} is not a router predictor of format {FORMAT} v{FORMAT_VERSION} "
                 f"(found {meta.get('format')} v{meta.get('version')}). Retrain it with this smartmix version."
             )
         if meta.get("embedding_model") != Embedder.name:
-            raise DataError(f"{path} was trained on '{meta.get('embedding_model')}' embeddings, not '{Embedder.name}'.")
+            raise DataError(
+                f"{path} was trained on '{meta.get('embedding_model')}' embeddings, not '{Embedder.name}'."
+            )
         self = cls(embedder, use_cheap_features=bool(meta["use_cheap_features"]))
         self.reference = meta["reference"]
         self.models = list(meta["models"])

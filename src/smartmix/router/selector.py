@@ -34,10 +34,14 @@ def _arrays(
         raise ConfigError("No predictions given to the router's selector.")
     missing = [m for m in pred if m not in costs]
     if missing:
-        raise PriceError(f"No price for {', '.join(missing)}; pass costs for every model the router may pick.")
+        raise PriceError(
+            f"No price for {', '.join(missing)}; pass costs for every model the router may pick."
+        )
     lengths = {np.size(v) for v in pred.values() if np.ndim(v) > 0}
     if len(lengths) > 1:
-        raise ConfigError(f"Predictions have different lengths {sorted(lengths)}; expected one value per prompt.")
+        raise ConfigError(
+            f"Predictions have different lengths {sorted(lengths)}; expected one value per prompt."
+        )
     n = lengths.pop() if lengths else 1
     for m in pred:
         if np.ndim(costs[m]) > 0 and np.size(costs[m]) != n:

@@ -1,0 +1,705 @@
+"""Evaluate the per-prompt router (Routoo-style predictor + selectors) on the shared recorded outputs.
+
+For each set: train the predictor on ``train.jsonl``, score on ``test.jsonl`` (never trained on), and trace
+cost-agreement curves on the test split for
+
+* ``router-threshold``: cheapest model with predicted agreement >= theta (theta swept);
+* ``router-budget``: argmax p - lambda*cost, lambda tuned per budget on out-of-fold predictions of the
+  *train* split (no test information), budgets swept from the cheapest to the reference price;
+* ``random``: the cheapest model mixed at random with the reference (RouteLLM's random baseline; APGR 0.5);
+* ``lp-mix``: the best random mix of any models, knowing their true test agreement (hindsight; what
+  SMART's model mix can reach with free, perfect profiling);
+* ``cascade``: the cheapest model keeps its answer when its recorded ``confidence`` >= tau, else the
+  reference is called too (margin-style two-tier; tau swept);
+* each single model, and the per-item hindsight ``oracle`` (cheapest agreeing model).
+
+Metrics (RouteLLM-style, on the agreement axis): PGR = (agreement - a_cheapest) / (1 - a_cheapest) against
+normalised cost x = (cost - c_cheapest) / (c_reference - c_cheapest); each method's curve is its upper
+step envelope (a cheaper operating point can always be used), with (0, 0) always available. APGR = area
+under that envelope over x in [0, 1]; CPT(50%) = smallest x with PGR >= 0.5 (also given as a share of the
+reference-only cost). Also: AUROC/Brier/ECE of each model's predicted agreement on test, savings at target
+agreements (hindsight operating point for every method), and router latency on CPU.
+
+Writes CSV, Markdown and PNG files to ``benchmarks/results/router/`` and prints the summary.
+Prompt embeddings are cached outside the repository (``~/.cache/smartmix/router-embeddings``).
+
+    python benchmarks/router_eval.py                      # all six sets
+    python benchmarks/router_eval.py --sets mmlu-qwen-oai --skip-latency
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from smartmix.router import (
+    AgreementPredictor,
+    Embedder,
+    agreement_matrix,
+    read_recorded,
+    select_budget,
+    select_threshold,
+    train_from_recorded,
+    tune_lambda,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = Path(os.environ.get("SMARTMIX_DATA", REPO.parent / "shared" / "data"))
+DEFAULT_OUT = REPO / "benchmarks" / "results" / "router"
+DEFAULT_CACHE = (
+    Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "smartmix" / "router-embeddings"
+)
+SETS = (
+    "mmlu-qwen-oai",
+    "mmlu-llama",
+    "medmcqa-qwen-oai",
+    "medmcqa-llama",
+    "triviaqa-qwen-oai",
+    "triviaqa-llama",
+)
+TARGETS = (0.8, 0.9, 0.95)
+GRID = np.linspace(0.0, 1.0, 1001)
+
+
+# --------------------------------------------------------------------------------------------------
+# Embedding cache (keyed by model name + text; lives outside the repository).
+
+
+class EmbeddingCache:
+    def __init__(self, directory: Path | None, embedder: Embedder):
+        self.embedder = embedder
+        self.path = None if directory is None else directory / f"{embedder.name}.npz"
+        self.vectors: dict[str, np.ndarray] = {}
+        if self.path is not None and self.path.exists():
+            with np.load(self.path, allow_pickle=False) as z:
+                for k, v in zip(z["keys"].tolist(), z["emb"], strict=True):
+                    self.vectors[k] = v
+        self.computed = 0
+        self.seconds = 0.0
+
+    @staticmethod
+    def _key(text: str) -> str:
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def get(self, texts: Sequence[str]) -> np.ndarray:
+        keys = [self._key(t) for t in texts]
+        todo = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in self.vectors}.items())
+        if todo:
+            t0 = time.perf_counter()
+            emb = self.embedder.encode([t for _, t in todo])
+            self.seconds += time.perf_counter() - t0
+            self.computed += len(todo)
+            for (k, _), v in zip(todo, emb, strict=True):
+                self.vectors[k] = v
+            self._save()
+        return (
+            np.stack([self.vectors[k] for k in keys])
+            if keys
+            else np.zeros((0, self.embedder.dim), np.float32)
+        )
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        keys = list(self.vectors)
+        tmp = self.path.with_name(self.path.name + ".tmp.npz")
+        np.savez(tmp, keys=np.array(keys), emb=np.stack([self.vectors[k] for k in keys]))
+        os.replace(tmp, self.path)
+
+
+# --------------------------------------------------------------------------------------------------
+# Metrics.
+
+
+def envelope(x: np.ndarray, y: np.ndarray, grid: np.ndarray = GRID) -> np.ndarray:
+    """Upper step envelope: at each grid point the best y among points with x <= grid (and (0, 0))."""
+    x = np.append(np.asarray(x, float), 0.0)
+    y = np.append(np.asarray(y, float), 0.0)
+    order = np.argsort(x, kind="stable")
+    xs, ys = x[order], np.maximum.accumulate(y[order])
+    pos = np.searchsorted(xs, grid + 1e-12, side="right") - 1
+    return np.where(pos >= 0, ys[np.clip(pos, 0, None)], 0.0)
+
+
+def apgr_cpt(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    env = envelope(x, y)
+    apgr = float(np.trapezoid(env, GRID))
+    hit = np.nonzero(env >= 0.5 - 1e-12)[0]
+    return apgr, (float(GRID[hit[0]]) if hit.size else math.nan)
+
+
+def auroc(y: np.ndarray, p: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, p)) if 0 < y.mean() < 1 else math.nan
+
+
+def ece(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    edges = np.quantile(p, np.linspace(0, 1, bins + 1))
+    which = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        sel = which == b
+        if sel.any():
+            total += sel.mean() * abs(y[sel].mean() - p[sel].mean())
+    return float(total)
+
+
+def upper_hull(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Upper concave hull of (cost, agreement) points, cheapest first (the best random mixes)."""
+    pts = sorted(set(points))
+    hull: list[tuple[float, float]] = []
+    for p in pts:
+        while len(hull) >= 2:
+            (x1, y1), (x2, y2) = hull[-2], hull[-1]
+            if (x2 - x1) * (p[1] - y1) - (y2 - y1) * (p[0] - x1) >= 0:
+                hull.pop()
+            else:
+                break
+        hull.append(p)
+    # keep the increasing part only
+    best: list[tuple[float, float]] = []
+    for p in hull:
+        if not best or p[1] > best[-1][1]:
+            best.append(p)
+    return best
+
+
+# --------------------------------------------------------------------------------------------------
+# One set.
+
+
+def out_of_fold(
+    prompts: list[str], labels: dict[str, np.ndarray], reference: str, emb: np.ndarray, k: int, seed: int
+):
+    rng = np.random.default_rng(seed)
+    fold = rng.permutation(len(prompts)) % k
+    out = {m: np.zeros(len(prompts)) for m in labels}
+    for f in range(k):
+        tr, te = fold != f, fold == f
+        sub = {m: v[tr] for m, v in labels.items()}
+        model = AgreementPredictor(embedder=None).fit(
+            [p for p, t in zip(prompts, tr, strict=True) if t], sub, reference, embeddings=emb[tr]
+        )
+        pred = model.predict([p for p, t in zip(prompts, te, strict=True) if t], embeddings=emb[te])
+        for m in out:
+            out[m][te] = pred[m]
+    return out
+
+
+def evaluate_set(name: str, data_dir: Path, cache: EmbeddingCache, seed: int) -> dict:
+    t_start = time.perf_counter()
+    train_path, test_path = data_dir / name / "train.jsonl", data_dir / name / "test.jsonl"
+    tr, te = read_recorded(train_path), read_recorded(test_path)
+    reference = tr.default_reference()
+    emb_tr, emb_te = cache.get(tr.prompts), cache.get(te.prompts)
+
+    t0 = time.perf_counter()
+    predictor = train_from_recorded([train_path], reference, embeddings=emb_tr)
+    fit_s = time.perf_counter() - t0
+    prices = predictor.costs
+    models = sorted(predictor.models, key=lambda m: prices[m])
+    cheapest = models[0]
+
+    a_te, usable = agreement_matrix(te, reference)
+    keep = np.nonzero(usable)[0]
+    prompts_te = [te.prompts[i] for i in keep]
+    A = np.stack([a_te[m][keep] for m in models])  # [M, n] realised agreement on test
+    C = np.stack([np.where(np.isfinite(te.cost_usd[m]), te.cost_usd[m], prices[m])[keep] for m in models])
+    ref_i = models.index(reference)
+    A[ref_i] = 1.0
+    n = A.shape[1]
+    cols = np.arange(n)
+    pred = predictor.predict(prompts_te, embeddings=emb_te[keep])
+
+    c_cheap, c_ref = float(C[0].mean()), float(C[ref_i].mean())
+    a_cheap = float(A[0].mean())
+
+    def to_index(choices: np.ndarray) -> np.ndarray:
+        lookup = {m: i for i, m in enumerate(models)}
+        return np.fromiter((lookup[c] for c in choices), int, count=len(choices))
+
+    def point_idx(idx: np.ndarray) -> tuple[float, float]:
+        return float(C[idx, cols].mean()), float(A[idx, cols].mean())
+
+    curves: dict[str, list[dict]] = {}
+
+    # Router, threshold sweep.
+    allp = np.concatenate([pred[m] for m in models if m != reference])
+    thetas = np.unique(np.concatenate([[0.0, 1.0 + 1e-9], np.quantile(allp, np.linspace(0, 1, 401))]))
+    curves["router-threshold"] = []
+    for th in thetas:
+        cost, agr = point_idx(to_index(select_threshold(pred, prices, float(th), reference=reference)))
+        curves["router-threshold"].append({"param": float(th), "cost": cost, "agreement": agr})
+
+    # Router, budget sweep; lambda tuned on out-of-fold predictions of the train split.
+    a_tr, usable_tr = agreement_matrix(tr, reference)
+    prompts_tr = [p for p, u in zip(tr.prompts, usable_tr, strict=True) if u]
+    labels_tr = {m: a_tr[m][usable_tr] for m in tr.models}
+    oof = out_of_fold(prompts_tr, labels_tr, reference, emb_tr[usable_tr], 5, seed)
+    budgets = prices[cheapest] + np.linspace(0, 1, 41) * (prices[reference] - prices[cheapest])
+    curves["router-budget"] = []
+    for b in budgets:
+        lam = tune_lambda(oof, prices, float(b), reference=reference)
+        cost, agr = point_idx(to_index(select_budget(pred, prices, lam=lam, reference=reference)))
+        curves["router-budget"].append({"param": float(b), "lambda": lam, "cost": cost, "agreement": agr})
+
+    # Random: cheapest model mixed with the reference (expected values).
+    fr = np.linspace(0, 1, 201)
+    curves["random"] = [
+        {"param": float(f), "cost": (1 - f) * c_cheap + f * c_ref, "agreement": (1 - f) * a_cheap + f}
+        for f in fr
+    ]
+    # Best random mix of any models with hindsight agreement rates (LP mix).
+    singles = [(float(C[i].mean()), float(A[i].mean())) for i in range(len(models))]
+    hull = upper_hull(singles)
+    lp = []
+    for (x1, y1), (x2, y2) in zip(hull[:-1], hull[1:], strict=True):
+        for f in np.linspace(0, 1, 51):
+            lp.append({"param": float(f), "cost": (1 - f) * x1 + f * x2, "agreement": (1 - f) * y1 + f * y2})
+    curves["lp-mix"] = lp or [{"param": 0.0, "cost": singles[0][0], "agreement": singles[0][1]}]
+    curves["single"] = [
+        {"param": m, "cost": singles[i][0], "agreement": singles[i][1]} for i, m in enumerate(models)
+    ]
+
+    # Margin-style cascades: small model keeps its answer when confidence >= tau, else reference too.
+    for i, m in enumerate(models):
+        if m == reference:
+            continue
+        conf = te.confidence[m][keep]
+        if not np.isfinite(conf).any():
+            continue
+        conf = np.where(np.isfinite(conf), conf, -np.inf)
+        taus = np.unique(
+            np.concatenate([[-np.inf, np.inf], np.quantile(conf[np.isfinite(conf)], np.linspace(0, 1, 401))])
+        )
+        rows = []
+        for tau in taus:
+            kept = conf >= tau
+            cost = float(C[i].mean() + (C[ref_i] * ~kept).mean())
+            agr = float(np.where(kept, A[i], 1.0).mean())
+            rows.append({"param": float(tau), "cost": cost, "agreement": agr})
+        curves["cascade" if i == 0 else f"cascade[{m}]"] = rows
+
+    # Per-item hindsight oracle: cheapest agreeing model.
+    oracle_cost = float(np.where(A > 0.5, C, np.inf).min(axis=0).mean())
+    curves["oracle"] = [{"param": "hindsight", "cost": oracle_cost, "agreement": 1.0}]
+
+    # Normalised axes.
+    for rows in curves.values():
+        for r in rows:
+            r["x"] = (r["cost"] - c_cheap) / (c_ref - c_cheap)
+            r["cost_share"] = r["cost"] / c_ref
+            r["pgr"] = (r["agreement"] - a_cheap) / (1 - a_cheap)
+
+    summary = {}
+    for method, rows in curves.items():
+        if method == "single":
+            continue
+        x = np.array([r["x"] for r in rows])
+        y = np.array([r["pgr"] for r in rows])
+        apgr, cpt = apgr_cpt(x, y)
+        sav = {}
+        for t in TARGETS:
+            ok = [r["cost"] for r in rows if r["agreement"] >= t - 1e-12]
+            sav[t] = c_ref / min(ok) if ok else math.nan
+        summary[method] = {
+            "apgr": apgr,
+            "cpt50_x": cpt,
+            "cpt50_cost_share": (c_cheap + cpt * (c_ref - c_cheap)) / c_ref
+            if math.isfinite(cpt)
+            else math.nan,
+            "savings": sav,
+        }
+    best_cascade = max((k for k in summary if k.startswith("cascade")), key=lambda k: summary[k]["apgr"])
+    summary["cascade-best"] = {**summary[best_cascade], "which": best_cascade}
+
+    # Prediction quality on test.
+    quality = {}
+    for m in models:
+        if m == reference:
+            continue
+        y, p = A[models.index(m)], pred[m]
+        base = float(labels_tr[m].mean())
+        quality[m] = {
+            "auroc": auroc(y, p),
+            "brier": float(np.mean((p - y) ** 2)),
+            "brier_const": float(np.mean((base - y) ** 2)),
+            "ece": ece(y, p),
+            "rate_test": float(y.mean()),
+            "mean_pred": float(p.mean()),
+            "C": predictor.chosen_C.get(m, math.nan),
+            "price": prices[m],
+        }
+    overshoot = max(r["cost"] / r["param"] for r in curves["router-budget"])
+    return {
+        "set": name,
+        "reference": reference,
+        "models": models,
+        "n_train": len(prompts_tr),
+        "n_test": n,
+        "c_cheap": c_cheap,
+        "c_ref": c_ref,
+        "a_cheap": a_cheap,
+        "curves": curves,
+        "summary": summary,
+        "quality": quality,
+        "budget_max_ratio": overshoot,
+        "fit_s": fit_s,
+        "seconds": time.perf_counter() - t_start,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Latency (fresh interpreter: cold load, then single-prompt calls).
+
+_LATENCY_SCRIPT = r"""
+import json, sys, time
+t0 = time.perf_counter()
+from smartmix.router import AgreementPredictor, select_threshold
+t1 = time.perf_counter()
+pred = AgreementPredictor.load(sys.argv[1])
+t2 = time.perf_counter()
+pred.embedder.load()
+t3 = time.perf_counter()
+prompts = json.load(open(sys.argv[2]))
+pred.predict(prompts[:3])  # warm-up
+total, embed = [], []
+for q in prompts:
+    a = time.perf_counter()
+    e = pred.embed([q])
+    b = time.perf_counter()
+    p = pred.predict([q], embeddings=e)
+    select_threshold(p, pred.costs, 0.8, reference=pred.reference)
+    c = time.perf_counter()
+    total.append(c - a); embed.append(b - a)
+json.dump({"import_s": t1 - t0, "load_predictor_s": t2 - t1, "load_embedder_s": t3 - t2,
+           "total": total, "embed": embed}, sys.stdout)
+"""
+
+
+def measure_latency(data_dir: Path, name: str, n_prompts: int, cache: EmbeddingCache) -> dict:
+    train_path = data_dir / name / "train.jsonl"
+    te = read_recorded(data_dir / name / "test.jsonl")
+    predictor = train_from_recorded([train_path], embeddings=cache.get(read_recorded(train_path).prompts))
+    rng = np.random.default_rng(0)
+    prompts = [te.prompts[i] for i in rng.choice(len(te), size=min(n_prompts, len(te)), replace=False)]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = predictor.save(Path(tmp) / "router.npz")
+        size = path.stat().st_size
+        qpath = Path(tmp) / "prompts.json"
+        qpath.write_text(json.dumps(prompts))
+        proc = subprocess.run(
+            [sys.executable, "-c", _LATENCY_SCRIPT, str(path), str(qpath)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    raw = json.loads(proc.stdout)
+    tot = np.array(raw["total"]) * 1000
+    emb = np.array(raw["embed"]) * 1000
+    return {
+        "set": name,
+        "prompts": len(prompts),
+        "file_bytes": size,
+        "import_ms": raw["import_s"] * 1000,
+        "load_predictor_ms": raw["load_predictor_s"] * 1000,
+        "load_embedder_ms": raw["load_embedder_s"] * 1000,
+        "median_ms": float(np.median(tot)),
+        "p99_ms": float(np.quantile(tot, 0.99)),
+        "mean_ms": float(tot.mean()),
+        "embed_median_ms": float(np.median(emb)),
+        "head_median_ms": float(np.median(tot - emb)),
+        "load_average": os.getloadavg()[0],
+        "cpus": os.cpu_count(),
+        "blas_threads_env": os.environ.get("OPENBLAS_NUM_THREADS")
+        or os.environ.get("OMP_NUM_THREADS")
+        or "default",
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Output.
+
+METHODS = ("router-threshold", "router-budget", "random", "lp-mix", "cascade", "cascade-best", "oracle")
+
+
+def fmt(v: float, digits: int = 3) -> str:
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def write_outputs(results: list[dict], latency: dict | None, out: Path, argv: list[str]) -> str:
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "curves.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["set", "method", "param", "cost_usd", "cost_share", "x", "agreement", "pgr"])
+        for r in results:
+            for method, rows in r["curves"].items():
+                for row in rows:
+                    w.writerow(
+                        [
+                            r["set"],
+                            method,
+                            row["param"],
+                            f"{row['cost']:.8g}",
+                            f"{row['cost_share']:.6f}",
+                            f"{row['x']:.6f}",
+                            f"{row['agreement']:.6f}",
+                            f"{row['pgr']:.6f}",
+                        ]
+                    )
+    with open(out / "summary.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(
+            ["set", "method", "apgr", "cpt50_x", "cpt50_cost_share", *[f"savings_at_{t}" for t in TARGETS]]
+        )
+        for r in results:
+            for method in METHODS:
+                s = r["summary"][method]
+                w.writerow(
+                    [
+                        r["set"],
+                        method,
+                        f"{s['apgr']:.4f}",
+                        fmt(s["cpt50_x"], 4),
+                        fmt(s["cpt50_cost_share"], 4),
+                        *[fmt(s["savings"][t], 3) for t in TARGETS],
+                    ]
+                )
+    with open(out / "auroc.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(
+            [
+                "set",
+                "model",
+                "auroc",
+                "brier",
+                "brier_constant",
+                "ece",
+                "agreement_test",
+                "mean_pred",
+                "C",
+                "price_usd",
+            ]
+        )
+        for r in results:
+            for m, q in r["quality"].items():
+                w.writerow(
+                    [
+                        r["set"],
+                        m,
+                        fmt(q["auroc"], 4),
+                        fmt(q["brier"], 4),
+                        fmt(q["brier_const"], 4),
+                        fmt(q["ece"], 4),
+                        fmt(q["rate_test"], 4),
+                        fmt(q["mean_pred"], 4),
+                        q["C"],
+                        f"{q['price']:.4g}",
+                    ]
+                )
+    if latency:
+        with open(out / "latency.csv", "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(list(latency))
+            w.writerow(list(latency.values()))
+
+    lines = ["# Router evaluation (Routoo-style predictor + selectors)", ""]
+    lines.append(
+        f"Command: `python {' '.join(argv)}`. Train on each set's train split, score on its test split."
+    )
+    lines.append(
+        "APGR: area under the PGR-vs-normalised-cost envelope (random = 0.5). CPT(50%): normalised cost "
+        "needed for PGR 0.5 (and as share of the reference-only cost). Higher APGR / lower CPT is better."
+    )
+    lines.append(
+        "`lp-mix`, `cascade-best` and `oracle` use hindsight (true test rates / best small model / per item)."
+    )
+    lines.append("")
+    lines.append("## APGR and CPT(50%)")
+    lines.append("")
+    head = "| set | " + " | ".join(METHODS) + " |"
+    lines += [head, "|" + "---|" * (len(METHODS) + 1)]
+    for r in results:
+        cells = [
+            f"{fmt(r['summary'][m]['apgr'])} / {fmt(r['summary'][m]['cpt50_x'], 2)} ({fmt(r['summary'][m]['cpt50_cost_share'], 2)})"
+            for m in METHODS
+        ]
+        lines.append(f"| {r['set']} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("Cell: APGR / CPT(50%) as normalised cost (as share of reference cost).")
+    lines.append("")
+    lines.append("## Savings vs reference-only at target agreement (hindsight operating point)")
+    lines.append("")
+    lines += ["| set | T | " + " | ".join(METHODS) + " |", "|" + "---|" * (len(METHODS) + 2)]
+    for r in results:
+        for t in TARGETS:
+            lines.append(
+                f"| {r['set']} | {t} | "
+                + " | ".join(f"{fmt(r['summary'][m]['savings'][t], 2)}×" for m in METHODS)
+                + " |"
+            )
+    lines.append("")
+    lines.append("## Predicted agreement on test: AUROC, Brier (constant-rate Brier), ECE")
+    lines.append("")
+    lines += [
+        "| set | model | price $/req | test agreement | mean pred | AUROC | Brier | Brier const | ECE | C |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        for m, q in r["quality"].items():
+            lines.append(
+                f"| {r['set']} | {m} | {q['price']:.3g} | {fmt(q['rate_test'])} | {fmt(q['mean_pred'])} | "
+                f"{fmt(q['auroc'])} | {fmt(q['brier'], 4)} | {fmt(q['brier_const'], 4)} | {fmt(q['ece'])} | {q['C']:g} |"
+            )
+    lines.append("")
+    lines.append(
+        "## Budget selector: realised test cost / budget (lambda tuned on train out-of-fold predictions)"
+    )
+    lines.append("")
+    for r in results:
+        lines.append(f"- {r['set']}: max realised/budget = {r['budget_max_ratio']:.3f}")
+    if latency:
+        lines.append("")
+        lines.append(
+            "## Latency on CPU (fresh process; single-prompt calls: embed + heads + select_threshold)"
+        )
+        lines.append("")
+        lines.append("| what | value |")
+        lines.append("|---|---|")
+        for k, v in latency.items():
+            lines.append(f"| {k} | {fmt(v, 2) if isinstance(v, float) else v} |")
+    lines.append("")
+    lines.append("Plots: `curves_<set>.png`, all sets: `curves.png`.")
+    text = "\n".join(lines) + "\n"
+    (out / "report.md").write_text(text)
+    return text
+
+
+def plot(results: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    style = {
+        "router-threshold": dict(color="C0", lw=2, label="router (θ sweep)"),
+        "router-budget": dict(color="C0", lw=0, marker="o", ms=3, label="router (budget, λ from train)"),
+        "random": dict(color="gray", ls="--", label="random (cheapest + ref)"),
+        "lp-mix": dict(color="C2", ls=":", lw=2, label="best random mix (hindsight)"),
+        "cascade": dict(color="C3", lw=2, label="cascade on confidence (cheapest)"),
+    }
+
+    def draw(ax, r):
+        for method, kw in style.items():
+            rows = sorted(r["curves"][method], key=lambda d: d["cost"])
+            ax.plot([d["cost_share"] for d in rows], [d["agreement"] for d in rows], **kw)
+        for d in r["curves"]["single"]:
+            ax.scatter(d["cost_share"], d["agreement"], color="k", s=14, zorder=5)
+            ax.annotate(
+                d["param"],
+                (d["cost_share"], d["agreement"]),
+                fontsize=6,
+                xytext=(3, -8),
+                textcoords="offset points",
+            )
+        o = r["curves"]["oracle"][0]
+        ax.scatter(
+            o["cost_share"],
+            1.0,
+            marker="*",
+            color="gold",
+            edgecolor="k",
+            s=80,
+            zorder=6,
+            label="per-item oracle",
+        )
+        ax.set_xlim(0, 1.05)
+        ax.set_title(r["set"], fontsize=9)
+        ax.set_xlabel("cost / reference-only cost")
+        ax.set_ylabel(f"agreement with {r['reference']}")
+        ax.grid(alpha=0.3)
+
+    for r in results:
+        fig, ax = plt.subplots(figsize=(6, 4.5))
+        draw(ax, r)
+        ax.legend(fontsize=7, loc="lower right")
+        fig.tight_layout()
+        fig.savefig(out / f"curves_{r['set']}.png", dpi=120)
+        plt.close(fig)
+    cols = 3
+    rows_n = math.ceil(len(results) / cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(5 * cols, 4 * rows_n), squeeze=False)
+    for ax, r in zip(axes.flat, results, strict=False):
+        draw(ax, r)
+    for ax in list(axes.flat)[len(results) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--sets", nargs="+", default=list(SETS))
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="embedding cache folder, or 'none'")
+    ap.add_argument("--latency-set", default="mmlu-qwen-oai")
+    ap.add_argument("--latency-prompts", type=int, default=200)
+    ap.add_argument("--skip-latency", action="store_true")
+    ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    cache = EmbeddingCache(None if args.cache_dir == "none" else Path(args.cache_dir), Embedder())
+    results = []
+    for name in args.sets:
+        r = evaluate_set(name, args.data_dir, cache, args.seed)
+        results.append(r)
+        s = r["summary"]
+        print(
+            f"{name}: router APGR {s['router-threshold']['apgr']:.3f} (budget {s['router-budget']['apgr']:.3f}), "
+            f"random {s['random']['apgr']:.3f}, lp-mix {s['lp-mix']['apgr']:.3f}, cascade {s['cascade']['apgr']:.3f}; "
+            f"AUROC "
+            + ", ".join(f"{m} {q['auroc']:.3f}" for m, q in r["quality"].items())
+            + f" [{r['seconds']:.1f}s]",
+            flush=True,
+        )
+    if cache.computed:
+        print(
+            f"embedded {cache.computed} new prompts in {cache.seconds:.1f}s "
+            f"({1000 * cache.seconds / cache.computed:.1f} ms/prompt batched)"
+        )
+    latency = None
+    if not args.skip_latency and args.latency_set in args.sets:
+        latency = measure_latency(args.data_dir, args.latency_set, args.latency_prompts, cache)
+    text = write_outputs(
+        results,
+        latency,
+        args.out,
+        ["benchmarks/router_eval.py", *(argv if argv is not None else sys.argv[1:])],
+    )
+    if not args.no_plots:
+        plot(results, args.out)
+    print()
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
