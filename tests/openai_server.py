@@ -210,6 +210,21 @@ async def _half_then_drop() -> Any:
     raise _Dropped("connection dropped on purpose")
 
 
+async def _sse(endpoint: str, model: str, answer: str, usage: dict[str, int], body: dict[str, Any]) -> Any:
+    """The answer streamed word by word as server-sent events, usage last when asked for."""
+    words = answer.split(" ")
+    for i, word in enumerate(words):
+        piece = word if i == 0 else " " + word
+        if endpoint == "chat":
+            choice = {"index": 0, "delta": {"content": piece}, "finish_reason": None}
+        else:
+            choice = {"index": 0, "text": piece, "finish_reason": None}
+        yield f"data: {json.dumps({'id': 'cmpl-s', 'object': 'chunk', 'model': model, 'choices': [choice]})}\n\n".encode()
+    if (body.get("stream_options") or {}).get("include_usage"):
+        yield f"data: {json.dumps({'id': 'cmpl-s', 'object': 'chunk', 'model': model, 'choices': [], 'usage': usage})}\n\n".encode()
+    yield b"data: [DONE]\n\n"
+
+
 def create_app(control: Control) -> FastAPI:
     app = FastAPI(title="smartmix test provider")
 
@@ -338,6 +353,8 @@ def create_app(control: Control) -> FastAPI:
             return JSONResponse({"id": "cmpl-x", "object": "chat.completion", "usage": usage})
 
         entry["outcome"] = "slow_ok" if kind == "slow" else "ok"
+        if body.get("stream"):
+            return StreamingResponse(_sse(endpoint, model, answer, usage, body), media_type="text/event-stream")
         pairs = control.logprobs_for(model, answer, k) if want and mode == "ok" else None
         first = (answer.split() or [""])[0]
         if endpoint == "chat":

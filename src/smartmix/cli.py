@@ -306,6 +306,31 @@ def demo(
     stdout.print(f"Answers, summary and plot in {out_dir}/ ({outcome.plot.name if outcome.plot else 'no plot'}).")
 
 
+@app.command()
+def serve(
+    config: Annotated[Path, typer.Option(help="Job file with [models], optional [routes.NAME] and [server].")],
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    reference: ReferenceOpt = None,
+    journal: Annotated[Path | None, typer.Option(help="Journal every request here (SQLite).")] = None,
+) -> None:
+    """Serve an OpenAI-compatible endpoint (/v1/chat/completions, /v1/completions, /v1/models) whose
+    'model' names a route: a fixed model, a cascade, or the trained router. Point any OpenAI client's
+    base URL at http://HOST:PORT/v1."""
+    try:
+        import uvicorn
+    except ImportError:
+        from smartmix.errors import MissingExtraError
+
+        raise MissingExtraError("smartmix serve", "server", "uvicorn") from None
+    from smartmix.server import create_app
+
+    cfg = _load_config(config)
+    app_ = create_app(cfg, reference=reference, journal_path=str(journal) if journal else None)
+    stdout.print(f"smartmix serving routes {', '.join(sorted(app_.state.routes))} on http://{host}:{port}/v1")
+    uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
+
+
 def _register_optional_commands() -> None:
     try:
         from smartmix.bench.command import bench

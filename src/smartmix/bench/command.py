@@ -142,6 +142,9 @@ def run_bench(
     from smartmix.bench.trials import run_cells
 
     console = console or Console(stderr=True)
+    unknown = [s for s in suites if s not in suite_defs.SUITES]
+    if unknown:
+        raise ConfigError(f"unknown suite '{', '.join(unknown)}'; choose any of {', '.join(suite_defs.SUITES)}")
     for t in targets:
         if not 0 < t <= 1:
             raise ConfigError(f"--targets must lie in (0, 1], got {t}")

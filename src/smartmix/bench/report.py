@@ -352,7 +352,7 @@ def _plot_datasets(rows: Sequence[Row], path: Path) -> None:
     methods = _methods(rows)
     targets = list(dict.fromkeys(r.target for r in rows))
     datasets = list(dict.fromkeys(r.dataset for r in rows))
-    fig, axes = plt.subplots(len(targets), 1, figsize=(max(8, 1.6 * len(datasets) + 3), 3.6 * len(targets)), squeeze=False)
+    fig, axes = plt.subplots(len(targets), 1, figsize=(max(8, 1.6 * len(datasets) + 5), 3.6 * len(targets)), squeeze=False)
     width = 0.8 / max(1, len(methods))
     n0 = rows[0].n if rows else 0
     for ax, t in zip(axes[:, 0], targets, strict=True):
@@ -365,18 +365,18 @@ def _plot_datasets(rows: Sequence[Row], path: Path) -> None:
                 lo.append(r.savings_median - r.savings_p10 if r else 0)
                 hi.append(r.savings_p90 - r.savings_median if r else 0)
             ax.bar(x - 0.4 + width * (k + 0.5), vals, width, yerr=[lo, hi], capsize=2, label=m)
-        for lim, style in (("limit:two-tier", "k_"), ("limit:lp-mix", "r_")):
+        for lim, color in (("limit:two-tier", "black"), ("limit:lp-mix", "red")):
             vals = [
                 next((r.savings_median for r in rows if r.dataset == ds and r.target == t and r.method == lim and r.n == n0), np.nan)
                 for ds in datasets
             ]
-            ax.plot(x, vals, style, markersize=40, markeredgewidth=2, label=lim.split(":")[1] + " limit")
+            ax.hlines(vals, x - 0.42, x + 0.42, colors=color, linestyles="--", lw=1.5, label=lim.split(":")[1] + " limit")
         ax.axhline(1.0, color="grey", lw=0.8)
         ax.set_yscale("log")
         ax.set_xticks(x, datasets, fontsize=8)
         ax.set_ylabel("savings (× reference cost)")
         ax.set_title(f"T = {t:g}, N = {n0:,}: median savings, 10th–90th percentile")
-        ax.legend(fontsize=7, ncol=4)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -388,7 +388,7 @@ def _plot_adversarial(rows: Sequence[Row], path: Path) -> None:
     plt = _pyplot()
     methods = _methods(rows)
     settings = list(dict.fromkeys((r.n, r.target, r.dataset, r.scenario) for r in rows))
-    fig, ax = plt.subplots(figsize=(max(10, 0.35 * len(settings) + 3), 4.5))
+    fig, ax = plt.subplots(figsize=(max(10, 0.35 * len(settings) + 4), 4.8))
     x = np.arange(len(settings))
     for k, m in enumerate(methods):
         hit, err = [], []
@@ -402,7 +402,7 @@ def _plot_adversarial(rows: Sequence[Row], path: Path) -> None:
     ax.set_xticks(x, [f"N={s[0] // 1000}k T={s[1]:g}\n{s[2]} {s[3]}" for s in settings], rotation=90, fontsize=6)
     ax.set_ylabel("hit rate (Wilson 95% lower bound)")
     ax.set_title("Adversarial pools: share of trials with realised agreement ≥ T")
-    ax.legend(fontsize=7, ncol=len(methods) + 1)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -33,9 +33,9 @@ SUITES = ("datasets", "adversarial", "paper", "overheads")
 # sets one count for every suite and method instead. ``paper`` is the slow method on adversarial pools
 # (it checks its interval every 10 items and, with agreement right at T, profiles long), so it gets fewer.
 DEFAULT_TRIALS = {"datasets": 100, "adversarial": 200, "adversarial-large": 40, "paper": 10}
-QUICK_TRIALS = {"datasets": 8, "adversarial": 20, "adversarial-large": 6, "paper": 2}
+QUICK_TRIALS = {"datasets": 8, "adversarial": 15, "adversarial-large": 6, "paper": 2}
 SLOW_METHOD_TRIALS = {"adversarial": (("paper", 100),), "adversarial-large": (("paper", 20),)}
-QUICK_SLOW_METHOD_TRIALS = {"adversarial": (("paper", 10),), "adversarial-large": (("paper", 3),)}
+QUICK_SLOW_METHOD_TRIALS = {"adversarial": (("paper", 8),), "adversarial-large": (("paper", 3),)}
 LARGE_N = 20_000  # adversarial pools above this size use the "adversarial-large" counts
 
 
