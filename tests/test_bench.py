@@ -129,9 +129,11 @@ def test_limits_on_a_hand_made_batch():
     agree = np.array([[True, True], [True, True], [False, True], [False, True]])
     cost = np.array([[1.0, 10.0]] * 4)
     score = np.array([[0.9, np.nan], [0.8, np.nan], [0.3, np.nan], [0.7, np.nan]])
-    # T = 0.75: 3 agreeing needed; escalate the two least confident (0.3, 0.7): 4 + 20.
-    assert two_tier_cost(agree, cost, score[:, 0], 0.75) == pytest.approx(24.0)
-    assert best_two_tier_cost(agree, cost, score, 0.75) == pytest.approx(24.0)
+    # T = 0.75: 3 agreeing needed; escalating the least confident item (0.3) is enough: 4 + 10.
+    assert two_tier_cost(agree, cost, score[:, 0], 0.75) == pytest.approx(14.0)
+    assert best_two_tier_cost(agree, cost, score, 0.75) == pytest.approx(14.0)
+    # T = 1: both disagreeing items escalated (0.3 and 0.7), not the confident agreeing ones: 4 + 20.
+    assert two_tier_cost(agree, cost, score[:, 0], 1.0) == pytest.approx(24.0)
     # Floor: items 0, 1 at 1 each; one disagreement allowed at cost 1; the last item needs the reference.
     assert floor_cost(agree, cost, 0.75) == pytest.approx(13.0)
     # LP mix: rate 0.5 cheap + x reference: 0.5(1-x) + x >= 0.75 -> x = 0.5; cost 4 * (0.5 + 5).

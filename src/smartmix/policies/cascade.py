@@ -208,14 +208,19 @@ class Cascade(Profiler):
         """(estimated unit cost, threshold) of chain ``c`` as certified now."""
         curve = self.curve(c, certification=True)
         threshold = curve.threshold(self.admissible(self.n, exact=True))
-        return curve.unit_cost(threshold), threshold
+        return self.curve_cost(c, curve, threshold, certification=True), threshold
 
     def projected(self, c: int, n_future: int) -> float:
         """Unit cost chain ``c`` would be certified at with ``n_future`` profiled items, at today's rates."""
-        curve = self.curve(c, certification=self.n > self.pilot)
+        certification = self.n > self.pilot
+        curve = self.curve(c, certification=certification)
         adm = self.admissible(n_future, exact=False)
         scaled = int(math.floor(adm * curve.n / max(1, n_future - self.pilot))) if adm >= 0 else -1
-        return curve.unit_cost(curve.threshold(scaled))
+        return self.curve_cost(c, curve, curve.threshold(scaled), certification=certification)
+
+    def curve_cost(self, c: int, curve: ChainCurve, threshold: float, certification: bool) -> float:
+        """Estimated cost per item of chain ``c`` at ``threshold``: every stage pays for the items it sees."""
+        return curve.unit_cost(threshold)
 
     def models_of(self, chain_ids: list[int]) -> list[int]:
         return sorted({m for c in chain_ids for m in self.chains[c]})
@@ -378,3 +383,68 @@ class Margin(Policy):
             details={"escalation_share": p, "signal": "first-token top-2 logprob margin (or recorded confidence)"},
         )
         return Plan(assignment, profiled, certificate)
+
+
+class Router(Cascade):
+    """Per-item routing by a trained agreement predictor, with the batch guarantee of ``cascade``.
+
+    The predictor's probability that model m agrees with the reference on item i plays the role of the
+    confidence score, but is known *before* calling anything: each remaining item goes straight to the
+    cheapest model of the chosen set whose predicted agreement is above the certified threshold (the
+    reference if none). The threshold is certified exactly like a cascade's: on profiled items, a wrong
+    answer counts when any model of the set would have been chosen at that threshold and disagrees
+    (a monotone, conservative count).
+
+    Needs ``options["predicted"]``: an array (items × models) of predicted agreement (NaN for the reference).
+    """
+
+    name = "router"
+
+    def __init__(self, spec):
+        predicted = spec.option("predicted")
+        if predicted is None:
+            from smartmix.errors import ConfigError
+
+            raise ConfigError(
+                "the router method needs a trained predictor: smartmix router train --data train.jsonl "
+                "--out router.npz, then pass --router router.npz"
+            )
+        self.predicted = np.asarray(predicted, dtype=float)
+        super().__init__(spec)
+
+    @property
+    def needs_scores(self) -> bool:
+        return False
+
+    def record_scores(self, batch: ProfileBatch, agree: np.ndarray, score: np.ndarray | None) -> None:
+        scores = self.predicted[batch.items]
+        columns = np.full((len(batch.items), len(batch.models)), np.nan)
+        for j, m in enumerate(batch.models):
+            columns[:, j] = scores[:, m]
+        super().record_scores(batch, agree, columns)
+
+    def curve_cost(self, c: int, curve: ChainCurve, threshold: float, certification: bool) -> float:
+        _, score, cost = self._stack()
+        start = self.pilot if certification else 0
+        chosen = self.route(self.chains[c], score[start:], threshold)
+        rows = np.arange(len(chosen))
+        return float(np.nanmean(cost[start:][rows, chosen])) if len(chosen) else math.inf
+
+    def route(self, chain: tuple[int, ...], score: np.ndarray, threshold: float) -> np.ndarray:
+        """Per item: the first model of ``chain`` whose score is above ``threshold``, else the reference."""
+        chosen = np.full(score.shape[0], self.spec.reference, dtype=np.int64)
+        open_ = np.ones(score.shape[0], dtype=bool)
+        for m in chain:
+            take = open_ & (np.nan_to_num(score[:, m], nan=-np.inf) > threshold)
+            chosen[take] = m
+            open_ &= ~take
+        return chosen
+
+    def plan(self) -> Plan:
+        plan = super().plan()
+        if plan.chain:
+            rest = np.flatnonzero(~plan.profiled)
+            plan.assignment[rest] = self.route(plan.chain, self.predicted[rest], plan.thresholds[0])
+            plan.certificate.details["routing"] = "cheapest model of the chain with predicted agreement above the threshold"
+            plan.chain, plan.thresholds = (), ()
+        return plan
