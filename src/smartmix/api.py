@@ -152,6 +152,7 @@ def run(
     journal: Any | None = None,
     run_id: str | None = None,
     progress: ProgressCallback | None = None,
+    router: str | Path | None = None,
 ) -> RunResult:
     """Answer every item at the lowest cost such that, with probability >= ``confidence``, at least
     ``target`` of the answers equal the reference model's.
@@ -177,6 +178,7 @@ def run(
             journal=journal,
             run_id=run_id,
             progress=progress,
+            router=router,
         )
     )
 
@@ -199,6 +201,7 @@ async def arun(
     journal: Any | None = None,
     run_id: str | None = None,
     progress: ProgressCallback | None = None,
+    router: str | Path | None = None,
 ) -> RunResult:
     """The asynchronous form of :func:`run`."""
     try:
@@ -207,6 +210,11 @@ async def arun(
         raise ConfigError(f"{exc}; e.g. --target 0.9 --confidence 0.95") from None
     if job is None:
         job = resolve_job(data, reference=reference, models=models, prices=prices, labels=labels, simulated=simulated, seed=seed)
+    options = options or EngineOptions()
+    if method == "router" and "predicted" not in options.method_options:
+        if router is None:
+            raise ConfigError("--method router needs a trained predictor: pass --router router.npz (smartmix router train)")
+        options.method_options["predicted"] = predict_agreement(router, job)
     engine = Engine(
         job.backend, job.pool, job.template, job.comparator, options=options, journal=journal, run_id=run_id, progress=progress
     )
@@ -217,6 +225,25 @@ async def arun(
     if out is not None:
         result.write(out)
     return result
+
+
+def predict_agreement(path: str | Path, job: Job):
+    """Predicted agreement with the reference for every item and pool model (NaN where not predicted)."""
+    import numpy as np
+
+    from smartmix.router.predictor import AgreementPredictor
+
+    predictor = AgreementPredictor.load(path)
+    prompts = [
+        next((m.content for m in reversed(job.template.render(item)) if m.role == "user"), "") for item in job.items
+    ]
+    predicted = predictor.predict(prompts)
+    names = job.pool.names
+    out = np.full((len(job.items), len(names)), np.nan)
+    for j, name in enumerate(names[:-1]):
+        if name in predicted:
+            out[:, j] = predicted[name]
+    return out
 
 
 def resolve_job(

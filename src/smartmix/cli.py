@@ -96,6 +96,7 @@ def run(
         Path | None, typer.Option(help="Where the journal and outputs go (default with --config: ./runs). Rerun to resume.")
     ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not reuse answers to identical requests from earlier runs.")] = False,
+    router: Annotated[Path | None, typer.Option(help="Trained predictor for --method router (smartmix router train).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Answer every item with the cheapest plan that keeps the guarantee; print the certificate and the bill.
@@ -146,7 +147,7 @@ def run(
         with ProgressDisplay(len(job.items), enabled=not quiet) as progress:
             result = run_api(
                 job=job, target=target, confidence=confidence, method=method, seed=seed, out=out,
-                options=options, journal=journal, run_id=run_id, progress=progress.update,
+                options=options, journal=journal, run_id=run_id, progress=progress.update, router=router,
             )
         status = "done" if not result.failures else "done-with-failures"
     except (KeyboardInterrupt, SmartmixError):
@@ -260,6 +261,29 @@ def logs(
             stdout.print(table)
     finally:
         journal.close()
+
+
+router_app = typer.Typer(help="Train and inspect the per-prompt router's agreement predictor.", no_args_is_help=True)
+app.add_typer(router_app, name="router")
+
+
+@router_app.command("train")
+def router_train(
+    data: Annotated[list[Path], typer.Option(help="Recorded-outputs JSONL file(s) to learn from; repeatable.")],
+    out: Annotated[Path, typer.Option(help="Where to save the predictor (.npz).")] = Path("router.npz"),
+    reference: ReferenceOpt = None,
+) -> None:
+    """Learn, from recorded outputs, each model's probability of agreeing with the reference on a prompt.
+
+    The predictor embeds prompts with all-MiniLM-L6-v2 (shipped in a wheel, runs on CPU offline) and fits a
+    calibrated logistic regression per model. Use it with `run --method router --router FILE` or a
+    [routes.NAME] type = "router" entry for `serve`.
+    """
+    from smartmix.router.predictor import train_from_recorded
+
+    predictor = train_from_recorded([str(p) for p in data], reference=reference)
+    path = predictor.save(out)
+    stdout.print(f"Predictor for {', '.join(predictor.models)} (reference {predictor.reference}) saved to {path}.")
 
 
 @app.command()
