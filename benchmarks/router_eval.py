@@ -5,7 +5,8 @@ cost-agreement curves on the test split for
 
 * ``router-threshold``: cheapest model with predicted agreement >= theta (theta swept);
 * ``router-budget``: argmax p - lambda*cost, lambda tuned per budget on out-of-fold predictions of the
-  *train* split (no test information), budgets swept from the cheapest to the reference price;
+  *train* split (no test information); budgets are shares of the reference-only cost, swept from the
+  cheapest model's share to 1 (prices relative to the reference's, from the train split);
 * ``random``: the cheapest model mixed at random with the reference (RouteLLM's random baseline; APGR 0.5);
 * ``lp-mix``: the best random mix of any models, knowing their true test agreement (hindsight; what
   SMART's model mix can reach with free, perfect profiling);
@@ -14,11 +15,12 @@ cost-agreement curves on the test split for
 * each single model, and the per-item hindsight ``oracle`` (cheapest agreeing model).
 
 Metrics (RouteLLM-style, on the agreement axis): PGR = (agreement - a_cheapest) / (1 - a_cheapest) against
-normalised cost x = (cost - c_cheapest) / (c_reference - c_cheapest); each method's curve is its upper
-step envelope (a cheaper operating point can always be used), with (0, 0) always available. APGR = area
+normalised cost x = (cost - c_cheapest) / (c_reference - c_cheapest); each method's curve is its Pareto
+front joined by straight lines (a random choice between two operating points reaches any point between
+them), with (0, 0), the cheapest model alone, always available. APGR = area
 under that envelope over x in [0, 1]; CPT(50%) = smallest x with PGR >= 0.5 (also given as a share of the
 reference-only cost). Also: AUROC/Brier/ECE of each model's predicted agreement on test, savings at target
-agreements (hindsight operating point for every method), and router latency on CPU.
+agreements (hindsight operating point on each method's front), and router latency on CPU.
 
 Writes CSV, Markdown and PNG files to ``benchmarks/results/router/`` and prints the summary.
 Prompt embeddings are cached outside the repository (``~/.cache/smartmix/router-embeddings``).
@@ -124,14 +126,21 @@ class EmbeddingCache:
 # Metrics.
 
 
-def envelope(x: np.ndarray, y: np.ndarray, grid: np.ndarray = GRID) -> np.ndarray:
-    """Upper step envelope: at each grid point the best y among points with x <= grid (and (0, 0))."""
+def pareto(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Operating points no cheaper point beats, plus (0, 0) (the cheapest model alone), sorted by cost."""
     x = np.append(np.asarray(x, float), 0.0)
     y = np.append(np.asarray(y, float), 0.0)
-    order = np.argsort(x, kind="stable")
-    xs, ys = x[order], np.maximum.accumulate(y[order])
-    pos = np.searchsorted(xs, grid + 1e-12, side="right") - 1
-    return np.where(pos >= 0, ys[np.clip(pos, 0, None)], 0.0)
+    order = np.lexsort((-y, x))
+    xs, ys = x[order], y[order]
+    keep = np.r_[True, ys[1:] > np.maximum.accumulate(ys)[:-1]]
+    return xs[keep], ys[keep]
+
+
+def envelope(x: np.ndarray, y: np.ndarray, grid: np.ndarray = GRID) -> np.ndarray:
+    """Best PGR reachable at each normalised cost: the Pareto points joined by straight lines (any point
+    between two operating points is reached by choosing between them at random), flat after the last."""
+    xs, ys = pareto(x, y)
+    return np.interp(grid, xs, ys, left=0.0, right=ys[-1])
 
 
 def apgr_cpt(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -200,7 +209,9 @@ def out_of_fold(
     return out
 
 
-def evaluate_set(name: str, data_dir: Path, cache: EmbeddingCache, seed: int) -> dict:
+def evaluate_set(
+    name: str, data_dir: Path, cache: EmbeddingCache, seed: int, pooled_sets: Sequence[str] = ()
+) -> dict:
     t_start = time.perf_counter()
     train_path, test_path = data_dir / name / "train.jsonl", data_dir / name / "test.jsonl"
     tr, te = read_recorded(train_path), read_recorded(test_path)
@@ -237,24 +248,39 @@ def evaluate_set(name: str, data_dir: Path, cache: EmbeddingCache, seed: int) ->
 
     curves: dict[str, list[dict]] = {}
 
+    def threshold_sweep(p: dict[str, np.ndarray]) -> list[dict]:
+        allp = np.concatenate([p[m] for m in models if m != reference])
+        thetas = np.unique(np.concatenate([[0.0, 1.0 + 1e-9], np.quantile(allp, np.linspace(0, 1, 401))]))
+        rows = []
+        for th in thetas:
+            cost, agr = point_idx(to_index(select_threshold(p, prices, float(th), reference=reference)))
+            rows.append({"param": float(th), "cost": cost, "agreement": agr})
+        return rows
+
     # Router, threshold sweep.
-    allp = np.concatenate([pred[m] for m in models if m != reference])
-    thetas = np.unique(np.concatenate([[0.0, 1.0 + 1e-9], np.quantile(allp, np.linspace(0, 1, 401))]))
-    curves["router-threshold"] = []
-    for th in thetas:
-        cost, agr = point_idx(to_index(select_threshold(pred, prices, float(th), reference=reference)))
-        curves["router-threshold"].append({"param": float(th), "cost": cost, "agreement": agr})
+    curves["router-threshold"] = threshold_sweep(pred)
+
+    # Variant: trained on the train splits of every set with the same model pool (still no test item).
+    pooled_paths = [data_dir / s / "train.jsonl" for s in pooled_sets]
+    if len(pooled_paths) > 1:
+        pooled_prompts = [p for path in pooled_paths for p in read_recorded(path).prompts]
+        pooled = train_from_recorded(pooled_paths, reference, embeddings=cache.get(pooled_prompts))
+        pred_pooled = pooled.predict(prompts_te, embeddings=emb_te[keep])
+        curves["router-pooled"] = threshold_sweep(pred_pooled)
 
     # Router, budget sweep; lambda tuned on out-of-fold predictions of the train split.
     a_tr, usable_tr = agreement_matrix(tr, reference)
     prompts_tr = [p for p, u in zip(tr.prompts, usable_tr, strict=True) if u]
     labels_tr = {m: a_tr[m][usable_tr] for m in tr.models}
     oof = out_of_fold(prompts_tr, labels_tr, reference, emb_tr[usable_tr], 5, seed)
-    budgets = prices[cheapest] + np.linspace(0, 1, 41) * (prices[reference] - prices[cheapest])
+    # Budgets are shares of the reference's cost (prices relative to the reference's): test prompts may be
+    # longer or shorter than train prompts, which shifts every price alike but not the ratios.
+    rel = {m: prices[m] / prices[reference] for m in models}
+    shares = rel[cheapest] + np.linspace(0, 1, 41) * (1.0 - rel[cheapest])
     curves["router-budget"] = []
-    for b in budgets:
-        lam = tune_lambda(oof, prices, float(b), reference=reference)
-        cost, agr = point_idx(to_index(select_budget(pred, prices, lam=lam, reference=reference)))
+    for b in shares:
+        lam = tune_lambda(oof, rel, float(b), reference=reference)
+        cost, agr = point_idx(to_index(select_budget(pred, rel, lam=lam, reference=reference)))
         curves["router-budget"].append({"param": float(b), "lambda": lam, "cost": cost, "agreement": agr})
 
     # Random: cheapest model mixed with the reference (expected values).
@@ -263,6 +289,13 @@ def evaluate_set(name: str, data_dir: Path, cache: EmbeddingCache, seed: int) ->
         {"param": float(f), "cost": (1 - f) * c_cheap + f * c_ref, "agreement": (1 - f) * a_cheap + f}
         for f in fr
     ]
+    for i, m in enumerate(models[1:], 1):  # each cheaper model mixed at random with the reference
+        if m != reference:
+            c_m, a_m = float(C[i].mean()), float(A[i].mean())
+            curves[f"random[{m}]"] = [
+                {"param": float(f), "cost": (1 - f) * c_m + f * c_ref, "agreement": (1 - f) * a_m + f}
+                for f in fr
+            ]
     # Best random mix of any models with hindsight agreement rates (LP mix).
     singles = [(float(C[i].mean()), float(A[i].mean())) for i in range(len(models))]
     hull = upper_hull(singles)
@@ -294,9 +327,16 @@ def evaluate_set(name: str, data_dir: Path, cache: EmbeddingCache, seed: int) ->
             rows.append({"param": float(tau), "cost": cost, "agreement": agr})
         curves["cascade" if i == 0 else f"cascade[{m}]"] = rows
 
-    # Per-item hindsight oracle: cheapest agreeing model.
-    oracle_cost = float(np.where(A > 0.5, C, np.inf).min(axis=0).mean())
-    curves["oracle"] = [{"param": "hindsight", "cost": oracle_cost, "agreement": 1.0}]
+    # Per-item hindsight oracle: the cheapest agreeing model everywhere (agreement 1), then, for lower
+    # agreement, the items with the largest savings switched to the cheapest model (a disagreement).
+    agree_cost = np.where(A > 0.5, C, np.inf).min(axis=0)
+    saving = np.sort(np.where(A[0] > 0.5, 0.0, agree_cost - C[0]))[::-1]
+    steps = np.unique(np.linspace(0, n, 401).astype(int))
+    cum = np.r_[0.0, np.cumsum(saving)]
+    curves["oracle"] = [
+        {"param": int(k), "cost": float((agree_cost.sum() - cum[k]) / n), "agreement": 1.0 - k / n}
+        for k in steps
+    ]
 
     # Normalised axes.
     for rows in curves.values():
@@ -313,9 +353,15 @@ def evaluate_set(name: str, data_dir: Path, cache: EmbeddingCache, seed: int) ->
         y = np.array([r["pgr"] for r in rows])
         apgr, cpt = apgr_cpt(x, y)
         sav = {}
+        xs, ys = pareto(np.array([r["cost"] for r in rows]), np.array([r["agreement"] for r in rows]))
+        xs, ys = xs[1:], ys[1:]  # drop the (0, 0) anchor: raw costs here
         for t in TARGETS:
-            ok = [r["cost"] for r in rows if r["agreement"] >= t - 1e-12]
-            sav[t] = c_ref / min(ok) if ok else math.nan
+            if ys.size == 0 or ys[-1] < t - 1e-12:
+                sav[t] = math.nan
+            elif ys[0] >= t:
+                sav[t] = c_ref / xs[0]
+            else:  # cheapest cost reaching t, mixing two neighbouring operating points at random
+                sav[t] = c_ref / float(np.interp(t, ys, xs))
         summary[method] = {
             "apgr": apgr,
             "cpt50_x": cpt,
@@ -336,6 +382,9 @@ def evaluate_set(name: str, data_dir: Path, cache: EmbeddingCache, seed: int) ->
         base = float(labels_tr[m].mean())
         quality[m] = {
             "auroc": auroc(y, p),
+            "auroc_pooled": auroc(y, pred_pooled[m]) if len(pooled_paths) > 1 else math.nan,
+            # for comparison: the model's own recorded confidence (needs the call; what the cascade uses)
+            "auroc_confidence": auroc(y, np.nan_to_num(te.confidence[m][keep], nan=-1e9)),
             "brier": float(np.mean((p - y) ** 2)),
             "brier_const": float(np.mean((base - y) ** 2)),
             "ece": ece(y, p),
@@ -344,7 +393,7 @@ def evaluate_set(name: str, data_dir: Path, cache: EmbeddingCache, seed: int) ->
             "C": predictor.chosen_C.get(m, math.nan),
             "price": prices[m],
         }
-    overshoot = max(r["cost"] / r["param"] for r in curves["router-budget"])
+    ratios = [r["cost_share"] / r["param"] for r in curves["router-budget"]]
     return {
         "set": name,
         "reference": reference,
@@ -357,7 +406,8 @@ def evaluate_set(name: str, data_dir: Path, cache: EmbeddingCache, seed: int) ->
         "curves": curves,
         "summary": summary,
         "quality": quality,
-        "budget_max_ratio": overshoot,
+        "budget_max_ratio": max(ratios),
+        "budget_median_ratio": float(np.median(ratios)),
         "fit_s": fit_s,
         "seconds": time.perf_counter() - t_start,
     }
@@ -434,7 +484,23 @@ def measure_latency(data_dir: Path, name: str, n_prompts: int, cache: EmbeddingC
 # --------------------------------------------------------------------------------------------------
 # Output.
 
-METHODS = ("router-threshold", "router-budget", "random", "lp-mix", "cascade", "cascade-best", "oracle")
+METHODS = (
+    "router-threshold",
+    "router-budget",
+    "router-pooled",
+    "random",
+    "lp-mix",
+    "cascade",
+    "cascade-best",
+    "oracle",
+)
+
+
+def _get(r: dict, method: str, key: str, target: float | None = None) -> float:
+    s = r["summary"].get(method)
+    if s is None:
+        return math.nan
+    return s["savings"][target] if key == "savings" else s[key]
 
 
 def fmt(v: float, digits: int = 3) -> str:
@@ -467,7 +533,9 @@ def write_outputs(results: list[dict], latency: dict | None, out: Path, argv: li
             ["set", "method", "apgr", "cpt50_x", "cpt50_cost_share", *[f"savings_at_{t}" for t in TARGETS]]
         )
         for r in results:
-            for method in METHODS:
+            for method in [*METHODS, *sorted(set(r["summary"]) - set(METHODS))]:
+                if method not in r["summary"]:
+                    continue
                 s = r["summary"][method]
                 w.writerow(
                     [
@@ -486,6 +554,8 @@ def write_outputs(results: list[dict], latency: dict | None, out: Path, argv: li
                 "set",
                 "model",
                 "auroc",
+                "auroc_pooled",
+                "auroc_confidence",
                 "brier",
                 "brier_constant",
                 "ece",
@@ -502,6 +572,8 @@ def write_outputs(results: list[dict], latency: dict | None, out: Path, argv: li
                         r["set"],
                         m,
                         fmt(q["auroc"], 4),
+                        fmt(q["auroc_pooled"], 4),
+                        fmt(q["auroc_confidence"], 4),
                         fmt(q["brier"], 4),
                         fmt(q["brier_const"], 4),
                         fmt(q["ece"], 4),
@@ -535,7 +607,7 @@ def write_outputs(results: list[dict], latency: dict | None, out: Path, argv: li
     lines += [head, "|" + "---|" * (len(METHODS) + 1)]
     for r in results:
         cells = [
-            f"{fmt(r['summary'][m]['apgr'])} / {fmt(r['summary'][m]['cpt50_x'], 2)} ({fmt(r['summary'][m]['cpt50_cost_share'], 2)})"
+            f"{fmt(_get(r, m, 'apgr'))} / {fmt(_get(r, m, 'cpt50_x'), 2)} ({fmt(_get(r, m, 'cpt50_cost_share'), 2)})"
             for m in METHODS
         ]
         lines.append(f"| {r['set']} | " + " | ".join(cells) + " |")
@@ -549,29 +621,32 @@ def write_outputs(results: list[dict], latency: dict | None, out: Path, argv: li
         for t in TARGETS:
             lines.append(
                 f"| {r['set']} | {t} | "
-                + " | ".join(f"{fmt(r['summary'][m]['savings'][t], 2)}×" for m in METHODS)
+                + " | ".join(f"{fmt(_get(r, m, 'savings', t), 2)}×" for m in METHODS)
                 + " |"
             )
     lines.append("")
     lines.append("## Predicted agreement on test: AUROC, Brier (constant-rate Brier), ECE")
     lines.append("")
     lines += [
-        "| set | model | price $/req | test agreement | mean pred | AUROC | Brier | Brier const | ECE | C |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| set | model | price $/req | test agreement | mean pred | AUROC | AUROC pooled | AUROC own confidence | Brier | Brier const | ECE | C |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         for m, q in r["quality"].items():
             lines.append(
                 f"| {r['set']} | {m} | {q['price']:.3g} | {fmt(q['rate_test'])} | {fmt(q['mean_pred'])} | "
-                f"{fmt(q['auroc'])} | {fmt(q['brier'], 4)} | {fmt(q['brier_const'], 4)} | {fmt(q['ece'])} | {q['C']:g} |"
+                f"{fmt(q['auroc'])} | {fmt(q['auroc_pooled'])} | {fmt(q['auroc_confidence'])} | {fmt(q['brier'], 4)} | {fmt(q['brier_const'], 4)} | {fmt(q['ece'])} | {q['C']:g} |"
             )
     lines.append("")
     lines.append(
-        "## Budget selector: realised test cost / budget (lambda tuned on train out-of-fold predictions)"
+        "## Budget selector: realised test cost share / budget share (lambda tuned on train out-of-fold predictions)"
     )
     lines.append("")
     for r in results:
-        lines.append(f"- {r['set']}: max realised/budget = {r['budget_max_ratio']:.3f}")
+        lines.append(
+            f"- {r['set']}: median {r['budget_median_ratio']:.3f}, max {r['budget_max_ratio']:.3f} "
+            f"over {len(r['curves']['router-budget'])} budgets"
+        )
     if latency:
         lines.append("")
         lines.append(
@@ -616,18 +691,18 @@ def plot(results: list[dict], out: Path) -> None:
                 xytext=(3, -8),
                 textcoords="offset points",
             )
-        o = r["curves"]["oracle"][0]
-        ax.scatter(
-            o["cost_share"],
-            1.0,
-            marker="*",
-            color="gold",
-            edgecolor="k",
-            s=80,
-            zorder=6,
-            label="per-item oracle",
+        rows = sorted(r["curves"]["oracle"], key=lambda d: d["cost"])
+        ax.plot(
+            [d["cost_share"] for d in rows],
+            [d["agreement"] for d in rows],
+            color="goldenrod",
+            ls="-.",
+            lw=1,
+            label="per-item oracle (hindsight)",
         )
         ax.set_xlim(0, 1.05)
+        lowest = min(d["agreement"] for d in r["curves"]["single"])
+        ax.set_ylim(max(0.0, lowest - 0.03), 1.01)
         ax.set_title(r["set"], fontsize=9)
         ax.set_xlabel("cost / reference-only cost")
         ax.set_ylabel(f"agreement with {r['reference']}")
@@ -664,12 +739,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--no-pooled",
+        dest="pooled",
+        action="store_false",
+        help="skip the variant trained on the train splits of all sets with the same model pool",
+    )
     args = ap.parse_args(argv)
 
     cache = EmbeddingCache(None if args.cache_dir == "none" else Path(args.cache_dir), Embedder())
     results = []
     for name in args.sets:
-        r = evaluate_set(name, args.data_dir, cache, args.seed)
+        pool = name.split("-", 1)[1] if "-" in name else name
+        pooled_sets = [
+            s for s in SETS if s.split("-", 1)[-1] == pool and (args.data_dir / s / "train.jsonl").exists()
+        ]
+        if name not in pooled_sets:
+            pooled_sets = []
+        r = evaluate_set(name, args.data_dir, cache, args.seed, pooled_sets if args.pooled else ())
         results.append(r)
         s = r["summary"]
         print(

@@ -92,7 +92,7 @@ def test_quick_datasets_report(small_dataset, tmp_path):
 
 def test_adversarial_paper_and_overheads_reports(tmp_path):
     run_bench(
-        n=[2000], targets=(0.9,), methods=["exhaustive", "mix", "paper"], trials=2, quick=True,
+        n=[2000], targets=(0.9,), methods=["exhaustive", "mix", "paper"], trials=1, quick=True,
         suites=("adversarial", "paper", "overheads"), out=tmp_path, workers=1, progress=False,
     )
     for suite in ("adversarial", "paper", "overheads"):
@@ -101,7 +101,7 @@ def test_adversarial_paper_and_overheads_reports(tmp_path):
     adv = _rows(tmp_path / "adversarial.csv")
     assert {r["scenario"] for r in adv} == {"at T", "T-0.5pt"}
     assert {r["dataset"] for r in adv} == {"1 cand.", "4 cand."}  # quick: 1 and 4 candidates
-    assert all(int(r["trials"]) == 2 for r in adv)
+    assert all(int(r["trials"]) == 1 for r in adv)
     paper = _rows(tmp_path / "paper.csv")
     assert {r["dataset"] for r in paper} == {"imdb", "sms-spam", "ag-news"}
     assert "paper reports (avg over T)" in (tmp_path / "paper.md").read_text()

@@ -318,13 +318,14 @@ def _run_until_killed(args: list, journal: Path, when: Callable[[dict[str, int]]
 def test_kill9_in_profiling_and_in_application_then_resume(server, clean, items_csv, tmp_path):
     run_dir = tmp_path / "runs"
     journal = run_dir / "journal.sqlite"
-    # a slower cheap model (4 at a time) keeps the application phase long enough to be caught
+    # slow answers, and a cheap model answering 4 at a time, keep each phase long enough to be caught
     config = write_config(tmp_path / "job.toml", server.base_url, run_dir, cheap_concurrency=4)
     args = ["run", "--config", config, "--data", items_csv, "-q"]
     start = len(server.requests())
-    server.control("delay", seconds=0.1)
+    server.control("delay", seconds=0.05)
     try:
-        kills = [_run_until_killed(args, journal, lambda p: p.get("profiling", 0) >= 60, "60 profiling calls")]
+        # 45 is mid-batch (batches are 10 items x 2-3 models): calls are in flight at the kill
+        kills = [_run_until_killed(args, journal, lambda p: p.get("profiling", 0) >= 45, "45 profiling calls")]
         after_first = _phases(journal)
         assert after_first.get("application", 0) == 0, after_first  # the first kill landed in profiling
         kills.append(_run_until_killed(args, journal, lambda p: p.get("application", 0) >= 20, "application"))
@@ -353,7 +354,6 @@ def test_kill9_in_profiling_and_in_application_then_resume(server, clean, items_
     for key in twice:
         e = first_paid[key]
         assert any(e["t"] <= t_kill and e["t_done"] >= t_kill - 0.5 for t_kill in kills), (key, e, kills)
-    print("TWICE", len(twice), [(round(first_paid[k]["t"]-kills[0],3), round(first_paid[k]["t_done"]-kills[0],3)) for k in twice], [round(k-kills[0],3) for k in kills], after_first)
     assert len(twice) <= 2 * 32  # at most the calls in flight (run.concurrency) at each of the two kills
     with sqlite3.connect(journal) as db:  # the client itself never recorded (= received) a request twice
         dup = db.execute("SELECT request_hash FROM calls WHERE run_id = ? GROUP BY request_hash "
@@ -364,21 +364,20 @@ def test_kill9_in_profiling_and_in_application_then_resume(server, clean, items_
 
 def _in_process_run(server, config: Path, items_csv: Path, journal_path: Path):
     """The CLI's run, in-process, with retries that back off in milliseconds."""
-    from smartmix.api import config_job
-    from smartmix.api import run as run_api
+    import smartmix.api
     from smartmix.backends.retry import Backoff
     from smartmix.config import load_config
     from smartmix.engine import EngineOptions
     from smartmix.journal import Journal
 
-    os.environ.setdefault(KEY_ENV, GOOD_KEY)
     cfg = load_config(config)
-    job = config_job(cfg, items_csv)
-    for backend in job.backend.backends.values():
+    job = smartmix.api.config_job(cfg, items_csv)
+    pool_backend = getattr(job.backend, "inner", job.backend)
+    for backend in pool_backend.backends.values():
         backend.backoff = Backoff(base_s=0.01, max_s=0.05, max_retry_after_s=0.2)
     with Journal(journal_path) as journal:
         journal.start_run("faults", {"test": True}, 0)
-        return run_api(job=job, target=cfg.target, confidence=cfg.confidence, method=cfg.method, seed=0,
+        return smartmix.api.run(job=job, target=cfg.target, confidence=cfg.confidence, method=cfg.method, seed=0,
                        options=EngineOptions(concurrency=32, params={"max_tokens": cfg.max_tokens}),
                        journal=journal, run_id="faults")
 
@@ -387,7 +386,7 @@ def test_half_of_all_requests_fail_and_the_run_still_gets_it_right(server, clean
     monkeypatch.setenv(KEY_ENV, GOOD_KEY)
     config = write_config(tmp_path / "job.toml", server.base_url, tmp_path / "runs", max_attempts=25)
     # the first fault that fires wins: 1/6 + 5/6*1/5 + 5/6*4/5*1/4 = 1/2 of all requests fail
-    server.control("fault", kind="rate_limit", fraction=1 / 6, seed=1, retry_after="0.05")
+    server.control("fault", kind="rate_limit", fraction=1 / 6, seed=1, retry_after="0.02")
     server.control("fault", kind="error", fraction=1 / 5, seed=2, status=500)
     server.control("fault", kind="drop", fraction=1 / 4, seed=3)
     start = len(server.requests())
@@ -423,6 +422,52 @@ def test_a_candidate_that_always_fails_is_never_chosen(server, clean, items_csv,
     assert not any(e["paid"] for e in entries if e["model"] == "cheap")
     assert result.total_cost == pytest.approx(sum(billed(e) for e in entries if e["paid"]), rel=1e-9)
     assert ("cheap", "profiling") not in result.ledger.entries or result.ledger.entries[("cheap", "profiling")] == 0
+
+
+def test_a_provider_that_reports_no_usage_is_still_billed_once(server, clean, items_csv, tmp_path, monkeypatch):
+    """Some local servers leave out ``usage``: the paid answer is priced from estimated tokens, not lost."""
+    import smartmix.api
+
+    class NoUsage:
+        def __init__(self, inner):
+            self.inner = inner
+
+        async def complete(self, request):
+            completion = await self.inner.complete(request)
+            completion.input_tokens = completion.output_tokens = None
+            return completion
+
+        async def aclose(self):
+            await self.inner.aclose()
+
+    real_config_job = smartmix.api.config_job
+    monkeypatch.setattr(smartmix.api, "config_job", lambda *a, **k: _wrap(real_config_job(*a, **k), NoUsage))
+    monkeypatch.setenv(KEY_ENV, GOOD_KEY)
+    config = write_config(tmp_path / "job.toml", server.base_url, tmp_path / "runs")
+    start = len(server.requests())
+    result = _in_process_run(server, config, items_csv, tmp_path / "journal.sqlite")
+    assert not result.failures and result.total_cost > 0
+    assert columns([vars(r) for r in result.items], "id", "answer", "model") == columns(clean.answers, "id", "answer", "model")
+    assert max(paid_keys(server.requests()[start:]).values()) == 1
+    from smartmix.journal import Journal
+
+    with Journal(tmp_path / "journal.sqlite") as journal:
+        calls = journal.calls("faults")
+    assert calls and all(c["extra"]["usage_estimated"] and c["cost_usd"] > 0 for c in calls)
+
+
+def _wrap(job, wrapper):
+    job.backend = wrapper(job.backend)
+    return job
+
+
+def test_the_example_job_file_is_valid():
+    from smartmix.config import build_pool, load_config
+
+    config = load_config(REPO / "examples" / "job.toml")
+    pool = build_pool(config)
+    assert pool.reference.name == "gpt-4o" and len(pool) == 4 and config.max_cost == 5.0
+    assert "{text}" in config.template and config.labels == ["positive", "negative"]
 
 
 def test_a_reference_that_always_fails(server, items_csv, tmp_path):
@@ -472,36 +517,38 @@ def test_max_cost_stops_below_the_cap_and_a_rerun_pays_only_the_rest(server, cle
     assert columns(answers, "id", "answer", "model") == columns(clean.answers, "id", "answer", "model")
 
 
-def test_bad_input_exits_2_with_one_paragraph(server, items_csv, tmp_path):
+def test_bad_input_exits_2_with_one_paragraph(server, items_csv, tmp_path, capsys, monkeypatch):
+    from smartmix.cli import main
+
+    monkeypatch.setenv(KEY_ENV, GOOD_KEY)
     bad_csv = tmp_path / "bad.csv"
     bad_csv.write_text("id,text\nq1,fine\nq2,one,two,three\nq3,fine\n")
+    runs = tmp_path / "runs"
     cases = {
         "missing template field": (
-            write_config(tmp_path / "a.toml", server.base_url, tmp_path / "runs", template="{text} {topic}"),
-            items_csv, "'topic'"),
+            write_config(tmp_path / "a.toml", server.base_url, runs, template="{text} {topic}"), items_csv, "'topic'"),
         "unknown model": (
-            write_config(tmp_path / "b.toml", server.base_url, tmp_path / "runs", reference="gpt-nonexistent"),
-            items_csv, "gpt-nonexistent"),
+            write_config(tmp_path / "b.toml", server.base_url, runs, reference="gpt-nonexistent"), items_csv,
+            "gpt-nonexistent"),
         "missing price": (
-            write_config(tmp_path / "c.toml", server.base_url, tmp_path / "runs", drop_price="mid"),
-            items_csv, "[models.mid]"),
-        "malformed CSV row": (
-            write_config(tmp_path / "d.toml", server.base_url, tmp_path / "runs"), bad_csv, "line 3"),
+            write_config(tmp_path / "c.toml", server.base_url, runs, drop_price="mid"), items_csv, "[models.mid]"),
+        "malformed CSV row": (write_config(tmp_path / "d.toml", server.base_url, runs), bad_csv, "line 3"),
     }
     start = len(server.requests())
-    procs = {
-        name: subprocess.Popen(_cmd("run", "--config", cfg, "--data", data, "-q"), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env=_env(), cwd=REPO)
-        for name, (cfg, data, _) in cases.items()
-    }
-    for name, proc in procs.items():
-        out, err = proc.communicate(timeout=60)
-        assert proc.returncode == 2, (name, out, err)
-        assert "Traceback" not in err and "Traceback" not in out, (name, err)
+    for name, (config, data, says) in cases.items():  # in-process: the same main() the console script runs
+        monkeypatch.setattr(sys, "argv", ["smartmix", "run", "--config", str(config), "--data", str(data), "-q"])
+        with pytest.raises(SystemExit) as exited:
+            main()
+        out, err = capsys.readouterr()
+        assert exited.value.code == 2, (name, out, err)
+        assert "Traceback" not in err + out, (name, err)
         paragraph = err.strip()
         assert paragraph.startswith("error:") and "\n\n" not in paragraph, (name, err)
-        assert cases[name][2] in " ".join(paragraph.split()), (name, err)
+        assert says in " ".join(paragraph.split()), (name, err)
     assert server.requests()[start:] == []  # nothing was sent, let alone paid
+    # and from the console script itself, once
+    r = smartmix("run", "--config", cases["malformed CSV row"][0], "--data", bad_csv, "-q")
+    assert r.returncode == 2 and r.stderr.startswith("error:") and "Traceback" not in r.stderr, r.stderr
 
 
 if __name__ == "__main__":

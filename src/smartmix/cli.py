@@ -67,11 +67,28 @@ def _job(config, data, simulated, reference, models, price, labels, seed):
     from smartmix.api import config_job, resolve_job
 
     if config is not None:
+        if models:  # --models overrides the config's pool too (the reference always stays in it)
+            config = _only_models(config, _split(models), reference)
         return config_job(config, data, reference=reference, prices=_prices(price), labels=_split(labels))
     return resolve_job(
         data, reference=reference, models=_split(models), prices=_prices(price), labels=_split(labels),
         simulated=simulated, seed=seed,
     )
+
+
+def _only_models(config, names: list[str], reference: str | None):
+    import dataclasses
+
+    from smartmix.errors import UnknownModelError
+
+    unknown = [n for n in names if n not in config.models]
+    if unknown:
+        raise UnknownModelError(
+            f"--models names {', '.join(unknown)}, not in the config {config.path or ''}; "
+            f"its models are: {', '.join(config.models)}"
+        )
+    keep = set(names) | {reference or config.reference}
+    return dataclasses.replace(config, models={n: m for n, m in config.models.items() if n in keep})
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,11 +14,58 @@ from smartmix.errors import ConfigError, UnknownModelError
 from smartmix.models import ModelSpec, Pool, lookup_price
 
 PER_MILLION = 1e-6
-_MODEL_KEYS = {
-    "base_url", "provider_model", "litellm", "api_key_env", "api", "input_price", "output_price", "call_price",
-    "max_concurrency", "requests_per_minute", "timeout_s", "max_attempts",
-}
 _SECTIONS = {"models", "task", "guarantee", "run", "routes", "server"}
+
+# What each key must hold: a TOML typo or a wrong type is a one-line error here, not a traceback later (or,
+# worse, silently wrong: labels = "yes" would be the labels y, e, s; a misspelt max_cost no cap at all).
+_TEXT, _PRICE, _COUNT, _POSITIVE = "text", "a number >= 0", "a whole number >= 1", "a number > 0"
+_TEXTS, _WHOLE, _SHARE, _PROBABILITY = "a list of text", "a whole number", "a number in (0, 1]", "a number in (0, 1)"
+_MODEL_TYPES = {
+    "base_url": _TEXT, "provider_model": _TEXT, "litellm": _TEXT, "api_key_env": _TEXT, "api": _TEXT,
+    "input_price": _PRICE, "output_price": _PRICE, "call_price": _PRICE, "max_concurrency": _COUNT,
+    "requests_per_minute": _POSITIVE, "timeout_s": _POSITIVE, "max_attempts": _COUNT,
+}
+_MODEL_KEYS = set(_MODEL_TYPES)
+_SECTION_TYPES = {
+    "task": {"template": _TEXT, "system": _TEXT, "labels": _TEXTS, "max_tokens": _COUNT, "id_field": _TEXT},
+    "guarantee": {"target": _SHARE, "confidence": _PROBABILITY, "method": _TEXT, "reference": _TEXT},
+    "run": {"seed": _WHOLE, "concurrency": _COUNT, "max_cost": _PRICE, "dir": _TEXT},
+}
+
+
+def _fits(value: Any, kind: str) -> bool:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == _TEXT:
+        return isinstance(value, str)
+    if kind == _TEXTS:
+        return isinstance(value, list) and bool(value) and all(isinstance(v, str) and v.strip() for v in value)
+    if kind == _WHOLE:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == _COUNT:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    if not number:
+        return False
+    if kind == _PRICE:
+        return value >= 0
+    if kind == _POSITIVE:
+        return value > 0
+    if kind == _SHARE:
+        return 0 < value <= 1
+    return 0 < value < 1  # _PROBABILITY
+
+
+def _check_table(table: Mapping[str, Any], types: Mapping[str, str], name: str, where: str) -> None:
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"[{name}]{where} must be a table")
+    bad = sorted(set(table) - set(types))
+    if bad:
+        hint = ""
+        if any("key" in k.lower() and not k.endswith("_env") for k in bad):
+            hint = " API keys never go in the file: put the key in an environment variable and name it with api_key_env."
+        raise ConfigError(f"[{name}]{where}: unknown key(s) {bad}; allowed: {sorted(types)}.{hint}")
+    for key, value in table.items():
+        if not _fits(value, types[key]):
+            raise ConfigError(f"[{name}]{where}: {key} must be {types[key]}, not {value!r}")
 
 
 @dataclass
@@ -98,9 +146,19 @@ def parse_config(raw: Mapping[str, Any], path: Path | None = None) -> JobConfig:
         spec = dict(spec)
         if spec.pop("reference", False):
             reference = reference or name
-        bad = set(spec) - _MODEL_KEYS
-        if bad:
-            raise ConfigError(f"[models.{name}]{where}: unknown key(s) {sorted(bad)}; allowed: {sorted(_MODEL_KEYS)}")
+        nested = [k for k, v in spec.items() if isinstance(v, Mapping)]
+        if nested:  # [models.llama-3.1-8b] is TOML for models -> "llama-3" -> "1-8b"
+            raise ConfigError(
+                f"[models.{name}]{where} holds a table '{nested[0]}': a model name with a dot must be quoted, "
+                f'e.g. [models."{name}.{nested[0]}"]'
+            )
+        _check_table(spec, _MODEL_TYPES, f"models.{name}", where)
+        env = spec.get("api_key_env")
+        if env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env):  # never echo it: it may be a key
+            raise ConfigError(
+                f"[models.{name}]{where}: api_key_env must be the NAME of an environment variable (like "
+                "OPENAI_API_KEY), not the key itself. Put the key in that variable: export OPENAI_API_KEY=..."
+            )
         if spec.get("api", "chat") not in ("chat", "completions"):
             raise ConfigError(f"[models.{name}]{where}: api must be 'chat' or 'completions'")
         models[name] = ModelConfig(name=name, **spec)
@@ -109,6 +167,10 @@ def parse_config(raw: Mapping[str, Any], path: Path | None = None) -> JobConfig:
     task = raw.get("task", {})
     guarantee = raw.get("guarantee", {})
     run = raw.get("run", {})
+    for section, table in (("task", task), ("guarantee", guarantee), ("run", run)):
+        _check_table(table, _SECTION_TYPES[section], section, where)
+    if not isinstance(reference, str | None):
+        raise ConfigError(f"reference{where} must be a model name (text), not {reference!r}")
     return JobConfig(
         models=models,
         reference=reference,

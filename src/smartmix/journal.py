@@ -27,7 +27,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -240,18 +240,44 @@ class Journal:
     def record(self, run_id: str, request: Request, completion: Completion, *, phase: str, cost_usd: float) -> None:
         """Append one paid call; committed before it returns. ``cost_usd`` is what this call cost now
         (0 for a call served from the cache)."""
+        self.record_many(run_id, [(request, completion, phase, cost_usd)])
+
+    def record_many(self, run_id: str, calls: Sequence[tuple[Request, Completion, str, float]]) -> None:
+        """Append several paid calls ``(request, completion, phase, cost_usd)`` in one transaction,
+        committed before it returns: all of them or none. One commit costs about as much as one row, so
+        the engine records every answer that arrived in the same event-loop turn together."""
         if run_id not in self._known_runs:
             with self._lock:
                 found = self._db.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone()
             if not found:
                 raise ConfigError(f"run '{run_id}' was not started in the journal {self.path}; call start_run first")
             self._known_runs.add(run_id)
+        rows = [self._call_row(run_id, *call) for call in calls]
+        if not rows:
+            return
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany(
+                    "INSERT INTO calls (run_id, request_hash, model, item_id, phase, answer, input_tokens, "
+                    "output_tokens, cost_usd, top_logprobs, confidence, latency_ms, attempts, extra_json, created) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    @staticmethod
+    def _call_row(run_id: str, request: Request, completion: Completion, phase: str, cost_usd: float) -> tuple:
         extra = {k: v for k, v in completion.extra.items() if k != "attempts"}
         try:
             extra_json = json.dumps(extra, sort_keys=True, default=str) if extra else None
         except ValueError:
             extra_json = None
-        row = (
+        return (
             run_id,
             request_hash(request),
             request.model,
@@ -268,24 +294,24 @@ class Journal:
             extra_json,
             time.time(),
         )
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO calls (run_id, request_hash, model, item_id, phase, answer, input_tokens, "
-                "output_tokens, cost_usd, top_logprobs, confidence, latency_ms, attempts, extra_json, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                row,
-            )
 
-    def lookup(self, request: Request, *, run_id: str | None = None) -> Completion | None:
+    def lookup(self, request: Request, *, run_id: str | None = None, or_any_run: bool = False) -> Completion | None:
         """The latest recorded answer to this request: in ``run_id`` only (resume), or in any run (cache).
 
+        With ``run_id`` and ``or_any_run=True``, one query does both: this run's answer when it has one,
+        else the latest of any run (tell them apart by ``extra["journal_run_id"]``).
         The returned completion carries the recorded usage and cost; ``extra`` has ``journal_run_id``
         (the run that paid), ``journal_phase`` and ``from_journal=True`` so the caller does not pay twice.
         """
         digest = request_hash(request)
         cols = ", ".join(_CALL_COLUMNS)
         with self._lock:
-            if run_id is None:
+            if run_id is not None and or_any_run:
+                row = self._db.execute(
+                    f"SELECT {cols} FROM calls WHERE request_hash = ? ORDER BY run_id = ? DESC, id DESC LIMIT 1",
+                    (digest, run_id),
+                ).fetchone()
+            elif run_id is None:
                 row = self._db.execute(
                     f"SELECT {cols} FROM calls WHERE request_hash = ? ORDER BY id DESC LIMIT 1", (digest,)
                 ).fetchone()

@@ -169,6 +169,21 @@ async def call_with_retries(
     """
     if max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
+    # Fast path: nearly every call succeeds at once, and setting up tenacity costs ~80 µs of CPU a call
+    # (a tenth of the engine's whole per-call budget). The first failure is replayed into the tenacity
+    # loop below, so waits, logging and attempt counts are exactly as if tenacity had run it.
+    try:
+        return await attempt(1), 1
+    except TransientError as exc:
+        first_failure: TransientError | None = exc
+
+    async def attempt_replaying_first(n: int) -> T:
+        nonlocal first_failure
+        if first_failure is not None:
+            failed, first_failure = first_failure, None
+            raise failed
+        return await attempt(n)
+
     used = 0
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
@@ -192,7 +207,7 @@ async def call_with_retries(
         async for state in retrying:
             with state:
                 used = state.retry_state.attempt_number
-                result = await attempt(used)
+                result = await attempt_replaying_first(used)
     except TransientError as exc:
         at = f" at {where}" if where else ""
         err = ProviderError(

@@ -21,7 +21,7 @@ import numpy as np
 
 from smartmix.errors import ConfigError, DataError, MissingExtraError, UnknownModelError
 
-from .embedding import Embedder
+from .embedding import Embedder, _blas_threads
 
 __all__ = [
     "AgreementPredictor",
@@ -217,6 +217,35 @@ def cheap_features(prompts: Sequence[str]) -> np.ndarray:
 _DEFAULT_CS = (1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0)
 
 
+def _fit_head(
+    Z: np.ndarray, y: np.ndarray, Cs: Sequence[float], cv: int, random_state: int
+) -> tuple[np.ndarray, float, float]:
+    """Logistic head with C picked by stratified ``cv``-fold log-loss: (coef, intercept, C).
+
+    With fewer than two examples of a class, a smoothed constant rate (coef 0, C reported as 0).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    k, total = int(y.sum()), int(y.size)
+    minority = min(k, total - k)
+    if minority < 2:
+        return np.zeros(Z.shape[1]), math.log((k + 1) / (total - k + 1)), 0.0
+    folds = min(cv, minority)
+    best_c, best_loss = Cs[0], math.inf
+    if len(Cs) > 1 and folds >= 2:
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=random_state)
+        for c in Cs:
+            clf = LogisticRegression(C=c, max_iter=2000)
+            p = cross_val_predict(clf, Z, y, cv=splitter, method="predict_proba")[:, 1]
+            p = np.clip(p, 1e-6, 1 - 1e-6)
+            loss = -np.mean(y * np.log(p) + (~y) * np.log(1 - p))
+            if loss < best_loss - 1e-9:
+                best_c, best_loss = c, loss
+    clf = LogisticRegression(C=best_c, max_iter=2000).fit(Z, y)
+    return clf.coef_[0].copy(), float(clf.intercept_[0]), float(best_c)
+
+
 class AgreementPredictor:
     """P(model's answer agrees with the reference's | prompt), one logistic head per non-reference model.
 
@@ -293,8 +322,7 @@ class AgreementPredictor:
         selectors; :func:`train_from_recorded` fills it from the recorded fees.
         """
         try:
-            from sklearn.linear_model import LogisticRegression
-            from sklearn.model_selection import StratifiedKFold, cross_val_predict
+            import sklearn  # noqa: F401
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise MissingExtraError("Training the router's predictor", "router", "scikit-learn") from exc
 
@@ -318,38 +346,20 @@ class AgreementPredictor:
 
         coef = np.zeros((len(heads), Z.shape[1]))
         intercept = np.zeros(len(heads))
-        self.chosen_C, self.n_train = {}, {}
-        for h, m in enumerate(heads):
-            known = np.isfinite(labels[m])
-            y = labels[m][known] > 0.5
-            zk = Z[known]
-            k, total = int(y.sum()), int(y.size)
-            self.n_train[m] = total
-            minority = min(k, total - k)
-            if minority < 2:
-                # Too few of one class for a classifier: a smoothed constant rate.
-                intercept[h] = math.log((k + 1) / (total - k + 1))
-                self.chosen_C[m] = 0.0
-                continue
-            folds = min(self.cv, minority)
-            best_c, best_loss = self.Cs[0], math.inf
-            if len(self.Cs) > 1 and folds >= 2:
-                splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=self.random_state)
-                for c in self.Cs:
-                    clf = LogisticRegression(C=c, max_iter=2000)
-                    p = cross_val_predict(clf, zk, y, cv=splitter, method="predict_proba")[:, 1]
-                    p = np.clip(p, 1e-6, 1 - 1e-6)
-                    loss = -np.mean(y * np.log(p) + (~y) * np.log(1 - p))
-                    if loss < best_loss - 1e-9:
-                        best_c, best_loss = c, loss
-            clf = LogisticRegression(C=best_c, max_iter=2000).fit(zk, y)
-            coef[h] = clf.coef_[0]
-            intercept[h] = clf.intercept_[0]
-            self.chosen_C[m] = best_c
-
+        chosen_C, n_train = {}, {}
+        with _blas_threads(
+            1, rescan=True
+        ):  # small problems: one BLAS thread is faster, much faster on a busy machine
+            for h, m in enumerate(heads):
+                known = np.isfinite(labels[m])
+                n_train[m] = int(known.sum())
+                coef[h], intercept[h], chosen_C[m] = _fit_head(
+                    Z[known], labels[m][known] > 0.5, self.Cs, self.cv, self.random_state
+                )
         self.reference = reference
         self.models = [*heads, reference] if reference not in agree else list(agree)
         self.costs = {m: float(c) for m, c in (costs or {}).items()}
+        self.chosen_C, self.n_train = chosen_C, n_train
         self._heads = heads
         self._mean, self._scale, self._coef, self._intercept = mean, scale, coef, intercept
         return self
