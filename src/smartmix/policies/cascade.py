@@ -35,7 +35,7 @@ from typing import ClassVar
 import numpy as np
 
 from smartmix.policies.base import Certificate, Plan, Policy, ProfileBatch
-from smartmix.policies.smart import Profiler
+from smartmix.policies.smart import Mix, Profiler
 from smartmix.stats import DeltaBudget, approx_upper, hypergeom_upper
 
 
@@ -120,13 +120,43 @@ class ChainCurve:
         return total / max(1, self.n)
 
 
+class _FallbackMix(Mix):
+    """The model mix a cascade falls back to when its pilot says no chain beats it.
+
+    It sees the cascade's pilot (for unit costs and rates) but certifies only on the items after it, with
+    the whole δ: the pilot chose *which* family to certify, so no share of δ is spent on the other.
+    """
+
+    first_look = 200
+    look_ratio = 2.0
+
+    def __init__(self, spec, pilot: int):
+        super().__init__(spec)
+        self.cert_start = pilot
+        self.budget = DeltaBudget(
+            spec.guarantee.delta,
+            n_models=len(spec.candidates),
+            n_looks=max(1, self.schedule.count - 1),
+            assignment=self.assignment_share * spec.guarantee.delta,
+        )
+
+    def decide(self) -> bool:
+        return False if self.n <= self.cert_start else super().decide()
+
+    def projected_best(self) -> float:
+        costs = self.unit_costs()
+        return self.projected_total(list(self.active), costs)
+
+
 class Cascade(Profiler):
-    """Guaranteed cascade over a chain of cheaper models ending at the reference."""
+    """Guaranteed cascade over a chain of cheaper models ending at the reference (or the mix, if cheaper)."""
 
     name = "cascade"
     first_look = 200
     look_ratio = 2.0
     horizon: ClassVar[int] = 32
+    fallback_to_mix: ClassVar[bool] = True
+    fallback_margin: ClassVar[float] = 0.8
 
     def __init__(self, spec):
         self.chains = [tuple(c) for c in (spec.option("chains") or default_chains(len(spec.candidates)))]
@@ -144,6 +174,12 @@ class Cascade(Profiler):
         self._curves: dict[tuple[int, int], ChainCurve] = {}
         self._admissible: dict[tuple[int, bool], int] = {}
         self.no_scores: set[int] = set()
+        self.fallback = _FallbackMix(spec, self.pilot) if self.fallback_to_mix and self.pilot else None
+        self.delegate: _FallbackMix | None = None
+
+    # -- delegation to the mix, when the pilot chose it ------------------------------------------------
+    def next_batch(self) -> ProfileBatch | None:
+        return self.delegate.next_batch() if self.delegate is not None else super().next_batch()
 
     @property
     def needs_scores(self) -> bool:
@@ -162,6 +198,11 @@ class Cascade(Profiler):
         self._stacked = None
 
     def observe(self, batch, agree, cost, score=None) -> None:
+        if self.delegate is not None:
+            self.delegate.observe(batch, agree, cost, score)
+            return
+        if self.fallback is not None and self.n < self.pilot:
+            self.fallback.observe(batch, agree, cost, score)
         full_cost = np.full((len(batch.items), len(self.spec.models)), np.nan)
         for j, m in enumerate(batch.models):
             full_cost[:, m] = cost[:, j]
@@ -212,11 +253,11 @@ class Cascade(Profiler):
 
     def projected(self, c: int, n_future: int) -> float:
         """Unit cost chain ``c`` would be certified at with ``n_future`` profiled items, at today's rates."""
-        certification = self.n > self.pilot
-        curve = self.curve(c, certification=certification)
+        # Planning uses every profiled item (pilot included): more data, and no certificate rests on it.
+        curve = self.curve(c, certification=False)
         adm = self.admissible(n_future, exact=False)
         scaled = int(math.floor(adm * curve.n / max(1, n_future - self.pilot))) if adm >= 0 else -1
-        return self.curve_cost(c, curve, curve.threshold(scaled), certification=certification)
+        return self.curve_cost(c, curve, curve.threshold(scaled), certification=False)
 
     def curve_cost(self, c: int, curve: ChainCurve, threshold: float, certification: bool) -> float:
         """Estimated cost per item of chain ``c`` at ``threshold``: every stage pays for the items it sees."""
@@ -246,9 +287,14 @@ class Cascade(Profiler):
         if not self.live:
             return True
         if self.n == self.pilot:
-            # Pilot look: keep the one chain with the best projected total; the data seen so far never
-            # enters its certificate.
-            best = min(self.live, key=lambda c: self.projected_total([c]))
+            # Pilot look: keep the one chain with the best projected total (or hand over to the mix if it
+            # projects cheaper); the data seen so far never enters the certificate.
+            totals = {c: self.projected_total([c]) for c in self.live}
+            best = min(totals, key=totals.__getitem__)
+            # The pilot is small: hand over to the mix only when it is clearly cheaper.
+            if self.fallback is not None and self.fallback.projected_best() < self.fallback_margin * totals[best]:
+                self.delegate = self.fallback
+                return False
             self.live = [best]
         else:
             reference_cost = self.unit_cost(self.spec.reference)
@@ -260,6 +306,12 @@ class Cascade(Profiler):
 
     # -- the plan ------------------------------------------------------------------------------------
     def plan(self) -> Plan:
+        if self.delegate is not None:
+            plan = self.delegate.plan()
+            plan.certificate.method = self.name
+            plan.certificate.details["fallback"] = "the pilot found the model mix cheaper than any cascade"
+            plan.certificate.details["pilot_items"] = self.pilot
+            return plan
         spec = self.spec
         assignment = np.full(spec.n_items, spec.reference, dtype=np.int64)
         profiled = np.zeros(spec.n_items, dtype=bool)

@@ -57,6 +57,11 @@ class Profiler(Policy):
         self.draws = np.zeros(n_models, dtype=np.int64)
         self.successes = np.zeros(n_models, dtype=np.int64)
         self.fees = np.zeros(n_models)
+        # Certification may start after a pilot sample that chose what to certify: only items profiled from
+        # position ``cert_start`` on enter the bounds, as a sample from the items after the pilot.
+        self.cert_start = 0
+        self.cert_draws = np.zeros(n_models, dtype=np.int64)
+        self.cert_successes = np.zeros(n_models, dtype=np.int64)
         self.k_lower = np.full(n_models, -1, dtype=np.int64)  # certified lower bound on the batch count
         self.k_lower_draws = np.zeros(n_models, dtype=np.int64)
         self.k_lower_successes = np.zeros(n_models, dtype=np.int64)
@@ -80,11 +85,16 @@ class Profiler(Policy):
     ) -> None:
         self.record_scores(batch, agree, score)
         k = len(batch.items)
-        self.n += k
+        certifying = self.n >= self.cert_start  # batches never straddle a look, so never the pilot's end
         for j, m in enumerate(batch.models):
+            agreeing = int(np.count_nonzero(agree[:, j]))
             self.draws[m] += k
-            self.successes[m] += int(np.count_nonzero(agree[:, j]))
+            self.successes[m] += agreeing
             self.fees[m] += float(np.sum(cost[:, j]))
+            if certifying:
+                self.cert_draws[m] += k
+                self.cert_successes[m] += agreeing
+        self.n += k
         if self.n >= self.spec.n_items:
             self.stopped = True
         elif self.n in self.schedule.sizes:
@@ -98,12 +108,13 @@ class Profiler(Policy):
 
     def _certify(self, models: list[int]) -> None:
         alpha = self.budget.per_look
+        population = self.spec.n_items - self.cert_start
         for m in models:
-            if self.draws[m] == 0:
+            if self.cert_draws[m] == 0:
                 continue
-            self.k_lower[m] = hypergeom_lower(int(self.successes[m]), int(self.draws[m]), self.spec.n_items, alpha)
-            self.k_lower_draws[m] = self.draws[m]
-            self.k_lower_successes[m] = self.successes[m]
+            self.k_lower[m] = hypergeom_lower(int(self.cert_successes[m]), int(self.cert_draws[m]), population, alpha)
+            self.k_lower_draws[m] = self.cert_draws[m]
+            self.k_lower_successes[m] = self.cert_successes[m]
 
     def _look_record(self) -> dict:
         return {
@@ -136,7 +147,7 @@ class Profiler(Policy):
             return 1.0
         if self.k_lower[m] < 0:
             return 0.0
-        unseen_profiled = n - self.k_lower_draws[m]
+        unseen_profiled = (n - self.cert_start) - self.k_lower_draws[m]
         count = self.k_lower[m] - self.k_lower_successes[m] - unseen_profiled
         return float(min(max(count / rest, 0.0), 1.0))
 
@@ -269,10 +280,11 @@ class Efficient(Profiler):
         lower = self.current_lower(n_future)
         alpha = self.budget.per_look
         rest = self.spec.n_items - n_future
+        population = self.spec.n_items - self.cert_start
         for m in kept:
-            draws = int(self.draws[m]) + (n_future - self.n)
+            draws = int(self.cert_draws[m]) + (n_future - max(self.n, self.cert_start))
             p = self.rate(m)
-            k_low = approx_lower(p, draws, self.spec.n_items, alpha) * self.spec.n_items
+            k_low = approx_lower(p, draws, population, alpha) * population
             lower[m] = min(max((k_low - p * draws) / rest, 0.0), 1.0) if rest > 0 else 1.0
         return lower
 
