@@ -301,3 +301,18 @@ def test_budget_choice_is_optimal_at_its_cost() -> None:
             cost = sum(COSTS[names[k]] for k in combo)
             if cost <= c_star + 1e-9:
                 assert sum(p[names[k]][i] for i, k in enumerate(combo)) <= a_star + 1e-9
+
+
+def test_hashing_features_round_trip(tmp_path):
+    from smartmix.router.embedding import HashingEmbedder
+    from smartmix.router.predictor import AgreementPredictor
+
+    prompts = [f"question {i} about {'physics' if i % 2 else 'history'} and more words" for i in range(80)]
+    agree = {"cheap": np.array([i % 2 == 0 for i in range(80)], dtype=float), "ref": np.ones(80)}
+    predictor = AgreementPredictor(HashingEmbedder(), Cs=(1.0,)).fit(prompts, agree, "ref")
+    path = predictor.save(tmp_path / "h.npz")
+    loaded = AgreementPredictor.load(path)
+    assert loaded.embedding_model == "hashing-4096"
+    np.testing.assert_allclose(loaded.predict(prompts)["cheap"], predictor.predict(prompts)["cheap"])
+    new = loaded.predict(["question 90 about history and more words", "question 91 about physics and more words"])
+    assert new["cheap"][0] > 0.5 > new["cheap"][1]

@@ -289,6 +289,9 @@ def router_train(
     data: Annotated[list[Path], typer.Option(help="Recorded-outputs JSONL file(s) to learn from; repeatable.")],
     out: Annotated[Path, typer.Option(help="Where to save the predictor (.npz).")] = Path("router.npz"),
     reference: ReferenceOpt = None,
+    features: Annotated[
+        str, typer.Option(help="minilm (sentence embeddings, better) or hashing (lexical, < 1 ms a prompt).")
+    ] = "minilm",
 ) -> None:
     """Learn, from recorded outputs, each model's probability of agreeing with the reference on a prompt.
 
@@ -296,9 +299,15 @@ def router_train(
     calibrated logistic regression per model. Use it with `run --method router --router FILE` or a
     [routes.NAME] type = "router" entry for `serve`.
     """
-    from smartmix.router.predictor import train_from_recorded
+    from smartmix.router.embedding import Embedder, HashingEmbedder
+    from smartmix.router.predictor import AgreementPredictor, train_from_recorded
 
-    predictor = train_from_recorded([str(p) for p in data], reference=reference)
+    kinds = {"minilm": Embedder, "hashing": HashingEmbedder}
+    if features not in kinds:
+        raise SmartmixError(f"--features must be one of {', '.join(kinds)}, not '{features}'")
+    predictor = train_from_recorded(
+        [str(p) for p in data], reference=reference, predictor=AgreementPredictor(kinds[features]())
+    )
     path = predictor.save(out)
     stdout.print(f"Predictor for {', '.join(predictor.models)} (reference {predictor.reference}) saved to {path}.")
 

@@ -18,9 +18,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import struct
 import threading
 import unicodedata
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -38,8 +40,10 @@ __all__ = [
     "EMBEDDING_DIM",
     "MODEL_NAME",
     "MODEL_PACKAGE",
+    "EMBEDDERS",
     "Embedder",
     "EmbeddingModelMissing",
+    "HashingEmbedder",
     "WordPieceTokenizer",
     "find_model_dir",
 ]
@@ -476,3 +480,30 @@ class Embedder:
                 batch[row, : len(ids[i])] = ids[i]
                 mask[row, : len(ids[i])] = True
             out[idx] = self._encoder(batch, mask)
+
+
+class HashingEmbedder:
+    """Fast lexical features: hashed unigrams and bigrams, log-scaled counts, rows L2-normalised.
+
+    No model files and well under a millisecond per prompt: the choice for live routing when latency
+    matters more than the last bit of prediction quality (MiniLM embeddings predict a little better on
+    the recorded sets; see benchmarks/results/router/).
+    """
+
+    name = "hashing-4096"
+    dim = 4096
+    _token = re.compile(r"\w+")
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            tokens = self._token.findall(str(text).lower())
+            grams = tokens + [a + " " + b for a, b in zip(tokens, tokens[1:], strict=False)]
+            for gram in grams:
+                out[row, zlib.crc32(gram.encode()) % self.dim] += 1.0
+        np.log1p(out, out=out)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.where(norms > 0, norms, 1.0)
+
+
+EMBEDDERS = {Embedder.name: Embedder, HashingEmbedder.name: HashingEmbedder}

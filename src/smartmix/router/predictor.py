@@ -21,7 +21,7 @@ import numpy as np
 
 from smartmix.errors import ConfigError, DataError, MissingExtraError, UnknownModelError
 
-from .embedding import Embedder, _blas_threads
+from .embedding import EMBEDDERS, Embedder, _blas_threads
 
 __all__ = [
     "AgreementPredictor",
@@ -273,7 +273,7 @@ class AgreementPredictor:
         self.costs: dict[str, float] = {}
         self.n_train: dict[str, int] = {}
         self.chosen_C: dict[str, float] = {}
-        self.embedding_model: str = Embedder.name
+        self.embedding_model: str = (embedder or Embedder).name
         self._mean: np.ndarray | None = None
         self._scale: np.ndarray | None = None
         self._coef: np.ndarray | None = None  # [heads, features]
@@ -451,11 +451,13 @@ class AgreementPredictor:
                 f"{path} is not a router predictor of format {FORMAT} v{FORMAT_VERSION} "
                 f"(found {meta.get('format')} v{meta.get('version')}). Retrain it with this smartmix version."
             )
-        if meta.get("embedding_model") != Embedder.name:
+        kind = EMBEDDERS.get(meta.get("embedding_model"))
+        if kind is None:
             raise DataError(
-                f"{path} was trained on '{meta.get('embedding_model')}' embeddings, not '{Embedder.name}'."
+                f"{path} was trained on '{meta.get('embedding_model')}' features, unknown here "
+                f"(known: {', '.join(EMBEDDERS)}). Retrain it with this smartmix version."
             )
-        self = cls(embedder, use_cheap_features=bool(meta["use_cheap_features"]))
+        self = cls(embedder or kind(), use_cheap_features=bool(meta["use_cheap_features"]))
         self.reference = meta["reference"]
         self.models = list(meta["models"])
         self._heads = list(meta["heads"])
