@@ -134,53 +134,18 @@ def config_job(
     )
 
 
-def run(
-    data: str | Path | Any | None = None,
-    *,
-    target: float = 0.9,
-    confidence: float = 0.95,
-    method: str = "mix",
-    reference: str | None = None,
-    models: Sequence[str] | None = None,
-    prices: Mapping[str, tuple[float, float]] | None = None,
-    labels: Sequence[str] | None = None,
-    simulated: str | None = None,
-    job: Job | None = None,
-    seed: int = 0,
-    out: str | Path | None = None,
-    options: EngineOptions | None = None,
-    journal: Any | None = None,
-    run_id: str | None = None,
-    progress: ProgressCallback | None = None,
-    router: str | Path | None = None,
-) -> RunResult:
+def run(data: str | Path | Any | None = None, **options: Any) -> RunResult:
     """Answer every item at the lowest cost such that, with probability >= ``confidence``, at least
     ``target`` of the answers equal the reference model's.
 
     ``data`` is a recorded-outputs JSONL file (replayed), or use ``simulated="imdb"`` for the SMART paper's
     experiment, or pass a ready ``job`` (items, pool, template, comparator, backend) for real providers.
+
+    Keyword options are those of :func:`arun`: ``target``, ``confidence``, ``method``, ``reference``,
+    ``models``, ``prices``, ``labels``, ``simulated``, ``job``, ``seed``, ``out``, ``options``, ``journal``,
+    ``run_id``, ``progress``, ``router``.
     """
-    return run_sync(
-        arun(
-            data,
-            target=target,
-            confidence=confidence,
-            method=method,
-            reference=reference,
-            models=models,
-            prices=prices,
-            labels=labels,
-            simulated=simulated,
-            job=job,
-            seed=seed,
-            out=out,
-            options=options,
-            journal=journal,
-            run_id=run_id,
-            progress=progress,
-            router=router,
-        )
-    )
+    return run_sync(arun(data, **options))
 
 
 async def arun(
