@@ -12,7 +12,8 @@ no request log file) and this one. For each concurrency C the same K chat reques
   call the resume and cache look-ups, the per-model gate (concurrency, rate limiter), the retry wrapper,
   raw-JSON parsing, pricing, one committed journal row, the ledger; application chunks of 512 calls.
 
-The two alternate ``--repeats`` times after a warm-up; the table shows the median wall time of each, and the
+The two alternate ``--repeats`` times after a warm-up (taking turns to go first; the server's request log is
+emptied before each measurement, as it slows the server down when it grows); the table shows the median wall time of each, and the
 overhead is ``smartmix / bare - 1``, in wall time and in this process's CPU time (the client's work, which
 is what smartmix adds; on a shared machine it is far steadier than wall time). Journal writes per second
 are measured during the smartmix runs (rows committed / wall time) and alone (``Journal.record`` in a
@@ -97,6 +98,37 @@ async def through_smartmix(
     return wall, cpu
 
 
+class InstantBackend:
+    """Answers at once, in-process: what is left of a run is smartmix's own work per call."""
+
+    async def complete(self, request: Request) -> Completion:
+        await asyncio.sleep(0)  # a real backend always yields to the loop at least once
+        return Completion(request.model, "yes", input_tokens=12, output_tokens=1, latency_ms=0.0,
+                          extra={"attempts": 1, "finish_reason": "stop", "elapsed_ms": 0.0})
+
+    async def aclose(self) -> None:
+        return None
+
+
+def engine_only(n: int, concurrency: int, journal_path: Path | None) -> tuple[float, float]:
+    """Wall and CPU seconds per call the engine itself spends (policy, template, budget, ledger, journal)."""
+    items = [Item(id=str(i), fields={"text": t}) for i, t in enumerate(prompts(n, f"instant-{journal_path}"))]
+    journal = None
+    if journal_path is not None:
+        journal = Journal(journal_path)
+        journal.start_run("instant", {}, 0)
+    engine = Engine(
+        InstantBackend(), Pool([ModelSpec(MODEL, 1e-6, 2e-6)], MODEL), Template(user="{text}"), ExactComparator(),
+        options=EngineOptions(concurrency=concurrency, params={"max_tokens": 4}), journal=journal, run_id="instant",
+    )
+    t0, c0 = time.perf_counter(), time.process_time()
+    asyncio.run(engine.run(items, "reference", Guarantee(0.9, 0.95)))
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    if journal is not None:
+        journal.close()
+    return wall / n, cpu / n
+
+
 def journal_alone(n: int, directory: Path, batch: int = 1) -> float:
     """Rows per second that ``Journal.record_many`` commits, ``batch`` rows a transaction, nothing else running."""
     with Journal(directory / f"alone-{batch}.sqlite") as journal:
@@ -134,9 +166,15 @@ def main() -> None:
             runs: dict[str, list[tuple[float, float]]] = {"bare": [], "smartmix": []}
             for rep in range(args.repeats):
                 texts = prompts(args.requests, f"c{c}-r{rep}")
-                runs["bare"].append(asyncio.run(bare(base, texts, c)))
                 path = tmp / f"c{c}-r{rep}.sqlite"
-                runs["smartmix"].append(asyncio.run(through_smartmix(base, texts, c, path)))
+                # alternate which goes first, and empty the server's in-memory request log before each
+                # measurement (it slows the server down as it grows, which would favour whoever runs first)
+                for name in ("bare", "smartmix") if rep % 2 == 0 else ("smartmix", "bare"):
+                    server.control("reset")
+                    if name == "bare":
+                        runs[name].append(asyncio.run(bare(base, texts, c)))
+                    else:
+                        runs[name].append(asyncio.run(through_smartmix(base, texts, c, path)))
             b, s = (statistics.median(w for w, _ in runs[k]) for k in ("bare", "smartmix"))
             bc, sc = (statistics.median(u for _, u in runs[k]) for k in ("bare", "smartmix"))
             k = args.requests
@@ -148,6 +186,16 @@ def main() -> None:
             print(f"C={c:>4}: bare {b:6.2f}s ({k / b:5.0f} req/s, {1e3 * bc / k:.2f} ms CPU/req)   smartmix {s:6.2f}s "
                   f"({k / s:5.0f} req/s, {1e3 * sc / k:.2f} ms CPU/req)   overhead wall {100 * (s / b - 1):+5.1f}%  "
                   f"CPU {100 * (sc / bc - 1):+5.1f}%", flush=True)
+        own = []
+        for c in args.concurrency:
+            cells = {}
+            for label, with_journal in (("no journal", False), ("journal", True)):
+                got = [engine_only(args.requests, c, tmp / f"own-{c}-{rep}.sqlite" if with_journal else None)
+                       for rep in range(args.repeats)]
+                cells[label] = (statistics.median(w for w, _ in got), statistics.median(u for _, u in got))
+            own.append((c, cells))
+            print(f"C={c:>4}: engine alone {1e6 * cells['no journal'][1]:.0f} us CPU/call, with the journal "
+                  f"{1e6 * cells['journal'][1]:.0f} us CPU/call ({1e6 * cells['journal'][0]:.0f} us wall)", flush=True)
         alone = journal_alone(10_000, tmp)
         batched = journal_alone(50_000, tmp, batch=64)
 
@@ -161,7 +209,7 @@ def main() -> None:
         f"{platform.python_version()}, openai {openai.__version__}; 1-minute load average at the end: {load:.1f}. "
         "Server: tests/openai_server.py in its own process on 127.0.0.1 (answers at once, no request log file), "
         f"sharing the CPUs with the client. {args.requests:,} chat requests per measurement; median of "
-        f"{args.repeats} alternating repeats. *CPU* is this (client) process's CPU time per request: it is what "
+        f"{args.repeats} repeats taking turns to go first (server log emptied before each). *CPU* is this (client) process's CPU time per request: it is what "
         "smartmix adds, and it is far less disturbed than wall time by other work on a shared machine.",
         "",
         "| concurrency | bare client (s) | bare req/s | smartmix engine (s) | smartmix req/s | overhead (wall) "
@@ -175,6 +223,20 @@ def main() -> None:
             f"{r['smartmix_cpu_ms']:.2f} | {100 * r['cpu_overhead']:+.1f}% | {r['journal_wps']:,.0f} |"
         )
     lines += [
+        "",
+        "What smartmix itself spends per call, measured without HTTP (an in-process backend that answers at "
+        "once; policy, template, budget, ledger, and the journal's look-up and commit), next to what the bare "
+        "client spends per request above:",
+        "",
+        "| concurrency | engine, no journal: CPU µs/call | engine + journal: CPU µs/call | wall µs/call "
+        "| journal rows/s | share of the bare client's CPU per request |",
+        "|---:|---:|---:|---:|---:|---:|",
+        *[
+            f"| {c} | {1e6 * cells['no journal'][1]:.0f} | {1e6 * cells['journal'][1]:.0f} | "
+            f"{1e6 * cells['journal'][0]:.0f} | {1 / cells['journal'][0]:,.0f} | "
+            f"{100 * cells['journal'][1] / (r['bare_cpu_ms'] / 1e3):.1f}% |"
+            for (c, cells), r in zip(own, rows, strict=True)
+        ],
         "",
         f"Journal alone, nothing else running (WAL, synchronous=NORMAL): {alone:,.0f} rows/s committed one row "
         f"per transaction, {batched:,.0f} rows/s 64 rows per transaction. The engine commits all the answers "

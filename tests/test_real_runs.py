@@ -5,8 +5,9 @@ module, on 127.0.0.1, with a JSONL request log in which ``paid`` marks every req
 bill. It requires an API key (a distinctive fake one, passed to smartmix through an environment variable)
 and answers with :func:`answer`: the truth for the reference ``big``; ``cheap`` and ``mid`` disagree with
 it on a known, hash-chosen share of prompts. smartmix runs as a subprocess through its CLI, as a user would
-run it, except for the fault-injection tests, which run the same engine in-process so that retries can
-back off in milliseconds instead of seconds.
+run it, except where noted: the fault-injection tests run the same job in-process so that retries can back
+off in milliseconds instead of seconds, and the bad-input cases call the CLI's ``main()`` in-process (one
+of them also through the console script).
 
 What is checked, from the server's own log wherever money is concerned:
 
@@ -18,6 +19,7 @@ What is checked, from the server's own log wherever money is concerned:
 - half of all requests failing (429 with Retry-After, 500, dropped connections): same answers as a clean run;
 - a candidate that always fails is never chosen; a reference that always fails (401) gives failed items,
   exit code 3, a message that says why; the bill is what the server was paid for, nothing more;
+- a provider that reports no token usage: the paid answers are priced from estimated tokens, not lost;
 - ``--max-cost``: stops below the cap with exit code 4 and says how to continue; the rerun with a higher
   cap completes, and both together paid exactly what one uninterrupted run pays;
 - the API keys appear nowhere: journal bytes, stdout/stderr, answers, certificate;

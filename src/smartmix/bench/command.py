@@ -42,13 +42,22 @@ def known_methods() -> list[str]:
 
 
 def default_methods() -> list[str]:
-    """Every registered policy except ``reference`` (the yardstick itself), then the peers that are installed."""
+    """Every registered policy except ``reference`` (the yardstick itself) and those the bench can't build
+    (they need options such as a trained predictor), then the peers that are installed."""
     from smartmix.bench.peers import PEERS, bargain_available
-
-    peers = [p for p in PEERS if p != "bargain" or bargain_available()]
+    from smartmix.bench.suites import unavailable
     from smartmix.policies import Policy
 
-    return [m for m in Policy.registry if m != "reference"] + peers
+    peers = [p for p in PEERS if p != "bargain" or bargain_available()]
+    return [m for m in Policy.registry if m != "reference" and unavailable(m) is None] + peers
+
+
+def skipped_methods() -> dict[str, str]:
+    """Registered policies left out of the default list, with the reason."""
+    from smartmix.bench.suites import unavailable
+    from smartmix.policies import Policy
+
+    return {m: why for m in Policy.registry if m != "reference" and (why := unavailable(m)) is not None}
 
 
 def _floats(text: str, what: str) -> list[float]:
@@ -91,6 +100,11 @@ def _methods(text: str | None) -> list[str]:
     unknown = [m for m in names if m not in known]
     if unknown or not names:
         raise ConfigError(f"unknown method '{', '.join(unknown) or text}'; choose from {', '.join(known)}")
+    from smartmix.bench.suites import unavailable
+
+    for m in names:
+        if (why := unavailable(m)) is not None:
+            raise ConfigError(f"method '{m}' can't run in the bench: {why}")
     if "bargain" in names:
         from smartmix.bench.peers import bargain_available
         from smartmix.errors import MissingExtraError
@@ -98,6 +112,30 @@ def _methods(text: str | None) -> list[str]:
         if not bargain_available():
             raise MissingExtraError("The BARGAIN peer", "bench", "bargain==0.1.3")
     return list(dict.fromkeys(names))
+
+
+def code_version() -> str:
+    """The commit the code comes from, plus a mark when ``src`` has uncommitted changes; "unknown" outside git.
+
+    Read-only: ``--no-optional-locks`` keeps git from refreshing the index.
+    """
+    import subprocess
+
+    def git(*args: str) -> str:
+        out = subprocess.run(
+            ["git", "--no-optional-locks", *args], cwd=Path(__file__).parent, capture_output=True, text=True,
+            timeout=10, check=False,
+        )
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", "../..")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if not commit:
+        return "unknown"
+    return commit + (" + uncommitted changes" if changed else "")
 
 
 def command_line(given: dict[str, object]) -> str:
@@ -176,6 +214,12 @@ def run_bench(
 
     def notes_for(suite: str) -> list[str]:
         notes = []
+        left_out = {m: why for m, why in skipped_methods().items() if m not in methods}
+        if left_out and suite != "overheads":
+            notes.append(
+                "Not run: " + "; ".join(f"{m} ({why})" for m, why in left_out.items())
+                + ". The router has its own evaluation: benchmarks/router_eval.py."
+            )
         if suite == "datasets":
             notes.append(
                 "BARGAIN (bargain==0.1.3, BARGAIN_A with default settings): proxy = the cheapest model, score = "
@@ -199,7 +243,13 @@ def run_bench(
                 )
         return notes
 
-    for suite in suites:
+    from smartmix.bench.trials import start_pool
+
+    version = code_version()
+    # One pool for the whole run: every suite runs on the code as it was when the run started.
+    pool = start_pool({d.name: d for d in datasets}, workers) if any(s != "overheads" for s in suites) else None
+
+    def run_suite(suite: str) -> None:
         start = time.perf_counter()
         if suite == "overheads":
             n_over = suite_defs.QUICK_OVERHEAD_N if quick else suite_defs.OVERHEAD_N
@@ -209,11 +259,12 @@ def run_bench(
                 command, time.perf_counter() - start, 1, seed,
                 f"one run per method and target on a {n_over:,}-item batch; solve_mix on "
                 f"{rows[-1].repeats} random instances per size",
+                code=version,
             )
             report.write_overheads(rows, info, out)
             results[suite] = rows
             _print_overheads(console, rows)
-            continue
+            return
         if suite == "datasets":
             cells = suite_defs.datasets_cells(datasets, ns, targets, confidence, methods, quick, trials)
         elif suite == "adversarial":
@@ -225,7 +276,7 @@ def run_bench(
         cells = [c for c in cells if c.methods]
         if not cells:
             console.print(f"[yellow]{suite}: no method to run (the selected methods need a confidence signal)[/]")
-            continue
+            return
         total = sum(c.trials for c in cells)
         data_map = {d.name: d for d in datasets} if suite == "datasets" else {}
         with Progress(
@@ -233,7 +284,7 @@ def run_bench(
             TextColumn("eta"), TimeRemainingColumn(), console=console, disable=not progress,
         ) as bar:
             task = bar.add_task(suite, total=total)
-            records = run_cells(cells, data_map, seed, workers, lambda k, task=task: bar.advance(task, k))
+            records = run_cells(cells, data_map, seed, workers, lambda k, task=task: bar.advance(task, k), pool=pool)
         wall = time.perf_counter() - start
         rows, miss = [], []
         for cell, recs in zip(cells, records, strict=True):
@@ -241,14 +292,24 @@ def run_bench(
             rows += summarise(cell, recs, models)
             miss += find_misses(cell, recs)
         busy = sum(r.wall_s for recs in records for r in recs)
-        info = report.RunInfo(command, wall, workers, seed, _trials_text(cells), notes_for(suite), busy)
+        info = report.RunInfo(command, wall, workers, seed, _trials_text(cells), notes_for(suite), busy, version)
         report.write_csv(rows, out / f"{suite}.csv")
         report.write_misses(miss, out / f"{suite}_misses.csv")
         report.write_suite_markdown(suite, rows, miss, info, out / f"{suite}.md")
         report.plot_suite(suite, rows, out / f"{suite}.png")
         results[suite] = rows
         _print_suite(console, suite, rows, wall)
+
+
+
+    try:
+        for suite in suites:
+            run_suite(suite)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     return results
+
 
 
 def _trials_text(cells) -> str:

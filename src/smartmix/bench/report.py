@@ -24,6 +24,7 @@ class RunInfo:
     trials: str  # human description of the trial counts
     notes: list[str] = field(default_factory=list)
     busy_s: float = math.nan  # trial time summed over workers (what the wall time would be on one idle core)
+    code: str = ""  # git describe of the code that ran
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -106,6 +107,7 @@ def _header(title: str, info: RunInfo, intro: str) -> list[str]:
         "",
         f"Wall time {info.wall_s:.0f} s on {info.workers} worker process(es)"
         + (f" (trials took {info.busy_s:.0f} s summed over workers)" if not math.isnan(info.busy_s) else "")
+        + (f"; code {info.code}" if info.code else "")
         + f"; base seed {info.base_seed} "
         "(trial i of a setting uses a seed derived from the base seed, the dataset, N, T and i: the "
         "`seed` column of the misses file reruns one trial alone). Trials: "

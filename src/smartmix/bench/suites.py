@@ -61,16 +61,30 @@ SLOW_OVERHEAD_S = 20.0  # a method slower than this on one target is not timed o
 
 
 @cache
+def _toy_policy(method: str):
+    """The policy built on a toy batch with no options, or the error that says why it can't be."""
+    from smartmix.policies import BatchSpec, Guarantee, make_policy
+
+    try:
+        return make_policy(method, BatchSpec(n_items=100, models=("a", "b"), guarantee=Guarantee(0.9)))
+    except Exception as exc:  # e.g. the router: it needs a trained predictor passed as an option
+        return exc
+
+
+def unavailable(method: str) -> str | None:
+    """Why a registered policy can't run in the bench (it needs options the bench can't supply), or None."""
+    if method in PEERS:
+        return None
+    policy = _toy_policy(method)
+    return str(policy) if isinstance(policy, Exception) else None
+
+
 def needs_scores(method: str) -> bool:
     """Whether a method needs per-item confidence scores (peers do; policies say so themselves)."""
     if method in PEERS:
         return True
-    from smartmix.policies import BatchSpec, Guarantee, make_policy
-
-    try:
-        return bool(make_policy(method, BatchSpec(n_items=100, models=("a", "b"), guarantee=Guarantee(0.9))).needs_scores)
-    except Exception:  # a policy that can't be built on a toy batch: let the run itself say why
-        return False
+    policy = _toy_policy(method)
+    return False if isinstance(policy, Exception) else bool(policy.needs_scores)
 
 
 def policy_methods(methods: Sequence[str], scores: bool = False) -> tuple[str, ...]:

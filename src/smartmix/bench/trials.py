@@ -31,7 +31,7 @@ from smartmix.bench.data import (
 from smartmix.bench.limits import hindsight_costs
 from smartmix.bench.peers import run_bargain
 
-__all__ = ["Cell", "MethodResult", "TrialRecord", "run_cells", "run_trial"]
+__all__ = ["Cell", "MethodResult", "TrialRecord", "run_cells", "run_trial", "start_pool"]
 
 LIMITS = ("lp-mix", "two-tier", "floor")
 
@@ -95,6 +95,20 @@ def _init_worker(data: dict[str, BenchData]) -> None:
     global _DATA
     _DATA = data
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # Import the policies now, so that a whole run uses the code as it was when the pool started.
+    import smartmix.backends.simulated  # noqa: F401
+    import smartmix.simulate  # noqa: F401
+
+
+def start_pool(data: dict[str, BenchData], workers: int) -> ProcessPoolExecutor | None:
+    """One pool for a whole run (None for ``workers <= 1``): every suite runs on the same code snapshot.
+
+    spawn, not fork: the parent runs a progress-bar thread, and forking a threaded process is unsafe.
+    """
+    if workers <= 1:
+        return None
+    context = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(data,))
 
 
 def make_batch(cell: Cell, seed: int, data: dict[str, BenchData] | None = None) -> Batch:
@@ -188,13 +202,17 @@ def run_cells(
     base_seed: int,
     workers: int = 2,
     progress: Callable[[int], None] | None = None,
+    pool: ProcessPoolExecutor | None = None,
 ) -> list[list[TrialRecord]]:
-    """Run every trial of every cell; returns records per cell, in trial order (independent of scheduling)."""
+    """Run every trial of every cell; returns records per cell, in trial order (independent of scheduling).
+
+    ``pool``: a pool from :func:`start_pool` (its workers must hold ``data``); otherwise one is started here.
+    """
     tasks = [(cell, ci, t, base_seed) for ci, cell in enumerate(cells) for t in range(cell.trials)]
     # Longest tasks first keeps both cores busy to the end.
     tasks.sort(key=lambda a: -a[0].n * max(1, len(a[0].methods)))
     results: list[list[TrialRecord | None]] = [[None] * cell.trials for cell in cells]
-    if workers <= 1:
+    if pool is None and workers <= 1:
         _init_worker(data)
         for args in tasks:
             rec = _task(args)
@@ -202,17 +220,18 @@ def run_cells(
             if progress:
                 progress(1)
     else:
-        # spawn, not fork: the parent runs a progress-bar thread, and forking a threaded process is unsafe.
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(
-            max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(data,)
-        ) as pool:
-            futures = [pool.submit(_task, args) for args in tasks]
+        own = pool is None
+        executor = start_pool(data, workers) if own else pool
+        try:
+            futures = [executor.submit(_task, args) for args in tasks]
             for fut in as_completed(futures):
                 rec = fut.result()
                 results[rec.cell][rec.trial] = rec
                 if progress:
                     progress(1)
+        finally:
+            if own:
+                executor.shutdown(cancel_futures=True)
     return [[r for r in per if r is not None] for per in results]
 
 
