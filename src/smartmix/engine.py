@@ -19,6 +19,7 @@ import numpy as np
 
 from smartmix.backends.base import Backend, Completion, Request
 from smartmix.errors import BudgetExceeded, ConfigError, ProviderError
+from smartmix.journal import digest_prefix, request_hash
 from smartmix.models import Pool, estimate_tokens
 from smartmix.policies import BatchSpec, Certificate, Guarantee, Plan, make_policy
 from smartmix.result import ItemResult, Ledger, RunResult
@@ -85,10 +86,16 @@ class Engine:
         self._released: asyncio.Event | None = None  # set when a reservation is given back
         self._unit_cost: dict[str, list[float]] = {}
         self._pending_records: list[tuple[tuple[Request, Completion, str, float], asyncio.Future]] = []
+        self._journaled: set[int] | None = None  # digest prefixes of the requests in the journal; None: unknown
 
     # -- public --------------------------------------------------------------------------------
     async def run(self, items: Sequence[Item], method: str, guarantee: Guarantee, seed: int = 0) -> RunResult:
         self.template.check(items)
+        self._journaled = None
+        if self.journal is not None and hasattr(self.journal, "request_digests"):
+            # what the journal holds now (this run's calls, and with the cache on every run's): a call not
+            # in it skips the look-up, a SQLite query that costs as much as the rest of the engine
+            self._journaled = self.journal.request_digests(run_id=None if self.options.use_cache else self.run_id)
         models = tuple(self.pool.names)
         spec = BatchSpec(
             len(items), models, guarantee, seed=seed, batch_size=self.options.batch_size,
@@ -226,7 +233,7 @@ class Engine:
     async def _call(self, item: Item, model: str, phase: str) -> _Answer:
         request = self._request(item, model)
         async with self._semaphore:
-            if self.journal is not None:
+            if self.journal is not None and self._maybe_journaled(request):
                 # one query: this run's answer if it has one, else (with the cache on) any run's latest
                 hit = self.journal.lookup(request, run_id=self.run_id, or_any_run=self.options.use_cache)
                 if hit is not None and hit.extra.get("journal_run_id") == self.run_id:
@@ -250,6 +257,9 @@ class Engine:
             finally:
                 self._release(estimate)
 
+    def _maybe_journaled(self, request: Request) -> bool:
+        return self._journaled is None or digest_prefix(request_hash(request)) in self._journaled
+
     async def _record(self, request: Request, completion: Completion, phase: str, cost: float) -> None:
         """Write one answer to the journal; returns once it is committed.
 
@@ -262,6 +272,8 @@ class Engine:
         if record_many is None:  # a journal-like object without batches
             self.journal.record(self.run_id, request, completion, phase=phase, cost_usd=cost)
             return
+        if self._journaled is not None:
+            self._journaled.add(digest_prefix(request_hash(request)))
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         if not self._pending_records:

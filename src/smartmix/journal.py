@@ -36,7 +36,7 @@ from typing import Any
 from smartmix.backends.base import Completion, Request
 from smartmix.errors import ConfigError
 
-__all__ = ["SCHEMA_VERSION", "Journal", "RunSummary", "request_hash", "scrub_secrets"]
+__all__ = ["SCHEMA_VERSION", "Journal", "RunSummary", "digest_prefix", "request_hash", "scrub_secrets"]
 
 _V1 = """
 CREATE TABLE runs (
@@ -92,6 +92,11 @@ def request_hash(request: Request) -> str:
     }
     data = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr)
     return hashlib.sha256(data.encode("utf-8")).hexdigest()
+
+
+def digest_prefix(digest: str) -> int:
+    """The first 64 bits of a :func:`request_hash`, as an int (what :meth:`Journal.request_digests` holds)."""
+    return int(digest[:16], 16)
 
 
 def scrub_secrets(value: Any) -> Any:
@@ -338,6 +343,21 @@ class Journal:
             latency_ms=call["latency_ms"],
             extra=extra,
         )
+
+    def request_digests(self, *, run_id: str | None = None, limit: int = 500_000) -> set[int] | None:
+        """The requests recorded so far (in ``run_id``, or in any run), as 64-bit prefixes of their
+        :func:`request_hash`; None when there are more than ``limit`` of them (too many to hold).
+
+        A request whose prefix is not in the set is certainly not in the journal (as of now): the engine
+        skips :meth:`lookup` for it, which is most calls of a fresh run.
+        """
+        where, args = ("WHERE run_id = ?", (run_id,)) if run_id is not None else ("", ())
+        with self._lock:
+            count = self._db.execute(f"SELECT COUNT(*) FROM calls {where}", args).fetchone()[0]
+            if count > limit:
+                return None
+            rows = self._db.execute(f"SELECT request_hash FROM calls {where}", args).fetchall()
+        return {digest_prefix(r[0]) for r in rows}
 
     def calls(self, run_id: str) -> list[dict[str, Any]]:
         """Every call of a run in the order recorded, as dicts (``top_logprobs`` as [[token, logprob], ...])."""
