@@ -27,7 +27,6 @@ per-item budget. No guarantee: it is the baseline for budgets.
 
 from __future__ import annotations
 
-import bisect
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -370,6 +369,19 @@ class Cascade(Profiler):
         )
 
 
+def _kth_inserted(tree: list[int], top: int, k: int) -> int:
+    """Rank of the (k+1)-th smallest inserted element (0-based k) in a Fenwick tree of counts."""
+    position, remaining = 0, k + 1
+    step = top
+    while step:
+        nxt = position + step
+        if nxt < len(tree) and tree[nxt] < remaining:
+            position = nxt
+            remaining -= tree[nxt]
+        step >>= 1
+    return position  # the 1-based index position + 1 holds it; as a 0-based rank: position
+
+
 class Margin(Policy):
     """Two-tier margin sampling as published: no guarantee; escalation share set by a per-item budget."""
 
@@ -413,13 +425,20 @@ class Margin(Policy):
         spec = self.spec
         p = self.escalation_share()
         escalate = np.zeros(spec.n_items, dtype=bool)
-        seen: list[float] = []  # kept sorted: the running quantile is one index away
-        for k, i in enumerate(self.order):
-            s = self.scores[i]
-            s = -math.inf if math.isnan(s) else float(s)
+        scores = np.nan_to_num(self.scores[self.order], nan=-np.inf)
+        # Running p-quantile of the scores seen so far, by order statistics in a Fenwick tree over ranks.
+        ranks = np.empty(len(scores), dtype=np.int64)
+        ranks[np.argsort(scores, kind="stable")] = np.arange(len(scores))
+        sorted_scores = np.sort(scores, kind="stable")
+        tree = [0] * (len(scores) + 1)
+        top = 1 << max(0, len(scores).bit_length())
+        for k, (i, s, r) in enumerate(zip(self.order, scores, ranks, strict=True)):
             if k >= self.warmup and p > 0:
-                escalate[i] = s < seen[min(len(seen) - 1, int(p * len(seen)))]
-            bisect.insort(seen, s)
+                escalate[i] = s < sorted_scores[_kth_inserted(tree, top, min(k - 1, int(p * k)))]
+            j = int(r) + 1
+            while j < len(tree):
+                tree[j] += 1
+                j += j & -j
         assignment = np.where(escalate, spec.reference, self.small).astype(np.int64)
         profiled = ~escalate  # the small model's answer, already paid, is final
         names = spec.models
