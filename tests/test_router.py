@@ -227,7 +227,7 @@ def test_recorded_reader(tmp_path: Path) -> None:
     assert normalize_answer(None) is None
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": 1, "prompt": "x", "outputs": {}}\nnot json\n')
-    with pytest.raises(DataError, match="bad.jsonl:2"):
+    with pytest.raises(DataError, match="bad.jsonl, line 2"):
         read_recorded(bad)
 
 

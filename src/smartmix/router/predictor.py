@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from smartmix.errors import ConfigError, DataError, MissingExtraError, UnknownModelError
+from smartmix.tasks import normalize_answer as _normalize
+from smartmix.tasks import read_jsonl
 
 from .embedding import EMBEDDERS, Embedder, _blas_threads
 
@@ -54,16 +56,8 @@ _MATH_CHARS = set("=+-*/^<>%$\\|_{}()[]")
 
 
 def normalize_answer(answer: object) -> str | None:
-    """Trim, casefold, strip surrounding punctuation (and whitespace). ``None`` stays ``None``."""
-    if answer is None:
-        return None
-    s = str(answer).strip().casefold()
-    start, end = 0, len(s)
-    while start < end and (s[start].isspace() or unicodedata.category(s[start]).startswith("P")):
-        start += 1
-    while end > start and (s[end - 1].isspace() or unicodedata.category(s[end - 1]).startswith("P")):
-        end -= 1
-    return s[start:end]
+    """The project's one normalisation (:func:`smartmix.tasks.normalize_answer`); ``None`` stays ``None``."""
+    return None if answer is None else _normalize(str(answer))
 
 
 @dataclass
@@ -111,26 +105,11 @@ def read_recorded(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str
     sources: list[str] = []
     for p in paths:
         path = Path(p)
-        try:
-            fh = open(path, encoding="utf-8")
-        except OSError as exc:
-            raise DataError(f"Cannot read recorded outputs {path}: {exc}. Check the path.") from exc
-        with fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}:{lineno} is not valid JSON ({exc.msg}).") from exc
-                if (
-                    not isinstance(row, dict)
-                    or "prompt" not in row
-                    or not isinstance(row.get("outputs"), dict)
-                ):
-                    raise DataError(f"{path}:{lineno} needs 'id', 'prompt' and an 'outputs' object.")
-                rows.append(row)
-                sources.append(str(path))
+        for lineno, row in read_jsonl(path):
+            if "prompt" not in row or not isinstance(row.get("outputs"), dict):
+                raise DataError(f"{path}, line {lineno}: needs 'id', 'prompt' and an 'outputs' object.")
+            rows.append(row)
+            sources.append(str(path))
     if not rows:
         raise DataError(f"No items in {', '.join(str(p) for p in paths)}.")
     models: list[str] = []
