@@ -3,10 +3,15 @@
 For each set: train the predictor on ``train.jsonl``, score on ``test.jsonl`` (never trained on), and trace
 cost-agreement curves on the test split for
 
-* ``router-threshold``: cheapest model with predicted agreement >= theta (theta swept);
+* ``router-threshold``: cheapest routable model with predicted agreement >= theta (theta swept); routable
+  models are those on the upper hull of (mean cost, agreement rate) on the *train* split, predictions are
+  recalibrated on train out-of-fold predictions (see :mod:`smartmix.router.predictor`);
 * ``router-budget``: argmax p - lambda*cost, lambda tuned per budget on out-of-fold predictions of the
   *train* split (no test information); budgets are shares of the reference-only cost, swept from the
   cheapest model's share to 1 (prices relative to the reference's, from the train split);
+* the same two with hashed lexical features (``[hashing]``), a predictor trained on the train splits of
+  every set with the same pool (``router-pooled``), and the ablation ``router-threshold[all models]``
+  (every model routable, uncalibrated heads);
 * ``random``: the cheapest model mixed at random with the reference (RouteLLM's random baseline; APGR 0.5);
 * ``lp-mix``: the best random mix of any models, knowing their true test agreement (hindsight; what
   SMART's model mix can reach with free, perfect profiling);
@@ -19,8 +24,10 @@ normalised cost x = (cost - c_cheapest) / (c_reference - c_cheapest); each metho
 front joined by straight lines (a random choice between two operating points reaches any point between
 them), with (0, 0), the cheapest model alone, always available. APGR = area
 under that envelope over x in [0, 1]; CPT(50%) = smallest x with PGR >= 0.5 (also given as a share of the
-reference-only cost). Also: AUROC/Brier/ECE of each model's predicted agreement on test, savings at target
-agreements (hindsight operating point on each method's front), and router latency on CPU.
+reference-only cost). "Router >= random at every cost" is checked on the 1001-point grid of x against the
+sampling s.d. of random routing (``vs_random.csv``). Also: AUROC/Brier/ECE of each model's predicted
+agreement on test, savings at target agreements (hindsight operating point on each method's front), and
+router latency on CPU for each feature kind.
 
 Writes CSV, Markdown and PNG files to ``benchmarks/results/router/`` and prints the summary.
 Prompt embeddings are cached outside the repository (``~/.cache/smartmix/router-embeddings``).
@@ -49,6 +56,7 @@ import numpy as np
 from smartmix.router import (
     AgreementPredictor,
     Embedder,
+    HashingEmbedder,
     agreement_matrix,
     read_recorded,
     select_budget,
@@ -192,35 +200,94 @@ def upper_hull(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
 
 
 def out_of_fold(
-    prompts: list[str], labels: dict[str, np.ndarray], reference: str, emb: np.ndarray, k: int, seed: int
-):
+    prompts: list[str],
+    labels: dict[str, np.ndarray],
+    reference: str,
+    emb: np.ndarray,
+    k: int,
+    seed: int,
+    costs: dict[str, float],
+    keep: Sequence[str],
+    embedder=None,
+) -> dict[str, np.ndarray]:
+    """Out-of-fold predictions on the train split (each fold's model fitted like the real one), for ``keep``."""
     rng = np.random.default_rng(seed)
     fold = rng.permutation(len(prompts)) % k
-    out = {m: np.zeros(len(prompts)) for m in labels}
+    out = {m: np.zeros(len(prompts)) for m in keep}
     for f in range(k):
         tr, te = fold != f, fold == f
         sub = {m: v[tr] for m, v in labels.items()}
-        model = AgreementPredictor(embedder=None).fit(
-            [p for p, t in zip(prompts, tr, strict=True) if t], sub, reference, embeddings=emb[tr]
+        model = AgreementPredictor(embedder=embedder).fit(
+            [p for p, t in zip(prompts, tr, strict=True) if t],
+            sub,
+            reference,
+            embeddings=emb[tr],
+            costs=costs,
         )
-        pred = model.predict([p for p, t in zip(prompts, te, strict=True) if t], embeddings=emb[te])
+        pred = model.predict(
+            [p for p, t in zip(prompts, te, strict=True) if t], embeddings=emb[te], all_models=True
+        )
         for m in out:
             out[m][te] = pred[m]
     return out
 
 
+FEATURES = {"minilm": Embedder, "hashing": HashingEmbedder}
+
+
+def gap_to_random(env_router: np.ndarray, env_random: np.ndarray, a_cheap: float, n: int) -> dict:
+    """Router minus random on GRID, in agreement units, with the sampling s.d. of a random split.
+
+    ``sigma(x)`` = sqrt(a(1-a) x(1-x) / n): the standard deviation of the test agreement that random routing
+    of a share x of the n items to the reference realises (a: the cheapest model's test agreement).
+    """
+    gap = (env_router - env_random) * (1 - a_cheap)
+    sigma = np.sqrt(a_cheap * (1 - a_cheap) * GRID * (1 - GRID) / n)
+    i = int(np.argmin(gap))
+    z = np.where(sigma > 0, gap / np.where(sigma > 0, sigma, 1.0), np.where(gap < -1e-12, -np.inf, 0.0))
+    j = int(np.argmin(z))
+    return {
+        "min_gap": float(gap[i]),
+        "min_gap_x": float(GRID[i]),
+        "share_below": float(np.mean(gap < -1e-12)),
+        "min_z": float(z[j]),
+        "min_z_x": float(GRID[j]),
+        "below_2sigma": int(np.sum(gap < -2 * sigma - 1e-12)),
+    }
+
+
 def evaluate_set(
-    name: str, data_dir: Path, cache: EmbeddingCache, seed: int, pooled_sets: Sequence[str] = ()
+    name: str,
+    data_dir: Path,
+    cache: EmbeddingCache,
+    seed: int,
+    pooled_sets: Sequence[str] = (),
+    features: Sequence[str] = ("minilm", "hashing"),
 ) -> dict:
     t_start = time.perf_counter()
     train_path, test_path = data_dir / name / "train.jsonl", data_dir / name / "test.jsonl"
     tr, te = read_recorded(train_path), read_recorded(test_path)
     reference = tr.default_reference()
-    emb_tr, emb_te = cache.get(tr.prompts), cache.get(te.prompts)
+    a_tr, usable_tr = agreement_matrix(tr, reference)
+    prompts_tr = [p for p, u in zip(tr.prompts, usable_tr, strict=True) if u]
+    labels_tr = {m: a_tr[m][usable_tr] for m in tr.models}
 
-    t0 = time.perf_counter()
-    predictor = train_from_recorded([train_path], reference, embeddings=emb_tr)
-    fit_s = time.perf_counter() - t0
+    def embed(kind: str, texts: list[str]) -> np.ndarray:
+        return cache.get(texts) if kind == "minilm" else FEATURES[kind]().encode(texts)
+
+    predictors, emb_te_by = {}, {}
+    fit_s = {}
+    for kind in features:
+        t0 = time.perf_counter()
+        predictors[kind] = train_from_recorded(
+            [train_path],
+            reference,
+            embeddings=embed(kind, tr.prompts),
+            predictor=AgreementPredictor(FEATURES[kind]()),
+        )
+        fit_s[kind] = time.perf_counter() - t0
+        emb_te_by[kind] = embed(kind, te.prompts)
+    predictor = predictors[features[0]]
     prices = predictor.costs
     models = sorted(predictor.models, key=lambda m: prices[m])
     cheapest = models[0]
@@ -234,7 +301,6 @@ def evaluate_set(
     A[ref_i] = 1.0
     n = A.shape[1]
     cols = np.arange(n)
-    pred = predictor.predict(prompts_te, embeddings=emb_te[keep])
 
     c_cheap, c_ref = float(C[0].mean()), float(C[ref_i].mean())
     a_cheap = float(A[0].mean())
@@ -249,7 +315,7 @@ def evaluate_set(
     curves: dict[str, list[dict]] = {}
 
     def threshold_sweep(p: dict[str, np.ndarray]) -> list[dict]:
-        allp = np.concatenate([p[m] for m in models if m != reference])
+        allp = np.concatenate([p[m] for m in p if m != reference] or [np.zeros(1)])
         thetas = np.unique(np.concatenate([[0.0, 1.0 + 1e-9], np.quantile(allp, np.linspace(0, 1, 201))]))
         rows = []
         for th in thetas:
@@ -257,31 +323,57 @@ def evaluate_set(
             rows.append({"param": float(th), "cost": cost, "agreement": agr})
         return rows
 
-    # Router, threshold sweep.
-    curves["router-threshold"] = threshold_sweep(pred)
-
-    # Variant: trained on the train splits of every set with the same model pool (still no test item).
-    pooled_paths = [data_dir / s / "train.jsonl" for s in pooled_sets]
-    if len(pooled_paths) > 1:
-        pooled_prompts = [p for path in pooled_paths for p in read_recorded(path).prompts]
-        pooled = train_from_recorded(pooled_paths, reference, embeddings=cache.get(pooled_prompts))
-        pred_pooled = pooled.predict(prompts_te, embeddings=emb_te[keep])
-        curves["router-pooled"] = threshold_sweep(pred_pooled)
-
-    # Router, budget sweep; lambda tuned on out-of-fold predictions of the train split.
-    a_tr, usable_tr = agreement_matrix(tr, reference)
-    prompts_tr = [p for p, u in zip(tr.prompts, usable_tr, strict=True) if u]
-    labels_tr = {m: a_tr[m][usable_tr] for m in tr.models}
-    oof = out_of_fold(prompts_tr, labels_tr, reference, emb_tr[usable_tr], 5, seed)
     # Budgets are shares of the reference's cost (prices relative to the reference's): test prompts may be
     # longer or shorter than train prompts, which shifts every price alike but not the ratios.
     rel = {m: prices[m] / prices[reference] for m in models}
     shares = rel[cheapest] + np.linspace(0, 1, 41) * (1.0 - rel[cheapest])
-    curves["router-budget"] = []
-    for b in shares:
-        lam = tune_lambda(oof, rel, float(b), reference=reference)
-        cost, agr = point_idx(to_index(select_budget(pred, rel, lam=lam, reference=reference)))
-        curves["router-budget"].append({"param": float(b), "lambda": lam, "cost": cost, "agreement": agr})
+
+    preds, preds_raw = {}, {}
+    for kind in features:
+        suffix = "" if kind == features[0] else f"[{kind}]"
+        pk = predictors[kind]
+        emb = emb_te_by[kind][keep]
+        pred = pk.predict(prompts_te, embeddings=emb)  # routable models only
+        preds[kind] = pk.predict(prompts_te, embeddings=emb, all_models=True)
+        preds_raw[kind] = pk.predict(prompts_te, embeddings=emb, all_models=True, calibrated=False)
+        # Router, threshold sweep.
+        curves[f"router-threshold{suffix}"] = threshold_sweep(pred)
+        if kind == features[0]:  # ablation: every model routable, uncalibrated (the selectors alone)
+            curves["router-threshold[all models]"] = threshold_sweep(preds_raw[kind])
+        # Router, budget sweep; lambda tuned on out-of-fold predictions of the train split.
+        oof = out_of_fold(
+            prompts_tr,
+            labels_tr,
+            reference,
+            embed(kind, tr.prompts)[usable_tr],
+            5,
+            seed,
+            prices,
+            pk.routable,
+            FEATURES[kind](),
+        )
+        rows = []
+        for b in shares:
+            lam = tune_lambda(oof, rel, float(b), reference=reference)
+            cost, agr = point_idx(to_index(select_budget(pred, rel, lam=lam, reference=reference)))
+            rows.append({"param": float(b), "lambda": lam, "cost": cost, "agreement": agr})
+        curves[f"router-budget{suffix}"] = rows
+
+    # Variant: trained on the train splits of every set with the same model pool (still no test item).
+    pooled_paths = [data_dir / s / "train.jsonl" for s in pooled_sets]
+    pred_pooled = None
+    if len(pooled_paths) > 1:
+        pooled_prompts = [p for path in pooled_paths for p in read_recorded(path).prompts]
+        kind = features[0]
+        pooled = train_from_recorded(
+            pooled_paths,
+            reference,
+            embeddings=embed(kind, pooled_prompts),
+            predictor=AgreementPredictor(FEATURES[kind]()),
+        )
+        emb = emb_te_by[kind][keep]
+        curves["router-pooled"] = threshold_sweep(pooled.predict(prompts_te, embeddings=emb))
+        pred_pooled = pooled.predict(prompts_te, embeddings=emb, all_models=True, calibrated=False)
 
     # Random: cheapest model mixed with the reference (expected values).
     fr = np.array([0.0, 1.0])  # straight lines: the metrics interpolate linearly between points
@@ -370,24 +462,43 @@ def evaluate_set(
     best_cascade = max((k for k in summary if k.startswith("cascade")), key=lambda k: summary[k]["apgr"])
     summary["cascade-best"] = {**summary[best_cascade], "which": best_cascade}
 
+    # "Every cost": router envelope minus random's on the whole grid (agreement units).
+    env_random = envelope(
+        np.array([r["x"] for r in curves["random"]]), np.array([r["pgr"] for r in curves["random"]])
+    )
+    vs_random = {}
+    for method, rows in curves.items():
+        if method.startswith("router") or method.startswith("cascade"):
+            env = envelope(np.array([r["x"] for r in rows]), np.array([r["pgr"] for r in rows]))
+            vs_random[method] = gap_to_random(env, env_random, a_cheap, n)
+
     # Prediction quality on test.
     quality = {}
     for m in models:
         if m == reference:
             continue
-        y, p = A[models.index(m)], pred[m]
-        base = float(labels_tr[m].mean())
+        y = A[models.index(m)]
+        kind = features[0]
+        p, raw = preds[kind][m], preds_raw[kind][m]
+        pk = predictors[kind]
+        base = pk.rates[m]
         quality[m] = {
-            "auroc": auroc(y, p),
-            "auroc_pooled": auroc(y, pred_pooled[m]) if len(pooled_paths) > 1 else math.nan,
+            "auroc": auroc(y, raw),
+            **{f"auroc_{k}": auroc(y, preds_raw[k][m]) for k in features},
+            "oof_auroc": pk.oof_auroc.get(m, math.nan),
+            **{f"oof_auroc_{k}": predictors[k].oof_auroc.get(m, math.nan) for k in features},
+            "auroc_pooled": auroc(y, pred_pooled[m]) if pred_pooled is not None else math.nan,
             # for comparison: the model's own recorded confidence (needs the call; what the cascade uses)
             "auroc_confidence": auroc(y, np.nan_to_num(te.confidence[m][keep], nan=-1e9)),
             "brier": float(np.mean((p - y) ** 2)),
             "brier_const": float(np.mean((base - y) ** 2)),
             "ece": ece(y, p),
+            "rate_train": base,
             "rate_test": float(y.mean()),
             "mean_pred": float(p.mean()),
-            "C": predictor.chosen_C.get(m, math.nan),
+            "C": pk.chosen_C.get(m, math.nan),
+            "shrink": pk.calibration.get(m, (math.nan, math.nan))[0],
+            "routable": m in pk.routable,
             "price": prices[m],
         }
     ratios = [r["cost_share"] / r["param"] for r in curves["router-budget"]]
@@ -405,6 +516,9 @@ def evaluate_set(
         "quality": quality,
         "budget_max_ratio": max(ratios),
         "budget_median_ratio": float(np.median(ratios)),
+        "vs_random": vs_random,
+        "routable": predictor.routable,
+        "features": list(features),
         "fit_s": fit_s,
         "seconds": time.perf_counter() - t_start,
     }
@@ -420,7 +534,7 @@ from smartmix.router import AgreementPredictor, select_threshold
 t1 = time.perf_counter()
 pred = AgreementPredictor.load(sys.argv[1])
 t2 = time.perf_counter()
-pred.embedder.load()
+getattr(pred.embedder, "load", lambda: None)()
 t3 = time.perf_counter()
 prompts = json.load(open(sys.argv[2]))
 pred.predict(prompts[:3])  # warm-up
@@ -438,10 +552,16 @@ json.dump({"import_s": t1 - t0, "load_predictor_s": t2 - t1, "load_embedder_s": 
 """
 
 
-def measure_latency(data_dir: Path, name: str, n_prompts: int, cache: EmbeddingCache) -> dict:
+def measure_latency(
+    data_dir: Path, name: str, n_prompts: int, cache: EmbeddingCache, kind: str = "minilm"
+) -> dict:
     train_path = data_dir / name / "train.jsonl"
     te = read_recorded(data_dir / name / "test.jsonl")
-    predictor = train_from_recorded([train_path], embeddings=cache.get(read_recorded(train_path).prompts))
+    train_prompts = read_recorded(train_path).prompts
+    emb = cache.get(train_prompts) if kind == "minilm" else FEATURES[kind]().encode(train_prompts)
+    predictor = train_from_recorded(
+        [train_path], embeddings=emb, predictor=AgreementPredictor(FEATURES[kind]())
+    )
     rng = np.random.default_rng(0)
     prompts = [te.prompts[i] for i in rng.choice(len(te), size=min(n_prompts, len(te)), replace=False)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -459,6 +579,7 @@ def measure_latency(data_dir: Path, name: str, n_prompts: int, cache: EmbeddingC
     tot = np.array(raw["total"]) * 1000
     emb = np.array(raw["embed"]) * 1000
     return {
+        "features": kind,
         "set": name,
         "prompts": len(prompts),
         "file_bytes": size,
@@ -487,6 +608,8 @@ def measure_latency(data_dir: Path, name: str, n_prompts: int, cache: EmbeddingC
 METHODS = (
     "router-threshold",
     "router-budget",
+    "router-threshold[hashing]",
+    "router-budget[hashing]",
     "router-pooled",
     "random",
     "lp-mix",
@@ -507,7 +630,7 @@ def fmt(v: float, digits: int = 3) -> str:
     return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
-def write_outputs(results: list[dict], latency: dict | None, out: Path, argv: list[str]) -> str:
+def write_outputs(results: list[dict], latency: list[dict] | None, out: Path, argv: list[str]) -> str:
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "curves.csv", "w", newline="") as fh:
         w = csv.writer(fh)
@@ -547,47 +670,51 @@ def write_outputs(results: list[dict], latency: dict | None, out: Path, argv: li
                         *[fmt(s["savings"][t], 3) for t in TARGETS],
                     ]
                 )
+    qcols = [
+        "routable",
+        "price",
+        "rate_train",
+        "rate_test",
+        "mean_pred",
+        "auroc_minilm",
+        "auroc_hashing",
+        "oof_auroc_minilm",
+        "oof_auroc_hashing",
+        "auroc_pooled",
+        "auroc_confidence",
+        "brier",
+        "brier_const",
+        "ece",
+        "C",
+        "shrink",
+    ]
     with open(out / "auroc.csv", "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(
-            [
-                "set",
-                "model",
-                "auroc",
-                "auroc_pooled",
-                "auroc_confidence",
-                "brier",
-                "brier_constant",
-                "ece",
-                "agreement_test",
-                "mean_pred",
-                "C",
-                "price_usd",
-            ]
-        )
+        w.writerow(["set", "model", *qcols])
         for r in results:
             for m, q in r["quality"].items():
                 w.writerow(
-                    [
-                        r["set"],
-                        m,
-                        fmt(q["auroc"], 4),
-                        fmt(q["auroc_pooled"], 4),
-                        fmt(q["auroc_confidence"], 4),
-                        fmt(q["brier"], 4),
-                        fmt(q["brier_const"], 4),
-                        fmt(q["ece"], 4),
-                        fmt(q["rate_test"], 4),
-                        fmt(q["mean_pred"], 4),
-                        q["C"],
-                        f"{q['price']:.4g}",
+                    [r["set"], m]
+                    + [
+                        q.get(k)
+                        if isinstance(q.get(k), bool)
+                        else fmt(q.get(k, math.nan), 4 if k != "price" else 8)
+                        for k in qcols
                     ]
                 )
+    with open(out / "vs_random.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        keys = ["min_gap", "min_gap_x", "share_below", "min_z", "min_z_x", "below_2sigma"]
+        w.writerow(["set", "method", *keys])
+        for r in results:
+            for method, v in r["vs_random"].items():
+                w.writerow([r["set"], method, *[v[k] for k in keys]])
     if latency:
         with open(out / "latency.csv", "w", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(list(latency))
-            w.writerow(list(latency.values()))
+            w.writerow(list(latency[0]))
+            for row in latency:
+                w.writerow(list(row.values()))
 
     lines = ["# Router evaluation (Routoo-style predictor + selectors)", ""]
     lines.append(
@@ -625,17 +752,61 @@ def write_outputs(results: list[dict], latency: dict | None, out: Path, argv: li
                 + " |"
             )
     lines.append("")
-    lines.append("## Predicted agreement on test: AUROC, Brier (constant-rate Brier), ECE")
+    lines.append("## Router against random routing at every cost")
+    lines.append("")
+    lines.append(
+        "Router envelope minus the random envelope (cheapest model + reference) on the 1001-point grid of "
+        "normalised cost, in agreement units. sigma(x) = sqrt(a(1-a) x(1-x) / n) is the sampling s.d. of random "
+        "routing's test agreement at share x (a: cheapest model's test agreement, n: test items); the check "
+        "allows 2 sigma for noise. `min gap`: the lowest difference and where; `share < 0`: grid share strictly "
+        "below; `worst z`: lowest difference in sigma units; `> 2σ below`: grid points failing the check."
+    )
     lines.append("")
     lines += [
-        "| set | model | price $/req | test agreement | mean pred | AUROC | AUROC pooled | AUROC own confidence | Brier | Brier const | ECE | C |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| set | method | min gap (at x) | share < 0 | worst z (at x) | > 2σ below |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        for method in [m for m in METHODS if m in r["vs_random"]] + ["router-threshold[all models]"]:
+            v = r["vs_random"].get(method)
+            if v is None:
+                continue
+            lines.append(
+                f"| {r['set']} | {method} | {v['min_gap']:+.4f} ({v['min_gap_x']:.3f}) | {v['share_below']:.3f} | "
+                f"{v['min_z']:+.2f} ({v['min_z_x']:.3f}) | {v['below_2sigma']} |"
+            )
+    lines.append("")
+    lines.append(
+        "`router-threshold[all models]`: ablation with every model routable and uncalibrated heads (the "
+        "selectors alone). Cascades pay the cheap call on escalated items, so they end slightly below 1 at x = 1."
+    )
+    lines.append("")
+    lines.append("Routable models (upper hull of training cost and agreement rate):")
+    lines.append("")
+    for r in results:
+        lines.append(f"- {r['set']}: {', '.join(r['routable'])}")
+    lines.append("")
+    lines.append("## Predicted agreement on test: AUROC (MiniLM / hashing features), Brier, ECE")
+    lines.append("")
+    lines.append(
+        "AUROC of each head's raw ranking on test and out-of-fold on train; `own conf.`: the model's recorded "
+        "confidence (known only after calling it; what the cascade uses). Brier/ECE of the calibrated MiniLM "
+        "predictions; `Brier const`: predicting the training rate. `a`: out-of-fold Platt slope (0 = constant)."
+    )
+    lines.append("")
+    lines += [
+        "| set | model | routable | price $/req | train / test agreement | mean pred | AUROC test | AUROC OOF | AUROC pooled | own conf. | Brier | Brier const | ECE | C | a |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         for m, q in r["quality"].items():
             lines.append(
-                f"| {r['set']} | {m} | {q['price']:.3g} | {fmt(q['rate_test'])} | {fmt(q['mean_pred'])} | "
-                f"{fmt(q['auroc'])} | {fmt(q['auroc_pooled'])} | {fmt(q['auroc_confidence'])} | {fmt(q['brier'], 4)} | {fmt(q['brier_const'], 4)} | {fmt(q['ece'])} | {q['C']:g} |"
+                f"| {r['set']} | {m} | {'yes' if q['routable'] else 'no'} | {q['price']:.3g} | "
+                f"{fmt(q['rate_train'])} / {fmt(q['rate_test'])} | {fmt(q['mean_pred'])} | "
+                f"{fmt(q.get('auroc_minilm', math.nan))} / {fmt(q.get('auroc_hashing', math.nan))} | "
+                f"{fmt(q.get('oof_auroc_minilm', math.nan))} / {fmt(q.get('oof_auroc_hashing', math.nan))} | "
+                f"{fmt(q['auroc_pooled'])} | {fmt(q['auroc_confidence'])} | {fmt(q['brier'], 4)} | "
+                f"{fmt(q['brier_const'], 4)} | {fmt(q['ece'])} | {q['C']:g} | {fmt(q['shrink'], 2)} |"
             )
     lines.append("")
     lines.append(
@@ -653,10 +824,13 @@ def write_outputs(results: list[dict], latency: dict | None, out: Path, argv: li
             "## Latency on CPU (fresh process; single-prompt calls: embed + heads + select_threshold)"
         )
         lines.append("")
-        lines.append("| what | value |")
-        lines.append("|---|---|")
-        for k, v in latency.items():
-            lines.append(f"| {k} | {fmt(v, 2) if isinstance(v, float) else v} |")
+        lines.append("| what | " + " | ".join(str(row["features"]) for row in latency) + " |")
+        lines.append("|---|" + "---|" * len(latency))
+        for k in latency[0]:
+            if k == "features":
+                continue
+            cells = [fmt(row[k], 2) if isinstance(row[k], float) else str(row[k]) for row in latency]
+            lines.append(f"| {k} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Plots: `curves_<set>.png`, all sets: `curves.png`.")
     text = "\n".join(lines) + "\n"
@@ -740,6 +914,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
+        "--features",
+        nargs="+",
+        default=["minilm", "hashing"],
+        choices=list(FEATURES),
+        help="feature kinds to evaluate; the first is the main router, the others are variants",
+    )
+    ap.add_argument(
         "--no-pooled",
         dest="pooled",
         action="store_false",
@@ -756,14 +937,18 @@ def main(argv: list[str] | None = None) -> int:
         ]
         if name not in pooled_sets:
             pooled_sets = []
-        r = evaluate_set(name, args.data_dir, cache, args.seed, pooled_sets if args.pooled else ())
+        r = evaluate_set(
+            name, args.data_dir, cache, args.seed, pooled_sets if args.pooled else (), tuple(args.features)
+        )
         results.append(r)
         s = r["summary"]
         print(
-            f"{name}: router APGR {s['router-threshold']['apgr']:.3f} (budget {s['router-budget']['apgr']:.3f}), "
+            f"{name}: router APGR {s['router-threshold']['apgr']:.3f} (budget {s['router-budget']['apgr']:.3f}, "
+            f"min gap to random {r['vs_random']['router-threshold']['min_gap']:+.4f}), "
             f"random {s['random']['apgr']:.3f}, lp-mix {s['lp-mix']['apgr']:.3f}, cascade {s['cascade']['apgr']:.3f}; "
             f"AUROC "
             + ", ".join(f"{m} {q['auroc']:.3f}" for m, q in r["quality"].items())
+            + f"; routable {', '.join(r['routable'])}"
             + f" [{r['seconds']:.1f}s]",
             flush=True,
         )
@@ -774,7 +959,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     latency = None
     if not args.skip_latency and args.latency_set in args.sets:
-        latency = measure_latency(args.data_dir, args.latency_set, args.latency_prompts, cache)
+        latency = [
+            measure_latency(args.data_dir, args.latency_set, args.latency_prompts, cache, kind)
+            for kind in args.features
+        ]
     text = write_outputs(
         results,
         latency,

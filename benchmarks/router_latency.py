@@ -23,7 +23,9 @@ from smartmix.router.selector import select_threshold
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/mmlu-qwen-oai")
+    parser.add_argument(
+        "--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/mmlu-qwen-oai"
+    )
     parser.add_argument("--prompts", type=int, default=300)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "router_latency.md")
     args = parser.parse_args()

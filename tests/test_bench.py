@@ -19,7 +19,14 @@ from smartmix.bench.data import (
     load_dataset,
     trial_seed,
 )
-from smartmix.bench.limits import best_two_tier_cost, floor_cost, lp_mix_cost, two_tier_cost
+from smartmix.bench.limits import (
+    best_two_tier_cost,
+    floor_cost,
+    learned_mix_cost,
+    learned_two_tier_cost,
+    lp_mix_cost,
+    two_tier_cost,
+)
 from smartmix.bench.peers import bargain_available
 from smartmix.bench.summary import COLUMNS
 from smartmix.bench.trials import Cell, run_trial
@@ -67,7 +74,9 @@ def test_quick_datasets_report(small_dataset, tmp_path):
 
     rows = _rows(tmp_path / "datasets.csv")
     by = {(r["target"], r["method"]): r for r in rows}
-    expected = set(methods.split(",")) | {"limit:lp-mix", "limit:two-tier", "limit:floor"}
+    expected = set(methods.split(",")) | {
+        "limit:lp-mix", "limit:two-tier", "limit:floor", "limit:learned-mix", "limit:learned-two-tier"
+    }
     assert {r["method"] for r in rows} == expected
     assert len(rows) == 2 * len(expected)
     for r in rows:
@@ -119,9 +128,30 @@ def test_trials_are_reproducible_and_paired(small_dataset):
     assert a.seed == trial_seed(7, "datasets", data.name, 2000, 0.9, "", 1)
     for m in cell.methods:
         assert (a.methods[m].cost, a.methods[m].realised) == (b.methods[m].cost, b.methods[m].realised)
-    assert a.limits == b.limits and set(a.limits) == {"lp-mix", "two-tier", "floor"}
+    assert a.limits == b.limits
+    assert set(a.limits) == {"lp-mix", "two-tier", "floor", "learned-mix", "learned-two-tier"}
     batch = bootstrap_batch(data, 500, a.seed)
     assert np.array_equal(batch.agree, bootstrap_batch(data, 500, a.seed).agree)
+
+
+def test_learned_limits_pay_for_learning_but_not_for_looks():
+    rng = np.random.default_rng(5)
+    n = 40_000
+    cheap_agrees = rng.random(n) < 0.92
+    agree = np.column_stack([cheap_agrees, np.ones(n, dtype=bool)])
+    cost = np.column_stack([np.full(n, 1.0), np.full(n, 20.0)])
+    # A confidence that ranks disagreements low, but not perfectly.
+    score = np.column_stack([np.where(cheap_agrees, rng.normal(1.0, 1.0, n), rng.normal(-1.0, 1.0, n)), np.full(n, np.nan)])
+    for target in (0.8, 0.9, 0.95):
+        free_mix, free_tier = lp_mix_cost(agree, cost, target), two_tier_cost(agree, cost, score[:, 0], target)
+        learned_mix = learned_mix_cost(agree, cost, target, 0.05)
+        learned_tier = learned_two_tier_cost(agree, cost, score, target, 0.05)
+        reference_only = cost[:, 1].sum()
+        # Learning costs something, and never more than answering everything with the reference.
+        assert free_mix <= learned_mix <= reference_only
+        assert free_tier <= learned_tier <= reference_only
+    # At T = 0.8 the cheap model alone is enough after a modest sample: close to its own cost.
+    assert learned_mix_cost(agree, cost, 0.8, 0.05) < 1.3 * cost[:, 0].sum()
 
 
 def test_limits_on_a_hand_made_batch():

@@ -16,10 +16,13 @@ from smartmix.errors import ConfigError, DataError, MissingExtraError, PriceErro
 from smartmix.router import (
     AgreementPredictor,
     Embedder,
+    HashingEmbedder,
     agreement_matrix,
+    cost_agreement_hull,
     expected_agreement,
     expected_cost,
     normalize_answer,
+    platt_shrink,
     read_recorded,
     select_budget,
     select_threshold,
@@ -140,8 +143,11 @@ def test_predictor_beats_chance_on_mmlu(mmlu_predictor: AgreementPredictor, mmlu
 
     prompts, agree = mmlu_test_slice
     assert mmlu_predictor.reference == "gpt-4o"
-    pred = mmlu_predictor.predict(prompts)
+    pred = mmlu_predictor.predict(prompts, all_models=True)
     assert set(pred) == {"gpt-4o-mini", "qwen2.5-32b-coder-instruct", "qwen2.5-72b-instruct", "gpt-4o"}
+    # both qwen models sit below the gpt-4o-mini -> gpt-4o line on the training split: never routed to
+    assert mmlu_predictor.routable == ["gpt-4o-mini", "gpt-4o"]
+    assert set(mmlu_predictor.predict(prompts[:3])) == {"gpt-4o-mini", "gpt-4o"}
     assert np.all(pred["gpt-4o"] == 1.0)
     aurocs = {m: roc_auc_score(agree[m], p) for m, p in pred.items() if m != "gpt-4o"}
     assert max(aurocs.values()) > 0.6, aurocs
@@ -314,5 +320,105 @@ def test_hashing_features_round_trip(tmp_path):
     loaded = AgreementPredictor.load(path)
     assert loaded.embedding_model == "hashing-4096"
     np.testing.assert_allclose(loaded.predict(prompts)["cheap"], predictor.predict(prompts)["cheap"])
-    new = loaded.predict(["question 90 about history and more words", "question 91 about physics and more words"])
+    new = loaded.predict(
+        ["question 90 about history and more words", "question 91 about physics and more words"]
+    )
     assert new["cheap"][0] > 0.5 > new["cheap"][1]
+
+
+# ----------------------------------------------------------------------------------------------
+# Dominated models, recalibration, and the random-mix floor
+
+
+def test_cost_agreement_hull_drops_dominated_models() -> None:
+    costs = {"mini": 1.0, "mid": 6.0, "big": 6.0, "good": 4.0, "ref": 16.0}
+    # the mini -> ref line gives 0.75 + 0.25 * 5/15 = 0.833 at cost 6: mid (0.80) and big (0.82) are below it
+    rates = {"mini": 0.75, "mid": 0.80, "big": 0.82, "ref": 0.3}
+    assert cost_agreement_hull(rates, costs, "ref") == ["mini", "ref"]
+    assert cost_agreement_hull({**rates, "big": 0.86}, costs, "ref") == ["mini", "big", "ref"]
+    # a model above the chord stays; one that then falls under the new chord goes
+    assert cost_agreement_hull({**rates, "good": 0.9}, costs, "ref") == ["mini", "good", "ref"]
+    # same price: only the better one; dearer but no better: dropped
+    assert cost_agreement_hull({"a": 0.4, "b": 0.6, "c": 0.55, "r": 1}, {"a": 1, "b": 1, "c": 2, "r": 9}) == [
+        "b",
+        "r",
+    ]
+    assert cost_agreement_hull({"x": 0.9, "r": 0.1}, {"x": 5.0, "r": 5.0}, "r") == ["r"]
+    with pytest.raises(PriceError):
+        cost_agreement_hull({"x": 0.9, "r": 1.0}, {"r": 1.0})
+
+
+def _dominated_pool(n: int = 400, seed: int = 0):
+    """A cheap model, a mid-priced one below the cheap -> reference line (but with a learnable pattern)."""
+    rng = np.random.default_rng(seed)
+    emb = rng.normal(size=(n, 6))
+    agree = {
+        "cheap": (rng.random(n) < 0.75).astype(float),
+        "mid": (emb[:, 0] > -0.7).astype(float),  # rate 0.76 at 6x the cheap price: dominated
+        "ref": np.ones(n),
+    }
+    costs = {"cheap": 1.0, "mid": 6.0, "ref": 16.0}
+    return [f"p{i}" for i in range(n)], emb, agree, costs
+
+
+def test_dominated_model_is_never_routed_to() -> None:
+    prompts, emb, agree, costs = _dominated_pool()
+    pred = AgreementPredictor(use_cheap_features=False).fit(
+        prompts, agree, "ref", embeddings=emb, costs=costs
+    )
+    assert pred.routable == ["cheap", "ref"]
+    everything = pred.predict(prompts, embeddings=emb, all_models=True)
+    assert set(everything) == {"cheap", "mid", "ref"}
+    assert everything["mid"].max() > 0.9  # its head is confident on many prompts...
+    routed = pred.predict(prompts, embeddings=emb)
+    assert set(routed) == {"cheap", "ref"}  # ...yet it is not offered to the selectors
+    for theta in np.linspace(0.0, 1.01, 30):
+        assert "mid" not in set(select_threshold(routed, costs, float(theta)))
+    for budget in (1.0, 3.0, 6.0, 10.0, 16.0):
+        assert "mid" not in set(select_budget(routed, costs, budget))
+    # the unrestricted predictions would have sent prompts to it
+    assert "mid" in set(select_threshold(everything, costs, 0.9))
+
+
+def test_routable_models_and_calibration_survive_save_load(tmp_path: Path) -> None:
+    prompts, emb, agree, costs = _dominated_pool(200, 1)
+    pred = AgreementPredictor(use_cheap_features=False).fit(
+        prompts, agree, "ref", embeddings=emb, costs=costs
+    )
+    loaded = AgreementPredictor.load(pred.save(tmp_path / "r.npz"), embedder=HashingEmbedder())
+    assert loaded.routable == pred.routable == ["cheap", "ref"]
+    assert loaded.calibration == pred.calibration and loaded.rates == pred.rates
+    a, b = pred.predict(prompts, embeddings=emb), loaded.predict(prompts, embeddings=emb)
+    assert list(a) == list(b) == ["cheap", "ref"]
+    np.testing.assert_array_equal(a["cheap"], b["cheap"])
+
+
+def test_platt_shrink_flattens_uninformative_heads() -> None:
+    rng = np.random.default_rng(3)
+    y = rng.random(2000) < 0.7
+    signal = np.where(y, 1.0, -1.0) + rng.normal(0, 1.0, y.size)
+    a, b = platt_shrink(signal, y)
+    assert a == 1.0  # informative and not over-confident: kept
+    a, _ = platt_shrink(-signal, y)
+    assert a == 0.0  # anti-informative: the constant rate
+    a, b = platt_shrink(np.zeros(y.size) + 5.0, y)  # over-confident constant: the rate
+    assert abs(1 / (1 + np.exp(-(a * 5.0 + b))) - y.mean()) < 1e-6
+    a, _ = platt_shrink(4.0 * signal, y)  # four times over-confident: shrunk
+    assert 0.1 < a < 0.5
+
+
+def test_constant_predictions_give_the_random_mix_of_hull_models() -> None:
+    """With no per-prompt signal, every prompt gets the same model: the selectors reach only hull vertices,
+    so the router's curve is the best random mix of the routable models, never below it."""
+    rates = {"tiny": 0.6, "mid": 0.85}
+    costs = {"tiny": 1.0, "mid": 4.0, "ref": 20.0}
+    n = 50
+    pred = {m: np.full(n, r) for m, r in rates.items()}
+    seen = set()
+    for theta in np.linspace(0, 1.01, 60):
+        choice = select_threshold(pred, costs, float(theta))
+        assert len(set(choice)) == 1
+        seen.add(choice[0])
+    assert seen == {"tiny", "mid", "ref"}
+    for lam in np.geomspace(1e-4, 10, 60):
+        assert len(set(select_budget(pred, costs, lam=float(lam)))) == 1

@@ -14,6 +14,7 @@ from smartmix.stats import (
     hypergeom_lower,
     hypergeom_upper,
     rest_lower_bound,
+    split_lower,
     wilson_lower,
 )
 
@@ -109,6 +110,26 @@ def test_delta_budget_spends_at_most_delta():
 def test_assignment_margin_is_hoeffding():
     assert assignment_margin(10_000, 0.01) == pytest.approx(math.sqrt(10_000 * math.log(100) / 2))
     assert assignment_margin(0, 0.01) == 0.0
+
+
+@pytest.mark.parametrize("agreeing,population,drawn,alpha", [(800, 1000, 900, 0.01), (50, 200, 30, 0.05), (5, 10, 5, 0.2)])
+def test_split_lower_is_the_exact_hypergeometric_quantile(agreeing, population, drawn, alpha):
+    q = split_lower(agreeing, population, drawn, alpha)
+    dist = stats.hypergeom(population, agreeing, drawn)
+    assert dist.cdf(q - 1) <= alpha < dist.cdf(q)  # P(X < q) <= alpha, and q is the largest such value
+
+
+def test_split_lower_holds_in_simulation_and_grows_with_the_count():
+    rng = np.random.default_rng(0)
+    population, agreeing, drawn, alpha = 2_000, 1_500, 1_600, 0.05
+    q = split_lower(agreeing, population, drawn, alpha)
+    items = np.zeros(population, dtype=bool)
+    items[:agreeing] = True
+    got = np.array([items[rng.permutation(population)[:drawn]].sum() for _ in range(4_000)])
+    assert (got < q).mean() <= alpha + 0.01
+    assert split_lower(agreeing - 100, population, drawn, alpha) < q  # a lower count bound is conservative
+    assert split_lower(agreeing, population, population, alpha) == agreeing  # everything drawn: no chance
+    assert split_lower(0, population, drawn, alpha) == 0
 
 
 def test_rest_lower_bound_subtracts_what_was_seen():

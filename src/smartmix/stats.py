@@ -10,7 +10,8 @@ Everything here is pure and deterministic. The guarantee rests on three facts, e
    every (model, look) pair keeps the chance that *any* bound used is wrong below its share of δ, whatever
    the stopping rule and whichever bound ends up being used.
 3. When the remaining items are split among several models at random, the realised agreement can fall
-   short of its expectation; :func:`assignment_margin` covers that gap with its own share of δ.
+   short of its expectation; :func:`split_lower` (the exact hypergeometric quantile of each model's share)
+   covers that gap with its own share of δ. :func:`assignment_margin` (Hoeffding) is the looser closed form.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ __all__ = [
     "LookSchedule",
     "DeltaBudget",
     "assignment_margin",
+    "split_lower",
+    "split_margin_estimate",
     "rest_lower_bound",
     "approx_lower",
     "approx_upper",
@@ -241,6 +244,35 @@ def assignment_margin(n_rest: int, delta: float) -> float:
     if n_rest <= 0 or delta <= 0:
         return 0.0 if n_rest <= 0 else float("inf")
     return math.sqrt(n_rest * math.log(1.0 / delta) / 2.0)
+
+
+def split_lower(agreeing: int, population: int, drawn: int, alpha: float) -> int:
+    """Exact lower ``alpha``-quantile of a model's agreeing answers on a random share of the remaining items.
+
+    ``population`` items remain, ``agreeing`` of them are answered in agreement by the model (a lower bound
+    on that count is enough: the quantile grows with it), and the model gets ``drawn`` of them chosen
+    uniformly without replacement. The agreeing answers it gives are hypergeometric, and the result q
+    satisfies P(agreeing answers < q) <= alpha.
+    """
+    _check_counts(0, drawn, population)
+    agreeing = min(max(int(agreeing), 0), population)
+    if drawn <= 0 or agreeing <= 0:
+        return 0
+    if drawn >= population:
+        return agreeing
+    q = int(stats.hypergeom.ppf(alpha, population, agreeing, drawn))
+    # ppf is the smallest q with CDF(q) >= alpha, so P(X < q) = CDF(q - 1) < alpha; guard the float edge.
+    while q > 0 and stats.hypergeom.cdf(q - 1, population, agreeing, drawn) > alpha:
+        q -= 1
+    return max(q, 0)
+
+
+def split_margin_estimate(n_rest: int, delta: float) -> float:
+    """Planning estimate, in items, of the split margin: the normal approximation at the largest variance
+    (agreement and share both one half). Only look-ahead projections use it, never the certificate."""
+    if n_rest <= 0:
+        return 0.0
+    return float(stats.norm.isf(delta)) * math.sqrt(n_rest) / 4.0
 
 
 def rest_lower_bound(

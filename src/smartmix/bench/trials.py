@@ -33,7 +33,7 @@ from smartmix.bench.peers import run_bargain
 
 __all__ = ["Cell", "MethodResult", "TrialRecord", "run_cells", "run_trial", "start_pool"]
 
-LIMITS = ("lp-mix", "two-tier", "floor")
+LIMITS = ("lp-mix", "two-tier", "floor", "learned-mix", "learned-two-tier")
 
 
 @dataclass(frozen=True)
@@ -182,7 +182,9 @@ def run_trial(cell: Cell, cell_index: int, trial: int, base_seed: int, data: dic
             continue
         record.methods[method] = run_method(method, batch, cell, seed)
     if cell.limits:
-        record.limits.update(hindsight_costs(batch.agree, batch.cost, batch.score, cell.target))
+        record.limits.update(
+            hindsight_costs(batch.agree, batch.cost, batch.score, cell.target, cell.confidence)
+        )
     record.wall_s = time.perf_counter() - start
     return record
 

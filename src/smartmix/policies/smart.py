@@ -29,8 +29,9 @@ from smartmix.stats import (
     LookSchedule,
     approx_lower,
     approx_upper,
-    assignment_margin,
     hypergeom_lower,
+    split_lower,
+    split_margin_estimate,
 )
 
 
@@ -329,15 +330,18 @@ class Efficient(Profiler):
 class Mix(Efficient):
     """SMART-ModelMix made valid: the rest is split among models by the model-mix program.
 
-    A fifth of δ is reserved for the random split (Hoeffding margin); the rest is shared by the models'
-    bounds. The split is uniformly random, never in contiguous blocks of the input order.
+    A fifth of δ is reserved for the random split; the rest is shared by the models' bounds. The split is
+    uniformly random, never in contiguous blocks of the input order, so each model's agreeing answers on its
+    share are hypergeometric: the plan holds when the sum of their exact lower quantiles (each at the split's
+    δ over the number of cheaper models used) plus the reference's share reaches what the rest must supply.
     """
 
     name = "mix"
     assignment_share = 0.2
+    max_rounds: ClassVar[int] = 40
 
     def margin_fraction(self, rest: int) -> float:
-        return assignment_margin(rest, self.budget.assignment) / rest if rest > 0 else 0.0
+        return split_margin_estimate(rest, self.budget.assignment) / rest if rest > 0 else 0.0
 
     def plan_unit_cost(self, n: int, lower: np.ndarray, costs: np.ndarray) -> float:
         rest = self.spec.n_items - n
@@ -346,12 +350,39 @@ class Mix(Efficient):
         need_frac = (self.spec.guarantee.required_agreeing(self.spec.n_items) - n) / rest
         return mix_unit_cost(np.where(np.isfinite(costs), costs, 1e9), lower, need_frac, self.margin_fraction(rest))
 
+    def split_margin(self, counts: np.ndarray) -> float:
+        """Items by which the split may fall short of ``sum L_m k_m``: expectation minus exact quantile, per
+        cheaper model given a share (zero when one model takes every remaining item)."""
+        rest = self.rest
+        if rest <= 0 or np.count_nonzero(counts) <= 1:
+            return 0.0
+        used = [m for m in np.flatnonzero(counts) if m != self.spec.reference]
+        if not used:
+            return 0.0
+        alpha = self.budget.assignment / len(used)
+        margin = 0.0
+        for m in used:
+            agreeing = int(round(self.rest_lower(m) * rest))
+            margin += counts[m] * agreeing / rest - split_lower(agreeing, rest, int(counts[m]), alpha)
+        return margin
+
     def choose(self) -> np.ndarray:
         costs = self.unit_costs()
         usable = np.isfinite(costs)
         lower = np.where(usable, self.current_lower(), 0.0)
-        margin = assignment_margin(self.rest, self.budget.assignment)
-        return solve_mix(np.where(usable, costs, 1e9), lower, float(self.need()), self.rest, margin).counts
+        need = float(self.need())
+        margin = self.margin_fraction(self.rest) * self.rest
+        # The margin depends on the split it protects: solve, price the split exactly, and raise the margin
+        # until the split chosen carries its own margin.
+        for _ in range(self.max_rounds):
+            counts = solve_mix(np.where(usable, costs, 1e9), lower, need, self.rest, margin).counts
+            exact = self.split_margin(counts)
+            if float(lower @ counts) - exact >= need - 1e-6:
+                return counts
+            margin = max(margin, exact) * 1.02 + 1.0
+        counts = np.zeros(len(self.spec.models), dtype=int)
+        counts[self.spec.reference] = self.rest
+        return counts
 
     def margin_items(self, counts: np.ndarray) -> float:
-        return assignment_margin(self.rest, self.budget.assignment) if np.count_nonzero(counts) > 1 else 0.0
+        return self.split_margin(counts)

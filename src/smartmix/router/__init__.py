@@ -16,30 +16,41 @@ Needs the optional ``router`` extra (scikit-learn for training) and the embeddin
 
 from __future__ import annotations
 
-from .embedding import EMBEDDING_DIM, Embedder, EmbeddingModelMissing, find_model_dir
+from .embedding import EMBEDDING_DIM, Embedder, EmbeddingModelMissing, HashingEmbedder, find_model_dir
 from .predictor import (
     AgreementPredictor,
     RecordedSet,
     agreement_matrix,
     cheap_features,
     normalize_answer,
+    platt_shrink,
     read_recorded,
     train_from_recorded,
 )
-from .selector import expected_agreement, expected_cost, select_budget, select_threshold, tune_lambda
+from .selector import (
+    cost_agreement_hull,
+    expected_agreement,
+    expected_cost,
+    select_budget,
+    select_threshold,
+    tune_lambda,
+)
 
 __all__ = [
     "EMBEDDING_DIM",
     "AgreementPredictor",
     "Embedder",
     "EmbeddingModelMissing",
+    "HashingEmbedder",
     "RecordedSet",
     "agreement_matrix",
     "cheap_features",
+    "cost_agreement_hull",
     "expected_agreement",
     "expected_cost",
     "find_model_dir",
     "normalize_answer",
+    "platt_shrink",
     "read_recorded",
     "select_budget",
     "select_threshold",

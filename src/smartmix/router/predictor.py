@@ -1,9 +1,19 @@
 """Routoo-style performance predictor: P(model agrees with the reference | prompt), without calling a model.
 
-Features are the prompt's sentence embedding (``all-MiniLM-L6-v2``, see :mod:`.embedding`) plus a few
-cheap text statistics. Each non-reference model gets its own L2-regularised logistic regression, with the
-regularisation chosen by cross-validated log-loss so that the probabilities stay calibrated. Fitting needs
-scikit-learn; prediction, saving and loading are plain numpy (one ``.npz`` file, no pickle).
+Features are the prompt's sentence embedding (``all-MiniLM-L6-v2``, see :mod:`.embedding`) or hashed
+lexical features, plus a few cheap text statistics. Each non-reference model gets its own L2-regularised
+logistic regression, with the regularisation chosen by cross-validated log-loss. Its out-of-fold logits
+then fit a Platt recalibration ``a * logit + b`` with ``0 <= a <= 1``: a weak head is shrunk toward the
+model's training agreement rate, and a head whose out-of-fold ranking carries no signal becomes that
+constant rate.
+
+Only models on the upper concave hull of (mean cost, training agreement rate), with the reference at
+agreement 1, are *routable*: a model below that hull is beaten, at its own price, by a random mix of its
+hull neighbours, so :meth:`AgreementPredictor.predict` leaves it out unless asked for every model. With an
+uninformative predictor the selectors then reproduce the best random mix of the hull models instead of
+paying for dominated ones.
+
+Fitting needs scikit-learn; prediction, saving and loading are plain numpy (one ``.npz`` file, no pickle).
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ from smartmix.tasks import normalize_answer as _normalize
 from smartmix.tasks import read_jsonl
 
 from .embedding import EMBEDDERS, Embedder, _blas_threads
+from .selector import cost_agreement_hull
 
 __all__ = [
     "AgreementPredictor",
@@ -31,12 +42,13 @@ __all__ = [
     "agreement_matrix",
     "cheap_features",
     "normalize_answer",
+    "platt_shrink",
     "read_recorded",
     "train_from_recorded",
 ]
 
 FORMAT = "smartmix.router.AgreementPredictor"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CHEAP_FEATURE_NAMES = (
     "log_chars",
     "log_words",
@@ -198,10 +210,11 @@ _DEFAULT_CS = (1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0)
 
 def _fit_head(
     Z: np.ndarray, y: np.ndarray, Cs: Sequence[float], cv: int, random_state: int
-) -> tuple[np.ndarray, float, float]:
-    """Logistic head with C picked by stratified ``cv``-fold log-loss: (coef, intercept, C).
+) -> tuple[np.ndarray, float, float, np.ndarray | None]:
+    """Logistic head with C picked by stratified ``cv``-fold log-loss: (coef, intercept, C, out-of-fold p).
 
-    With fewer than two examples of a class, a smoothed constant rate (coef 0, C reported as 0).
+    With fewer than two examples of a class, a smoothed constant rate (coef 0, C reported as 0, no
+    out-of-fold predictions).
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -209,10 +222,10 @@ def _fit_head(
     k, total = int(y.sum()), int(y.size)
     minority = min(k, total - k)
     if minority < 2:
-        return np.zeros(Z.shape[1]), math.log((k + 1) / (total - k + 1)), 0.0
+        return np.zeros(Z.shape[1]), math.log((k + 1) / (total - k + 1)), 0.0, None
     folds = min(cv, minority)
-    best_c, best_loss = Cs[0], math.inf
-    if len(Cs) > 1 and folds >= 2:
+    best_c, best_loss, best_p = Cs[0], math.inf, None
+    if folds >= 2:
         splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=random_state)
         for c in Cs:
             clf = LogisticRegression(C=c, max_iter=2000)
@@ -220,9 +233,54 @@ def _fit_head(
             p = np.clip(p, 1e-6, 1 - 1e-6)
             loss = -np.mean(y * np.log(p) + (~y) * np.log(1 - p))
             if loss < best_loss - 1e-9:
-                best_c, best_loss = c, loss
+                best_c, best_loss, best_p = c, loss, p
     clf = LogisticRegression(C=best_c, max_iter=2000).fit(Z, y)
-    return clf.coef_[0].copy(), float(clf.intercept_[0]), float(best_c)
+    return clf.coef_[0].copy(), float(clf.intercept_[0]), float(best_c), best_p
+
+
+def _auroc(y: np.ndarray, score: np.ndarray) -> float:
+    """Area under the ROC curve (ties count half); NaN with a single class."""
+    y = np.asarray(y, bool)
+    pos, neg = int(y.sum()), int((~y).sum())
+    if pos == 0 or neg == 0:
+        return math.nan
+    from scipy.stats import rankdata  # a scikit-learn dependency; only used while fitting
+
+    r = rankdata(np.asarray(score, dtype=np.float64))
+    return float((r[y].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p) - np.log1p(-p)
+
+
+def platt_shrink(logits: np.ndarray, y: np.ndarray, grid: int = 41) -> tuple[float, float]:
+    """Recalibration ``a * logit + b`` with ``a`` in [0, 1], by log-loss on (out-of-fold) ``logits``.
+
+    ``a = 0`` (the constant agreement rate) when the logits rank the labels no better than chance;
+    ``a < 1`` shrinks over-confident heads toward the rate. Returns ``(a, b)``.
+    """
+    x = np.asarray(logits, dtype=np.float64)
+    t = np.asarray(y, dtype=np.float64)
+    rate = float(np.clip(t.mean(), 1e-6, 1 - 1e-6))
+    best = (math.inf, 0.0, math.log(rate / (1 - rate)))
+    for a in np.linspace(0.0, 1.0, grid):
+        b = math.log(rate / (1 - rate)) - a * float(x.mean())
+        for _ in range(50):  # Newton on the intercept (convex in b)
+            p = 1.0 / (1.0 + np.exp(-np.clip(a * x + b, -50, 50)))
+            grad, hess = float((p - t).sum()), float((p * (1 - p)).sum())
+            if hess < 1e-12:
+                break
+            step = grad / hess
+            b -= step
+            if abs(step) < 1e-10:
+                break
+        p = np.clip(1.0 / (1.0 + np.exp(-np.clip(a * x + b, -50, 50))), 1e-12, 1 - 1e-12)
+        loss = -float(np.mean(t * np.log(p) + (1 - t) * np.log(1 - p)))
+        if loss < best[0] - 1e-12:
+            best = (loss, float(a), float(b))
+    return best[1], best[2]
 
 
 class AgreementPredictor:
@@ -252,6 +310,10 @@ class AgreementPredictor:
         self.costs: dict[str, float] = {}
         self.n_train: dict[str, int] = {}
         self.chosen_C: dict[str, float] = {}
+        self.rates: dict[str, float] = {}  # training agreement rate per model (reference: 1.0)
+        self.calibration: dict[str, tuple[float, float]] = {}  # head -> (a, b): logit' = a * logit + b
+        self.oof_auroc: dict[str, float] = {}  # out-of-fold AUROC of each head on the training prompts
+        self.routable: list[str] = []  # models on the cost-agreement hull (the ones predict() returns)
         self.embedding_model: str = (embedder or Embedder).name
         self._mean: np.ndarray | None = None
         self._scale: np.ndarray | None = None
@@ -325,23 +387,49 @@ class AgreementPredictor:
 
         coef = np.zeros((len(heads), Z.shape[1]))
         intercept = np.zeros(len(heads))
-        chosen_C, n_train = {}, {}
+        chosen_C, n_train, rates, calibration, oof_auroc = {}, {}, {}, {}, {}
         with _blas_threads(
             1, rescan=True
         ):  # small problems: one BLAS thread is faster, much faster on a busy machine
             for h, m in enumerate(heads):
                 known = np.isfinite(labels[m])
+                y = labels[m][known] > 0.5
                 n_train[m] = int(known.sum())
-                coef[h], intercept[h], chosen_C[m] = _fit_head(
-                    Z[known], labels[m][known] > 0.5, self.Cs, self.cv, self.random_state
+                rates[m] = float(y.mean()) if y.size else math.nan
+                coef[h], intercept[h], chosen_C[m], oof = _fit_head(
+                    Z[known], y, self.Cs, self.cv, self.random_state
                 )
+                if oof is None:
+                    calibration[m], oof_auroc[m] = (1.0, 0.0), math.nan
+                else:
+                    calibration[m] = platt_shrink(_logit(oof), y)
+                    oof_auroc[m] = _auroc(y, oof)
         self.reference = reference
         self.models = [*heads, reference] if reference not in agree else list(agree)
         self.costs = {m: float(c) for m, c in (costs or {}).items()}
         self.chosen_C, self.n_train = chosen_C, n_train
+        self.rates = {**rates, reference: 1.0}
+        self.calibration, self.oof_auroc = calibration, oof_auroc
+        self.routable = self.hull_models()
         self._heads = heads
         self._mean, self._scale, self._coef, self._intercept = mean, scale, coef, intercept
         return self
+
+    def hull_models(self, costs: Mapping[str, float] | None = None) -> list[str]:
+        """Models on the upper concave hull of (mean cost, training agreement rate), cheapest first.
+
+        ``costs`` default to the training prices (:attr:`costs`); without a price for every model, every
+        model is kept. The reference is always kept (agreement 1 with itself).
+        """
+        costs = self.costs if costs is None else costs
+        if self.reference is None:
+            return []
+        if any(m not in costs or not math.isfinite(float(costs[m])) for m in self.models):
+            return list(self.models)
+        rates = {m: (1.0 if m == self.reference else self.rates.get(m, math.nan)) for m in self.models}
+        if any(not math.isfinite(r) for r in rates.values()):
+            return list(self.models)
+        return cost_agreement_hull(rates, {m: float(costs[m]) for m in self.models}, self.reference)
 
     # -- inference ----------------------------------------------------------------------------------
 
@@ -352,14 +440,25 @@ class AgreementPredictor:
             )
 
     def predict(
-        self, prompts: Sequence[str], *, embeddings: np.ndarray | None = None
+        self,
+        prompts: Sequence[str],
+        *,
+        embeddings: np.ndarray | None = None,
+        all_models: bool = False,
+        calibrated: bool = True,
     ) -> dict[str, np.ndarray]:
-        """``{model: P(agrees with reference)}`` per prompt, for every model; the reference gets 1.0."""
+        """``{model: P(agrees with reference)}`` per prompt; the reference gets 1.0.
+
+        By default only the routable models (:attr:`routable`: on the cost-agreement hull of the training
+        data) are returned, so that a selector never picks a dominated model; ``all_models=True`` returns
+        every model seen in training. ``calibrated=False`` skips the out-of-fold recalibration.
+        """
         self._check_fitted()
         assert self._mean is not None and self._scale is not None and self._intercept is not None
+        names = self.models if all_models or not self.routable else self.routable
         n = len(prompts)
         if n == 0:
-            return {m: np.zeros(0) for m in self.models}
+            return {m: np.zeros(0) for m in names}
         X = self.features(prompts, embeddings)
         if X.shape[1] != self._mean.shape[0]:
             raise DataError(
@@ -368,13 +467,18 @@ class AgreementPredictor:
             )
         Z = (X - self._mean) / self._scale
         logits = Z @ self._coef.T + self._intercept  # [n, heads]
-        probs = 1.0 / (1.0 + np.exp(-np.clip(logits, -50, 50)))
-        out = {m: probs[:, h] for h, m in enumerate(self._heads)}
+        out = {}
+        for h, m in enumerate(self._heads):
+            z = logits[:, h]
+            if calibrated:
+                a, b = self.calibration.get(m, (1.0, 0.0))
+                z = a * z + b
+            out[m] = 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
         out[self.reference] = np.ones(n)
-        return {m: out[m] for m in self.models}
+        return {m: out[m] for m in names}
 
-    def predict_one(self, prompt: str) -> dict[str, float]:
-        return {m: float(p[0]) for m, p in self.predict([prompt]).items()}
+    def predict_one(self, prompt: str, *, all_models: bool = False) -> dict[str, float]:
+        return {m: float(p[0]) for m, p in self.predict([prompt], all_models=all_models).items()}
 
     # -- persistence --------------------------------------------------------------------------------
 
@@ -393,6 +497,10 @@ class AgreementPredictor:
             "costs": self.costs,
             "n_train": self.n_train,
             "chosen_C": self.chosen_C,
+            "rates": self.rates,
+            "calibration": {m: list(ab) for m, ab in self.calibration.items()},
+            "oof_auroc": {m: (None if math.isnan(v) else v) for m, v in self.oof_auroc.items()},
+            "routable": self.routable,
             "use_cheap_features": self.use_cheap_features,
             "cheap_feature_names": list(CHEAP_FEATURE_NAMES) if self.use_cheap_features else [],
             "embedding_model": self.embedding_model,
@@ -425,7 +533,7 @@ class AgreementPredictor:
             raise DataError(
                 f"Cannot read router predictor {path}: {exc}. Retrain it or check the path."
             ) from exc
-        if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
+        if meta.get("format") != FORMAT or meta.get("version") not in (1, FORMAT_VERSION):
             raise DataError(
                 f"{path} is not a router predictor of format {FORMAT} v{FORMAT_VERSION} "
                 f"(found {meta.get('format')} v{meta.get('version')}). Retrain it with this smartmix version."
@@ -443,6 +551,13 @@ class AgreementPredictor:
         self.costs = {k: float(v) for k, v in meta["costs"].items()}
         self.n_train = {k: int(v) for k, v in meta["n_train"].items()}
         self.chosen_C = {k: float(v) for k, v in meta["chosen_C"].items()}
+        # version 1 files: no recalibration, every model routable
+        self.rates = {k: float(v) for k, v in meta.get("rates", {}).items()}
+        self.calibration = {k: (float(v[0]), float(v[1])) for k, v in meta.get("calibration", {}).items()}
+        self.oof_auroc = {
+            k: (math.nan if v is None else float(v)) for k, v in meta.get("oof_auroc", {}).items()
+        }
+        self.routable = list(meta.get("routable") or self.models)
         self._mean, self._scale = arrays["mean"], arrays["scale"]
         self._coef, self._intercept = arrays["coef"], arrays["intercept"]
         return self

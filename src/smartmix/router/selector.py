@@ -18,6 +18,7 @@ from numpy.typing import ArrayLike
 from smartmix.errors import ConfigError, PriceError, UnknownModelError
 
 __all__ = [
+    "cost_agreement_hull",
     "expected_agreement",
     "expected_cost",
     "select_budget",
@@ -64,6 +65,47 @@ def _arrays(
     if np.isnan(P).any():
         raise ConfigError("Predicted probabilities contain NaN.")
     return names, P, C, names.index(reference)
+
+
+def cost_agreement_hull(
+    rates: Mapping[str, float], costs: Mapping[str, float], reference: str | None = None
+) -> list[str]:
+    """Models on the upper concave hull of (cost, agreement rate), cheapest first, ending at the reference.
+
+    These are the models worth routing to: a model below the hull agrees less, at its price, than a random
+    mix of its two hull neighbours (e.g. the cheapest model and the reference) at the same mean cost.
+    The reference (default: the priciest model) counts as agreement 1.0 whatever ``rates`` says; models
+    dearer than it are dropped; among equally priced models only the best rate is kept.
+    """
+    if not rates:
+        raise ConfigError("No agreement rates given.")
+    missing = [m for m in rates if m not in costs]
+    if missing:
+        raise PriceError(f"No price for {', '.join(missing)}.")
+    if reference is None:
+        reference = max(rates, key=lambda m: float(costs[m]))
+    pts = {m: (float(costs[m]), 1.0 if m == reference else float(rates[m])) for m in rates}
+    pts[reference] = (float(costs[reference]), 1.0)
+    c_ref = pts[reference][0]
+    order = sorted(
+        (m for m in pts if pts[m][0] <= c_ref and (m == reference or pts[m][0] < c_ref)),
+        key=lambda m: (pts[m][0], -pts[m][1], m != reference),
+    )
+    hull: list[str] = []
+    for m in order:
+        x, y = pts[m]
+        if hull and pts[hull[-1]][0] == x:  # same price: the first (best) one stays
+            continue
+        if hull and y <= pts[hull[-1]][1]:  # costs more, agrees no more
+            continue
+        while len(hull) >= 2:
+            (x1, y1), (x2, y2) = pts[hull[-2]], pts[hull[-1]]
+            if (x2 - x1) * (y - y1) - (y2 - y1) * (x - x1) >= 0:  # middle point on or under the chord
+                hull.pop()
+            else:
+                break
+        hull.append(m)
+    return hull
 
 
 def _names(names: list[str], idx: np.ndarray) -> np.ndarray:
