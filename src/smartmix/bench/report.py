@@ -188,7 +188,8 @@ def datasets_markdown(rows: Sequence[Row], misses: Sequence[Miss], info: RunInfo
         "fraction of the two-tier limit on the same batch (median). The learned limits pay for what a valid "
         "method must learn: a reference-labelled random sample, one Clopper–Pearson bound at δ, the sample "
         "size, the model and the mix shape chosen in hindsight (no repeated looks, no δ split): what a valid "
-        "method could reach if told the best sample size (src/smartmix/bench/limits.py).",
+        "method could reach if told the best sample size (src/smartmix/bench/limits.py; priced on the first "
+        "100 trials of each setting).",
     )
     keys = list(dict.fromkeys((r.n, r.confidence) for r in rows))
     for n, conf in keys:
