@@ -6,7 +6,9 @@ Three processes on this machine: a minimal OpenAI-compatible upstream (answers a
 server in front of it (route: a fixed model), and this load generator (asyncio + httpx, N concurrent
 clients, each sending chat completions back to back). The same load runs first against the upstream
 directly, then through smartmix; added latency = smartmix's percentile minus the direct one. Any non-200
-answer or transport error counts as an error. Writes benchmarks/results/server_load.md.
+answer or transport error counts as an error. Also reported: the CPU time each process spent per request
+(Linux /proc), which says what the proxy itself costs whatever the load generator manages to send.
+Writes benchmarks/results/server_load.md.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -56,6 +59,34 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
                 return
         time.sleep(0.05)
     raise RuntimeError(f"nothing listens on port {port}")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (Linux), None where /proc is not there."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def measured(url: str, clients: int, seconds: float, key: str | None, pids: dict[str, int]) -> dict:
+    """:func:`load`, plus the CPU milliseconds per request of this load generator and of ``pids``."""
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    own = own_cpu_seconds()
+    result = asyncio.run(load(url, clients, seconds, key))
+    n = max(1, result["requests"] + result["errors"])
+    result["cpu_ms"] = {"load generator": (own_cpu_seconds() - own) / n * 1000}
+    for name, pid in pids.items():
+        after = cpu_seconds(pid)
+        if before[name] is not None and after is not None:
+            result["cpu_ms"][name] = (after - before[name]) / n * 1000
+    return result
 
 
 async def load(url: str, clients: int, seconds: float, key: str | None) -> dict:
@@ -118,8 +149,10 @@ def main() -> None:
             env=env, stdout=subprocess.DEVNULL,
         ))
         wait_port(sm_port)
-        direct = asyncio.run(load(f"http://127.0.0.1:{up_port}/v1/chat/completions", args.clients, args.seconds, None))
-        routed = asyncio.run(load(f"http://127.0.0.1:{sm_port}/v1/chat/completions", args.clients, args.seconds, key))
+        direct = measured(f"http://127.0.0.1:{up_port}/v1/chat/completions", args.clients, args.seconds, None,
+                          {"upstream": procs[0].pid})
+        routed = measured(f"http://127.0.0.1:{sm_port}/v1/chat/completions", args.clients, args.seconds, key,
+                          {"upstream": procs[0].pid, "smartmix": procs[1].pid})
     finally:
         for p in procs:
             p.terminate()
@@ -136,6 +169,17 @@ def main() -> None:
     for name, r in rows:
         lines.append(f"| {name} | {r['requests']:,} | {r['errors']} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |")
     lines += ["", f"Added latency: p50 {routed['p50_ms'] - direct['p50_ms']:+.1f} ms, p99 {routed['p99_ms'] - direct['p99_ms']:+.1f} ms."]
+    names = ["load generator", "upstream", "smartmix"]
+    lines += [
+        "",
+        "CPU time per request (ms), by process:",
+        "",
+        "| target | " + " | ".join(names) + " |",
+        "| --- | " + " | ".join("---" for _ in names) + " |",
+    ]
+    for name, r in rows:
+        cells = [f"{r['cpu_ms'][p]:.3f}" if p in r["cpu_ms"] else "—" for p in names]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     text = "\n".join(lines)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text + "\n")
