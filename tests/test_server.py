@@ -135,3 +135,211 @@ def test_journal_has_costs_but_no_prompt_or_key(smartmix_server, tmp_path):
 
     runs = Journal(tmp_path / "server.sqlite").runs()
     assert runs and runs[0].cost_usd > 0
+
+
+# ------------------------------------------------------------------------------------------------------
+# The fast proxy path: what it must keep doing
+
+
+def stop(served: Served) -> None:
+    served.server.should_exit = True
+    served.thread.join(timeout=10)
+    assert not served.thread.is_alive()
+
+
+def journal_calls(path) -> tuple[list, list[dict]]:
+    from smartmix.journal import Journal
+
+    with Journal(path) as j:
+        runs = j.runs()
+        return runs, [c for r in runs for c in j.calls(r.run_id)]
+
+
+def test_streaming_passes_through_chunk_by_chunk_and_is_charged(upstream, tmp_path):
+    upstream.control.reset()
+    upstream.control.set_answers(lambda model, prompt: "one two three four")
+    served = Served(create_app(parse_config(job(upstream.base_url, tmp_path))))
+    with served:
+        c = client(served.base_url)
+        raw = c.chat.completions.with_raw_response.create(
+            model="big", messages=[{"role": "user", "content": "s"}], stream=True
+        )
+        assert raw.headers["x-smartmix-model"] == "big" and raw.headers["content-type"].startswith("text/event-stream")
+        chunks = [ch for ch in raw.parse() if ch.choices]
+        assert len(chunks) >= 4 and "".join(ch.choices[0].delta.content or "" for ch in chunks) == "one two three four"
+        text = "".join(ch.choices[0].text for ch in c.completions.create(model="cheap", prompt="p", stream=True) if ch.choices)
+        assert text == "one two three four"
+        stop(served)
+    runs, calls = journal_calls(tmp_path / "server.sqlite")
+    assert runs[0].status == "stopped" and [c["model"] for c in calls] == ["big", "cheap"]
+    assert all(c["cost_usd"] > 0 for c in calls)  # usage read from the stream's last chunk
+
+
+def test_every_request_is_journaled_incl_the_shutdown_flush(upstream, tmp_path):
+    import asyncio
+
+    import httpx
+
+    upstream.control.reset()
+    upstream.control.set_answers(lambda model, prompt: "yes")
+    upstream.control.set_top_logprobs("cheap", [("yes", math.log(0.5)), ("no", math.log(0.45))])  # escalates
+    served = Served(create_app(parse_config(job(upstream.base_url, tmp_path))))
+    n = 150
+
+    async def burst(base_url: str) -> list[float]:
+        async with httpx.AsyncClient(base_url=base_url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30) as h:
+            replies = await asyncio.gather(*(
+                h.post("/chat/completions", json={"model": "big" if i % 2 else "auto",
+                                                  "messages": [{"role": "user", "content": f"q{i}"}]})
+                for i in range(n)
+            ))
+        assert all(r.status_code == 200 for r in replies)
+        return [r.json()["smartmix"]["cost_usd"] for r in replies]
+
+    with served:
+        costs = asyncio.run(burst(served.base_url))
+        stop(served)
+    runs, calls = journal_calls(tmp_path / "server.sqlite")
+    # "big": one call each; "auto": the cheap call that was not confident enough, then the reference
+    assert len(calls) == n // 2 + 2 * (n // 2)
+    assert sum(c["model"] == "cheap" for c in calls) == n // 2
+    assert runs[0].status == "stopped" and runs[0].n_calls == len(calls)
+    assert runs[0].cost_usd == pytest.approx(sum(costs) + sum(c["cost_usd"] for c in calls if c["model"] == "cheap"))
+
+
+def test_journal_writer_commits_everything_queued_on_close(tmp_path):
+    from smartmix.journal import Journal
+    from smartmix.server_journal import JournalWriter
+
+    journal = Journal(tmp_path / "j.sqlite")
+    journal.start_run("r", {}, 0)
+    writer = JournalWriter(journal, "r", max_batch=64)
+    with journal._lock:  # the database is busy: rows pile up in the queue, requests do not wait
+        t0 = time.perf_counter()
+        for i in range(1000):
+            writer.record("m", f"id-{i}", "answer", 0.001)
+        assert time.perf_counter() - t0 < 1.0
+        assert writer.written < 1000
+    writer.close()
+    writer.record("m", "late", "answer", 0.001)  # after close: written at once
+    assert writer.written == 1001 and writer.failed == 0
+    calls = journal.calls("r")
+    assert len(calls) == 1001 and sum(c["cost_usd"] for c in calls) == pytest.approx(1.001)
+    journal.close()
+
+
+def test_requests_do_not_wait_for_the_journal(smartmix_server):
+    served, upstream = smartmix_server
+    upstream.control.set_answers(lambda model, prompt: "quick")
+    journal = served.server.config.app.state.journal_writer.journal
+    with journal._lock:  # a slow disk: the journal is busy for as long as the request takes
+        reply = client(served.base_url).with_options(timeout=5).chat.completions.create(
+            model="big", messages=[{"role": "user", "content": "x"}]
+        )
+        assert reply.choices[0].message.content == "quick"
+
+
+def test_upstream_errors_answer_502_with_the_reason(smartmix_server):
+    served, upstream = smartmix_server
+    c = client(served.base_url)
+    for kind, reason in [("error", "answered HTTP 500"), ("garbage", "not JSON"), ("malformed", "not JSON"),
+                         ("drop", "unreachable")]:
+        upstream.control.add_fault(kind, count=1)
+        with pytest.raises(openai.APIStatusError) as err:
+            c.chat.completions.create(model="big", messages=[{"role": "user", "content": "x"}])
+        assert err.value.status_code == 502 and reason in str(err.value), (kind, str(err.value))
+    assert c.chat.completions.create(model="big", messages=[{"role": "user", "content": "x"}]).choices
+
+
+def test_bad_request_bodies(smartmix_server):
+    import httpx
+
+    served, _ = smartmix_server
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    r = httpx.post(served.base_url + "/chat/completions", content=b"{nope", headers=headers)
+    assert r.status_code == 400 and "not JSON" in r.json()["error"]["message"]
+    r = httpx.post(served.base_url + "/chat/completions", content=b"[1, 2]", headers=headers)
+    assert r.status_code == 400
+    r = httpx.post(served.base_url + "/chat/completions", json={"model": "x"}, headers={"Authorization": "Bearer no"})
+    assert r.status_code == 401
+    assert httpx.get(served.base_url + "/models", headers={"Authorization": "Bearer no"}).status_code == 401
+
+
+class _CountingUpstream:
+    """A bare HTTP/1.1 keep-alive upstream (stdlib) that notes which client connection each request came on."""
+
+    def __init__(self):
+        import http.server
+        import json
+
+        seen = self.connections = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                seen.append(self.client_address)
+                body = json.dumps({"id": "c", "object": "chat.completion", "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 3, "completion_tokens": 1}}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+def test_upstream_connections_are_kept_alive_and_reused(tmp_path):
+    up = _CountingUpstream()
+    try:
+        with Served(create_app(parse_config(job(up.base_url, tmp_path)))) as served:
+            c = client(served.base_url)
+            for i in range(20):
+                assert c.chat.completions.create(model="big", messages=[{"role": "user", "content": f"{i}"}]).choices
+        assert len(up.connections) == 20 and len(set(up.connections)) == 1
+    finally:
+        up.httpd.shutdown()
+
+
+def test_router_route_picks_per_prompt(upstream, tmp_path):
+    import numpy as np
+
+    from smartmix.router.embedding import HashingEmbedder
+    from smartmix.router.predictor import AgreementPredictor
+
+    prompts = [f"question {i} about {'physics' if i % 2 else 'history'} and more words" for i in range(80)]
+    agree = {"cheap": np.array([i % 2 == 0 for i in range(80)], dtype=float), "big": np.ones(80)}
+    path = AgreementPredictor(HashingEmbedder(), Cs=(1.0,)).fit(prompts, agree, "big").save(tmp_path / "r.npz")
+    raw = job(upstream.base_url, tmp_path)
+    raw["routes"]["smart"] = {"type": "router", "predictor": str(path), "theta": 0.5}
+    upstream.control.reset()
+    app = create_app(parse_config(raw))
+    with Served(app) as served:
+        c = client(served.base_url)
+        for offload in (False, True):  # on the event loop (hashing features) or in a worker thread (MiniLM)
+            app.state.routes["smart"].offload = offload
+            for prompt, model in [("question 90 about history and more words", "cheap"),
+                                  ("question 91 about physics and more words", "big")]:
+                reply = c.chat.completions.create(model="smart", messages=[{"role": "user", "content": prompt}])
+                assert reply.model_extra["smartmix"]["model"] == model
+
+
+def test_cascade_answer_streams_as_one_chunk(smartmix_server):
+    served, upstream = smartmix_server
+    upstream.control.set_answers(lambda model, prompt: "yes")
+    upstream.control.set_top_logprobs("cheap", [("yes", math.log(0.95)), ("no", math.log(0.05))])
+    raw = client(served.base_url).chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": "q"}], stream=True
+    )
+    assert raw.headers["x-smartmix-model"] == "cheap" and float(raw.headers["x-smartmix-cost-usd"]) > 0
+    chunks = list(raw.parse())
+    assert len(chunks) == 1 and chunks[0].choices[0].delta.content == "yes"
+    assert chunks[0].model_extra["smartmix"]["model"] == "cheap"

@@ -18,10 +18,9 @@ only as a hash, keys never.
 """
 
 
+import asyncio
 import contextlib
-import hashlib
 import hmac
-import json
 import math
 import os
 import time
@@ -29,13 +28,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from smartmix.backends.base import Completion, Message, Request
+from smartmix.backends.base import Completion
 from smartmix.config import JobConfig, build_pool
 from smartmix.errors import ConfigError
 from smartmix.models import Pool
 from smartmix.scores import confidence_score
+from smartmix.upstream import DEFAULT_CONNECTIONS, ENDPOINTS, UpstreamDown, Upstreams, dumps, loads
 
-ENDPOINTS = {"chat": "/chat/completions", "completions": "/completions"}
+__all__ = ["ENDPOINTS", "Route", "UpstreamDown", "Upstreams", "create_app", "parse_routes"]
 
 
 @dataclass
@@ -48,6 +48,7 @@ class Route:
     predictor: Any = None
     theta: float | None = None
     lam: float | None = None
+    offload: bool = False  # run the predictor in a worker thread (a neural embedder), not on the event loop
 
 
 def parse_routes(config: JobConfig, pool: Pool) -> dict[str, Route]:
@@ -95,117 +96,100 @@ def _router_route(name: str, raw: dict, pool: Pool) -> Route:
     return route
 
 
-class Upstreams:
-    """HTTP to the pool's real endpoints, one pooled client for all."""
-
-    def __init__(self, config: JobConfig):
-        import httpx
-
-        self.config = config
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(120.0, connect=10.0),
-            limits=httpx.Limits(max_connections=2048, max_keepalive_connections=1024),
-        )
-        self.keys: dict[str, str] = {}
-        for name, m in config.models.items():
-            if m.api_key_env:
-                key = os.environ.get(m.api_key_env)
-                if not key:
-                    raise ConfigError(f"model {name}: the environment variable {m.api_key_env} (its API key) is not set")
-                self.keys[name] = key
-
-    def url(self, model: str, api: str) -> str:
-        base = self.config.models[model].base_url or "https://api.openai.com/v1"
-        return base.rstrip("/") + ENDPOINTS[api]
-
-    def headers(self, model: str) -> dict[str, str]:
-        key = self.keys.get(model)
-        return {"Authorization": f"Bearer {key}"} if key else {}
-
-    def body(self, model: str, body: dict) -> dict:
-        m = self.config.models[model]
-        return dict(body, model=m.provider_model or model)
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
-
-
-class UpstreamDown(Exception):
-    pass
-
-
 def create_app(config: JobConfig, *, reference: str | None = None, journal_path: str | None = None):
+    """The ASGI app (FastAPI). Everything per-route is worked out here, once: the pool, the routes (a
+    router's predictor loaded and warmed up), the upstream URLs and headers; per request the hot path
+    parses the body once (orjson), makes one upstream call on a shared keep-alive session (aiohttp),
+    writes the answer once, and queues the journal row for a background writer."""
     from fastapi import FastAPI
-    from fastapi import Request as HTTPRequest
-    from fastapi.responses import JSONResponse, StreamingResponse
+    from starlette.requests import Request as HTTPRequest
+    from starlette.responses import Response, StreamingResponse
 
     pool = build_pool(config, reference=reference)
     routes = parse_routes(config, pool)
+    for route in routes.values():
+        if route.kind == "router":
+            _warm_up(route, pool)
     server_cfg = config.extra.get("server", {})
-    keys = _client_keys(server_cfg)
-    upstreams = Upstreams(config)
-    journal = None
+    keys = [k.encode() for k in _client_keys(server_cfg)]
+    upstreams = Upstreams(config, connections=_connections(server_cfg))
+    journal = writer = None
     run_id = f"server-{time.strftime('%Y%m%dT%H%M%S')}"
     if journal_path or server_cfg.get("journal"):
         from smartmix.journal import Journal
+        from smartmix.server_journal import JournalWriter
 
         journal = Journal(journal_path or server_cfg["journal"])
         journal.start_run(run_id, {"server": True, "routes": sorted(routes)}, 0)
+        writer = JournalWriter(journal, run_id)
+    route_list = ", ".join(sorted(routes))
+    models_body = dumps({
+        "object": "list",
+        "data": [{"id": name, "object": "model", "owned_by": "smartmix", "route": r.kind} for name, r in routes.items()],
+    })
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
-        yield
-        await upstreams.aclose()
-        if journal is not None:
-            journal.finish_run(run_id, "stopped")
-            journal.close()
+        await upstreams.start()
+        try:
+            yield
+        finally:
+            try:
+                await upstreams.aclose()
+            finally:
+                if journal is not None:
+                    writer.close()  # every queued row is committed before the run is closed
+                    journal.finish_run(run_id, "stopped")
+                    journal.close()
 
-    app = FastAPI(title="smartmix", docs_url=None, redoc_url=None, lifespan=lifespan)
+    app = FastAPI(title="smartmix", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
 
-    def error(status: int, message: str, kind: str) -> JSONResponse:
-        return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
+    def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+        return Response(dumps(content), status_code=status, headers=headers, media_type="application/json")
+
+    def error(status: int, message: str, kind: str) -> Response:
+        return json_response({"error": {"message": message, "type": kind, "code": status}}, status)
 
     def authorised(request: HTTPRequest) -> bool:
         if not keys:
             return True
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        return any(hmac.compare_digest(given.encode(), k.encode()) for k in keys)
+        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip().encode()
+        return any(hmac.compare_digest(given, k) for k in keys)
 
-    @app.get("/v1/models")
-    async def models(request: HTTPRequest):
+    async def models(request: HTTPRequest) -> Response:
         if not authorised(request):
             return error(401, "invalid API key for this smartmix server", "invalid_request_error")
-        data = [{"id": name, "object": "model", "owned_by": "smartmix", "route": r.kind} for name, r in routes.items()]
-        return {"object": "list", "data": data}
+        return Response(models_body, media_type="application/json")
 
-    async def handle(request: HTTPRequest, api: str):
+    async def handle(request: HTTPRequest, api: str) -> Response:
         if not authorised(request):
             return error(401, "invalid API key for this smartmix server", "invalid_request_error")
         try:
-            body = await request.json()
+            body = loads(await request.body())
         except ValueError:
             return error(400, "the request body is not JSON", "invalid_request_error")
+        if not isinstance(body, dict):
+            return error(400, "the request body is not a JSON object", "invalid_request_error")
         name = body.get("model")
-        route = routes.get(name)
+        route = routes.get(name) if isinstance(name, str) else None
         if route is None:
-            return error(
-                404, f"unknown route '{name}'. Routes: {', '.join(sorted(routes))}", "invalid_request_error"
-            )
+            return error(404, f"unknown route '{name}'. Routes: {route_list}", "invalid_request_error")
         try:
             return await serve_route(route, body, api)
         except UpstreamDown as exc:
             return error(502, str(exc), "upstream_error")
 
-    async def serve_route(route: Route, body: dict, api: str):
+    async def serve_route(route: Route, body: dict, api: str) -> Response:
         stream = bool(body.get("stream"))
         escalated = False
         if route.kind == "model":
             model = route.model
         elif route.kind == "router":
-            model = pick_by_router(route, body, api)
+            model = await pick_by_router(route, body, api)
         else:
             for model in route.chain:
-                response = await call(model, dict(body, stream=False, logprobs=True, top_logprobs=5) if api == "chat" else dict(body, stream=False, logprobs=5), api)
+                asked = dict(body, stream=False, logprobs=True, top_logprobs=5) if api == "chat" else dict(body, stream=False, logprobs=5)
+                response = await upstreams.post_json(model, asked, api)
                 if score_of(response, api) >= route.threshold:
                     return finish(route, model, response, escalated, stream, api)
                 charge(model, response, api)
@@ -213,39 +197,14 @@ def create_app(config: JobConfig, *, reference: str | None = None, journal_path:
             model = pool.reference.name
         if stream:
             return await stream_through(route, model, body, api, escalated)
-        response = await call(model, dict(body, stream=False), api)
+        response = await upstreams.post_json(model, dict(body, stream=False), api)
         return finish(route, model, response, escalated, False, api)
 
-    def pick_by_router(route: Route, body: dict, api: str) -> str:
-        from smartmix.router.selector import select_budget, select_threshold
-
+    async def pick_by_router(route: Route, body: dict, api: str) -> str:
         prompt = prompt_text(body, api)
-        pred = route.predictor.predict([prompt])
-        costs = {m: typical_cost(m, prompt) for m in pred}
-        if route.theta is not None:
-            return str(select_threshold(pred, costs, route.theta, reference=pool.reference.name)[0])
-        return str(select_budget(pred, costs, lam=route.lam, reference=pool.reference.name)[0])
-
-    def typical_cost(model: str, prompt: str) -> float:
-        from smartmix.models import estimate_tokens
-
-        return pool.spec(model).cost(estimate_tokens(prompt), 16)
-
-    async def call(model: str, body: dict, api: str) -> dict:
-        import httpx
-
-        try:
-            r = await upstreams.client.post(upstreams.url(model, api), json=upstreams.body(model, body), headers=upstreams.headers(model))
-        except httpx.HTTPError as exc:
-            raise UpstreamDown(
-                f"upstream for model '{model}' is unreachable ({type(exc).__name__}); check its base_url and that it is running"
-            ) from None
-        if r.status_code >= 400:
-            raise UpstreamDown(f"upstream for model '{model}' answered HTTP {r.status_code}")
-        try:
-            return r.json()
-        except ValueError:
-            raise UpstreamDown(f"upstream for model '{model}' answered something that is not JSON") from None
+        if route.offload:  # a neural embedder takes milliseconds: keep the event loop free meanwhile
+            return await asyncio.to_thread(_router_pick, route, pool, prompt)
+        return _router_pick(route, pool, prompt)
 
     def cost_of(model: str, response: dict) -> float:
         usage = response.get("usage") or {}
@@ -256,58 +215,81 @@ def create_app(config: JobConfig, *, reference: str | None = None, journal_path:
 
     def charge(model: str, response: dict, api: str) -> float:
         cost = cost_of(model, response)
-        if journal is not None:
-            text = answer_text(response, api)
-            digest = hashlib.sha256(json.dumps(response.get("id", ""), default=str).encode()).hexdigest()
-            request = Request(model=model, messages=(Message("user", digest),), item_id=None)
-            journal.record(run_id, request, Completion(model=model, text=text), phase="serve", cost_usd=cost)
+        if writer is not None:
+            writer.record(model, response.get("id", ""), answer_text(response, api), cost)
         return cost
 
-    def finish(route: Route, model: str, response: dict, escalated: bool, stream: bool, api: str):
+    def finish(route: Route, model: str, response: dict, escalated: bool, stream: bool, api: str) -> Response:
         cost = charge(model, response, api)
         response["smartmix"] = {"route": route.name, "model": model, "cost_usd": cost, "escalated": escalated}
         headers = {"x-smartmix-model": model, "x-smartmix-cost-usd": f"{cost:.10f}"}
         if stream:
             return StreamingResponse(_as_sse(response, api), media_type="text/event-stream", headers=headers)
-        return JSONResponse(response, headers=headers)
+        return json_response(response, headers=headers)
 
-    async def stream_through(route: Route, model: str, body: dict, api: str, escalated: bool):
-        import httpx
-
+    async def stream_through(route: Route, model: str, body: dict, api: str, escalated: bool) -> Response:
         streamed = dict(body, stream_options={"include_usage": True})  # the last chunk then carries usage
-        request = upstreams.client.build_request(
-            "POST", upstreams.url(model, api), json=upstreams.body(model, streamed), headers=upstreams.headers(model)
-        )
-        try:
-            upstream = await upstreams.client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise UpstreamDown(f"upstream for model '{model}' is unreachable ({type(exc).__name__})") from None
+        upstream = await upstreams.open_stream(model, streamed, api)
 
         async def relay() -> AsyncIterator[bytes]:
             tail = b""
             usage: dict = {}
             try:
-                async for chunk in upstream.aiter_raw():
+                async for chunk in upstream.chunks():
                     yield chunk
                     tail = (tail + chunk)[-8192:]
-                    usage = _usage_in(tail) or usage
+                    if b'"usage"' in tail:
+                        usage = _usage_in(tail) or usage
             finally:
-                await upstream.aclose()
+                upstream.close()
                 charge(model, {"usage": usage}, api)
 
         headers = {"x-smartmix-model": model, "x-smartmix-route": route.name, "x-smartmix-escalated": str(escalated).lower()}
-        return StreamingResponse(relay(), status_code=upstream.status_code, media_type="text/event-stream", headers=headers)
+        return StreamingResponse(relay(), status_code=upstream.status, media_type="text/event-stream", headers=headers)
 
-    @app.post("/v1/chat/completions")
-    async def chat(request: HTTPRequest):
+    async def chat(request: HTTPRequest) -> Response:
         return await handle(request, "chat")
 
-    @app.post("/v1/completions")
-    async def completions(request: HTTPRequest):
+    async def completions(request: HTTPRequest) -> Response:
         return await handle(request, "completions")
 
+    # Plain (Starlette) routes: the handlers take the raw request, so FastAPI has no parameters to solve
+    # or validate and no response model to serialise; the body is parsed once, by orjson.
+    app.add_route("/v1/chat/completions", chat, methods=["POST"])
+    app.add_route("/v1/completions", completions, methods=["POST"])
+    app.add_route("/v1/models", models, methods=["GET"])
+
     app.state.routes = routes
+    app.state.upstreams = upstreams
+    app.state.journal_writer = writer
     return app
+
+
+def _router_pick(route: Route, pool: Pool, prompt: str) -> str:
+    from smartmix.models import estimate_tokens
+    from smartmix.router.selector import select_budget, select_threshold
+
+    pred = route.predictor.predict([prompt])
+    n_in = estimate_tokens(prompt)
+    costs = {m: pool.spec(m).cost(n_in, 16) for m in pred}
+    if route.theta is not None:
+        return str(select_threshold(pred, costs, route.theta, reference=pool.reference.name)[0])
+    return str(select_budget(pred, costs, lam=route.lam, reference=pool.reference.name)[0])
+
+
+def _warm_up(route: Route, pool: Pool) -> None:
+    """Load the router's embedder and its imports now, at startup, not on the first request."""
+    from smartmix.router.embedding import HashingEmbedder
+
+    route.offload = not isinstance(route.predictor.embedder, HashingEmbedder)
+    _router_pick(route, pool, "warm-up")
+
+
+def _connections(server_cfg: dict) -> int:
+    value = server_cfg.get("upstream_connections", DEFAULT_CONNECTIONS)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"[server] upstream_connections must be a whole number >= 1, not {value!r}")
+    return value
 
 
 def _client_keys(server_cfg: dict) -> list[str]:
@@ -352,7 +334,7 @@ def _usage_in(tail: bytes) -> dict | None:
     for line in reversed(tail.split(b"\n")):
         if line.startswith(b"data: {") and b'"usage"' in line:
             try:
-                usage = json.loads(line[6:]).get("usage")
+                usage = loads(line[6:]).get("usage")
             except ValueError:
                 continue
             if usage:
@@ -369,5 +351,5 @@ async def _as_sse(response: dict, api: str) -> AsyncIterator[bytes]:
             {"index": 0, "delta": {"role": "assistant", "content": answer_text(response, api)},
              "finish_reason": (response.get("choices") or [{}])[0].get("finish_reason", "stop")}
         ]
-    yield f"data: {json.dumps(chunk)}\n\n".encode()
+    yield b"data: " + dumps(chunk) + b"\n\n"
     yield b"data: [DONE]\n\n"
