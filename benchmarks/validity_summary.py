@@ -6,7 +6,7 @@ The runs (each writes its own folder under benchmarks/results/validity/; see the
     smartmix bench --suite datasets --trials 1000 --methods mix,cascade --out .../datasets-mix-cascade
     smartmix bench --suite adversarial --trials 1000 --methods cascade --out .../adversarial-cascade
     smartmix bench --suite adversarial --n 10000 --trials 1000 --methods ... --out .../adversarial-*-10k
-    smartmix bench --suite adversarial --n 50000 --trials 200 --methods ... --out .../adversarial-*-50k
+    smartmix bench --suite adversarial --n 50000 --trials 1000 --methods exhaustive,efficient,mix --out .../adversarial-50k
 
 Usage: python benchmarks/validity_summary.py [folder]   (default benchmarks/results/validity)
 """
