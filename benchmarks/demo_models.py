@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import rankdata
 
 try:
     from smartmix.demo.llama_server import LlamaServer, first_token_top_logprobs
@@ -36,6 +35,7 @@ except ImportError:  # running from a checkout without installing: use the src l
 from smartmix.demo.local_models import GEMMA3, SMOLLM2, ensure_models
 from smartmix.demo.prompt import build_prompt, label_margin, parse_label
 from smartmix.demo.reviews import load_reviews
+from smartmix.stats import auroc
 
 
 @dataclass
@@ -57,19 +57,6 @@ class ModelRun:
     repeat_changed: int | None = None
     repeat_margin_diff: float = float("nan")  # largest |change| of the top-2 margin between the two asks
     repeat_n: int = 0
-
-
-def auroc(scores: np.ndarray, positives: np.ndarray) -> float:
-    """Probability that a random positive scores above a random negative (ties count half)."""
-    scores = np.asarray(scores, dtype=float)
-    positives = np.asarray(positives, dtype=bool)
-    keep = ~np.isnan(scores)
-    scores, positives = scores[keep], positives[keep]
-    n_pos, n_neg = int(positives.sum()), int((~positives).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(scores)
-    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 async def ask_all(server: LlamaServer, prompts: list[str], concurrency: int) -> tuple[list[Answer], float]:
@@ -190,7 +177,7 @@ async def main_async(args: argparse.Namespace) -> dict:
         margins = np.array([np.nan if a.margin is None else a.margin for a in run.answers], dtype=float)
         acc = float(correct.mean())
         invalid = float(np.mean([lab is None for lab in labels]))
-        roc = auroc(margins, correct)
+        roc = auroc(correct, margins)
         rps = len(prompts) / run.wall_s
         rpcpu = len(prompts) / run.cpu_s if run.cpu_s > 0 else float("nan")
         p50 = float(np.median([a.latency_s for a in run.answers]) * 1000)
@@ -208,7 +195,7 @@ async def main_async(args: argparse.Namespace) -> dict:
     agree = cheap == ref
     cheap_margins = np.array([np.nan if a.margin is None else a.margin for a in runs[SMOLLM2.name].answers])
     agreement = float(agree.mean())
-    roc_agree = auroc(cheap_margins, agree)
+    roc_agree = auroc(agree, cheap_margins)
     both_rps = 2 * len(prompts) / both_wall if both_wall == both_wall else float("nan")
     print()
     print(f"agreement {SMOLLM2.name} vs {GEMMA3.name}: {agreement:.3f}")

@@ -64,6 +64,7 @@ from smartmix.router import (
     train_from_recorded,
     tune_lambda,
 )
+from smartmix.stats import auroc
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path(os.environ.get("SMARTMIX_DATA", REPO.parent / "shared" / "data"))
@@ -156,12 +157,6 @@ def apgr_cpt(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     apgr = float(np.trapezoid(env, GRID))
     hit = np.nonzero(env >= 0.5 - 1e-12)[0]
     return apgr, (float(GRID[hit[0]]) if hit.size else math.nan)
-
-
-def auroc(y: np.ndarray, p: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(y, p)) if 0 < y.mean() < 1 else math.nan
 
 
 def ece(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:

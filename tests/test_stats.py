@@ -8,8 +8,9 @@ from smartmix.stats import (
     DeltaBudget,
     LookSchedule,
     approx_lower,
-    assignment_margin,
+    auroc,
     binomial_lower,
+    binomial_upper,
     clopper_pearson,
     hypergeom_lower,
     hypergeom_upper,
@@ -70,6 +71,10 @@ def test_hypergeom_bound_covers_at_the_nominal_rate():
 
 def test_binomial_lower_and_clopper_pearson_match_scipy():
     assert binomial_lower(80, 100, 0.025) == pytest.approx(stats.beta.ppf(0.025, 80, 21))
+    assert binomial_upper(20, 100, 0.025) == pytest.approx(stats.beta.ppf(0.975, 21, 80))
+    counts = np.array([0, 5, 50, 100])
+    assert np.allclose(binomial_lower(counts, 100, 0.05), np.where(counts == 0, 0, stats.beta.ppf(0.05, counts, 101 - counts)))
+    assert np.allclose(binomial_upper(counts, 100, 0.05), np.where(counts == 100, 1, stats.beta.ppf(0.95, counts + 1, 100 - counts)))
     lo, hi = clopper_pearson(80, 100, 0.95)
     ci = stats.binomtest(80, 100).proportion_ci(0.95, method="exact")
     assert lo == pytest.approx(ci.low) and hi == pytest.approx(ci.high)
@@ -107,11 +112,6 @@ def test_delta_budget_spends_at_most_delta():
         DeltaBudget(0.05, 1, 1, assignment=0.05)
 
 
-def test_assignment_margin_is_hoeffding():
-    assert assignment_margin(10_000, 0.01) == pytest.approx(math.sqrt(10_000 * math.log(100) / 2))
-    assert assignment_margin(0, 0.01) == 0.0
-
-
 @pytest.mark.parametrize("agreeing,population,drawn,alpha", [(800, 1000, 900, 0.01), (50, 200, 30, 0.05), (5, 10, 5, 0.2)])
 def test_split_lower_is_the_exact_hypergeometric_quantile(agreeing, population, drawn, alpha):
     q = split_lower(agreeing, population, drawn, alpha)
@@ -137,3 +137,9 @@ def test_rest_lower_bound_subtracts_what_was_seen():
     assert rest_lower_bound(90, 100, 100, 1000, 0.01) == pytest.approx((k - 90) / 900)
     # items profiled by the reference but not by this model are counted against it
     assert rest_lower_bound(90, 100, 150, 1000, 0.01) == pytest.approx((k - 90 - 50) / 850)
+
+
+def test_auroc_counts_ties_half_and_skips_unknown_scores():
+    assert auroc([1, 0, 1, 0], [0.9, 0.1, 0.5, 0.5]) == pytest.approx(3.5 / 4)
+    assert auroc([1, 0, 0, 1], [0.9, np.nan, 0.5, 0.3]) == pytest.approx(0.5)  # the NaN item is left out
+    assert math.isnan(auroc([1, 1], [0.1, 0.2]))

@@ -367,12 +367,15 @@ def serve(
     """Serve an OpenAI-compatible endpoint (/v1/chat/completions, /v1/completions, /v1/models) whose
     'model' names a route: a fixed model, a cascade, or the trained router. Point any OpenAI client's
     base URL at http://HOST:PORT/v1."""
-    try:
-        import uvicorn
-    except ImportError:
-        from smartmix.errors import MissingExtraError
+    import importlib.util
 
-        raise MissingExtraError("smartmix serve", "server", "uvicorn") from None
+    from smartmix.errors import MissingExtraError
+
+    for package in ("uvicorn", "fastapi", "aiohttp", "orjson"):  # the `server` extra, checked before any request
+        if importlib.util.find_spec(package) is None:
+            raise MissingExtraError("smartmix serve", "server", package)
+    import uvicorn
+
     from smartmix.server import create_app
 
     cfg = _load_config(config)

@@ -11,7 +11,7 @@ Everything here is pure and deterministic. The guarantee rests on three facts, e
    the stopping rule and whichever bound ends up being used.
 3. When the remaining items are split among several models at random, the realised agreement can fall
    short of its expectation; :func:`split_lower` (the exact hypergeometric quantile of each model's share)
-   covers that gap with its own share of δ. :func:`assignment_margin` (Hoeffding) is the looser closed form.
+   covers that gap with its own share of δ.
 """
 
 from __future__ import annotations
@@ -21,19 +21,21 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 __all__ = [
     "hypergeom_lower",
     "hypergeom_upper",
     "binomial_lower",
+    "binomial_upper",
     "clopper_pearson",
     "wilson_lower",
+    "auroc",
     "LookSchedule",
     "DeltaBudget",
-    "assignment_margin",
     "split_lower",
     "split_margin_estimate",
+    "rest_agreeing_lower",
     "rest_lower_bound",
     "approx_lower",
     "approx_upper",
@@ -121,12 +123,24 @@ def _check_counts(successes: int, draws: int, population: int) -> None:
         raise ValueError(f"need 0 <= successes <= draws <= population, got {successes}, {draws}, {population}")
 
 
-@lru_cache(maxsize=200_000)
-def binomial_lower(successes: int, trials: int, alpha: float) -> float:
-    """One-sided Clopper–Pearson lower bound on a Bernoulli mean (no finite-population correction)."""
-    if successes == 0:
-        return 0.0
-    return float(stats.beta.ppf(alpha, successes, trials - successes + 1))
+def binomial_lower(successes, trials: int, alpha: float):
+    """One-sided Clopper–Pearson lower bound on a Bernoulli mean (no finite-population correction).
+
+    ``successes`` may be an array: the bounds come back as an array of the same shape."""
+    k = np.asarray(successes, dtype=float)
+    with np.errstate(invalid="ignore"):
+        lower = special.betaincinv(np.maximum(k, 1e-300), trials - k + 1, alpha)
+    out = np.where(k <= 0, 0.0, lower)
+    return float(out) if out.ndim == 0 else out
+
+
+def binomial_upper(successes, trials: int, alpha: float):
+    """One-sided Clopper–Pearson upper bound on a Bernoulli mean (1 where every trial succeeded)."""
+    k = np.asarray(successes, dtype=float)
+    with np.errstate(invalid="ignore"):
+        upper = special.betaincinv(k + 1, np.maximum(trials - k, 1e-300), 1.0 - alpha)
+    out = np.where(k >= trials, 1.0, upper)
+    return float(out) if out.ndim == 0 else out
 
 
 @lru_cache(maxsize=200_000)
@@ -234,18 +248,6 @@ class DeltaBudget:
         return self.per_model / max(1, self.n_looks)
 
 
-def assignment_margin(n_rest: int, delta: float) -> float:
-    """Hoeffding margin, in items, for the realised agreement of a random split of ``n_rest`` items.
-
-    The remaining items are split among models by a uniformly random permutation with fixed group sizes;
-    the per-item outcomes are then negatively associated, so Hoeffding's bound applies to their sum:
-    P(sum < E[sum] - margin) <= delta.
-    """
-    if n_rest <= 0 or delta <= 0:
-        return 0.0 if n_rest <= 0 else float("inf")
-    return math.sqrt(n_rest * math.log(1.0 / delta) / 2.0)
-
-
 def split_lower(agreeing: int, population: int, drawn: int, alpha: float) -> int:
     """Exact lower ``alpha``-quantile of a model's agreeing answers on a random share of the remaining items.
 
@@ -275,10 +277,9 @@ def split_margin_estimate(n_rest: int, delta: float) -> float:
     return float(stats.norm.isf(delta)) * math.sqrt(n_rest) / 4.0
 
 
-def rest_lower_bound(
-    successes: int, model_draws: int, profiled: int, population: int, alpha: float
-) -> float:
-    """Lower bound on a model's agreement over the items not profiled, as a fraction of those items.
+def rest_agreeing_lower(k_low: int, successes: int, model_draws: int, profiled: int, population: int) -> int:
+    """Lower bound on the agreeing items among those not profiled, from a lower bound ``k_low`` on the
+    whole population's count.
 
     The model was checked on the first ``model_draws`` items of the random order (``successes`` agreed);
     the reference answered the first ``profiled`` >= ``model_draws`` items, which leave the pool. Items
@@ -286,7 +287,30 @@ def rest_lower_bound(
     lowers the bound.
     """
     rest = population - profiled
+    return int(min(max(k_low - successes - (profiled - model_draws), 0), max(rest, 0)))
+
+
+def rest_lower_bound(
+    successes: int, model_draws: int, profiled: int, population: int, alpha: float
+) -> float:
+    """Lower bound on a model's agreement over the items not profiled, as a fraction of those items
+    (see :func:`rest_agreeing_lower`)."""
+    rest = population - profiled
     if rest <= 0:
         return 1.0
     k_low = hypergeom_lower(successes, model_draws, population, alpha)
-    return float(np.clip((k_low - successes - (profiled - model_draws)) / rest, 0.0, 1.0))
+    return rest_agreeing_lower(k_low, successes, model_draws, profiled, population) / rest
+
+
+def auroc(positives, scores) -> float:
+    """Area under the ROC curve: the chance that a random positive scores above a random negative, ties
+    counting half. Items with a NaN score are left out; NaN when either class is empty."""
+    scores = np.asarray(scores, dtype=float)
+    positives = np.asarray(positives, dtype=bool)
+    keep = ~np.isnan(scores)
+    scores, positives = scores[keep], positives[keep]
+    n_pos, n_neg = int(positives.sum()), int((~positives).sum())
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    ranks = stats.rankdata(scores)
+    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

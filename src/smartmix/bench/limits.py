@@ -17,9 +17,9 @@ and nothing more: :func:`learned_mix_cost` and :func:`learned_two_tier_cost` lab
 items with the reference (and, for the mix, the cheaper models), set the mix or the threshold from **one**
 one-sided Clopper–Pearson bound at level δ at the sample's typical outcome (not a lucky draw), and take the
 best ``n`` on a grid in hindsight — no repeated looks, no δ split over models or looks, no margin for the
-realised split, the best model picked in hindsight. They are what a valid method could reach if an oracle told it the sample size; the gap from
-them to the free limits is the price of learning at all, the gap from a method to them the price of not
-knowing the sample size in advance. (Where ties in the confidence block every threshold, the learned
+realised split, the best model picked in hindsight. They are what a valid method could reach if an oracle
+told it the sample size; the gap from them to the free limits is the price of learning at all, the gap from
+a method to them the price of not knowing the sample size in advance. (Where ties in the confidence block every threshold, the learned
 two-tier can beat the free one: its random sample escalates part of a tie group.)
 """
 
@@ -28,10 +28,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import special
 
 from smartmix.mixing import mix_fractions
 from smartmix.policies import Guarantee
+from smartmix.stats import binomial_lower, binomial_upper
 
 __all__ = [
     "required_agreeing",
@@ -124,28 +124,13 @@ def sample_sizes(n_items: int, first: int = 100, ratio: float = 1.25) -> list[in
     return sizes
 
 
-def _cp_upper(successes: np.ndarray, trials: int, delta: float) -> np.ndarray:
-    """One-sided Clopper–Pearson upper bounds at level ``delta`` (1 where every trial succeeded)."""
-    k = np.asarray(successes, dtype=float)
-    with np.errstate(invalid="ignore"):
-        upper = special.betaincinv(k + 1, np.maximum(trials - k, 1e-300), 1.0 - delta)
-    return np.where(k >= trials, 1.0, upper)
-
-
-def _cp_lower(successes: np.ndarray, trials: int, delta: float) -> np.ndarray:
-    k = np.asarray(successes, dtype=float)
-    with np.errstate(invalid="ignore"):
-        lower = special.betaincinv(np.maximum(k, 1e-300), trials - k + 1, delta)
-    return np.where(k <= 0, 0.0, lower)
-
-
 def _first_failing_count(n: int, limit_rate: float, delta: float) -> int:
     """Fewest errors seen in ``n`` samples whose Clopper–Pearson upper bound exceeds ``limit_rate``
     (``n + 1`` if none does)."""
     lo, hi = 0, n + 1  # the answer lies in [lo, hi]
     while lo < hi:
         mid = (lo + hi) // 2
-        if float(_cp_upper(np.array([mid]), n, delta)[0]) > limit_rate:
+        if float(binomial_upper(mid, n, delta)) > limit_rate:
             hi = mid
         else:
             lo = mid + 1
@@ -172,8 +157,8 @@ def learned_mix_cost(agree: np.ndarray, cost: np.ndarray, target: float, delta: 
         rest = n_items - n
         need_rest = max(0, need - n) / rest
         typical = np.round(rates[:ref] * n)
-        lower_one = _cp_lower(typical, n, delta)
-        lower_all = np.append(_cp_lower(typical, n, delta / max(1, ref)), 1.0)
+        lower_one = binomial_lower(typical, n, delta)
+        lower_all = np.append(binomial_lower(typical, n, delta / max(1, ref)), 1.0)
         for j in range(ref):
             per_item, _ = mix_fractions(unit[[j, ref]], np.array([lower_one[j], 1.0]), need_rest, 0.0)
             best = min(best, float(n * (unit[j] + unit[ref]) + rest * per_item))

@@ -212,7 +212,7 @@ def measure_policy_overhead(
 def measure_solve_mix(model_counts: Sequence[int] = (2, 4, 8), repeats: int = 200, seed: int = 0) -> list[OverheadRow]:
     """Solve time of :func:`smartmix.mixing.solve_mix` on random instances (the reference included)."""
     from smartmix.mixing import solve_mix
-    from smartmix.stats import assignment_margin
+    from smartmix.stats import split_margin_estimate
 
     rng = np.random.default_rng(seed)
     rows = []
@@ -223,7 +223,7 @@ def measure_solve_mix(model_counts: Sequence[int] = (2, 4, 8), repeats: int = 20
             lower = np.append(rng.uniform(0.6, 0.99, k - 1), 1.0)
             n_rest = int(rng.integers(1_000, 100_000))
             need = float(rng.uniform(0.7, 0.98)) * n_rest
-            margin = assignment_margin(n_rest, 0.01)
+            margin = split_margin_estimate(n_rest, 0.01)
             start = time.perf_counter()
             solve_mix(costs, lower, need, n_rest, margin)
             times.append(time.perf_counter() - start)

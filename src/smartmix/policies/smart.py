@@ -30,6 +30,7 @@ from smartmix.stats import (
     approx_lower,
     approx_upper,
     hypergeom_lower,
+    rest_agreeing_lower,
     split_lower,
     split_margin_estimate,
 )
@@ -138,19 +139,23 @@ class Profiler(Policy):
         n = self.n if n is None else n
         return self.spec.guarantee.required_agreeing(self.spec.n_items) - n
 
-    def rest_lower(self, m: int, n: int | None = None) -> float:
-        """Certified agreement of model ``m`` over the items left after ``n`` profiled (default: now)."""
+    def rest_lower_count(self, m: int, n: int | None = None) -> int:
+        """Certified count of items model ``m`` agrees on among those left after ``n`` profiled (default: now)."""
         n = self.n if n is None else n
-        if m == self.spec.reference:
-            return 1.0
         rest = self.spec.n_items - n
-        if rest <= 0:
-            return 1.0
+        if m == self.spec.reference or rest <= 0:
+            return max(rest, 0)
         if self.k_lower[m] < 0:
-            return 0.0
-        unseen_profiled = (n - self.cert_start) - self.k_lower_draws[m]
-        count = self.k_lower[m] - self.k_lower_successes[m] - unseen_profiled
-        return float(min(max(count / rest, 0.0), 1.0))
+            return 0
+        population = self.spec.n_items - self.cert_start
+        return rest_agreeing_lower(
+            int(self.k_lower[m]), int(self.k_lower_successes[m]), int(self.k_lower_draws[m]), n - self.cert_start, population
+        )
+
+    def rest_lower(self, m: int, n: int | None = None) -> float:
+        """Certified agreement of model ``m`` over the items left after ``n`` profiled, as a fraction."""
+        rest = self.spec.n_items - (self.n if n is None else n)
+        return self.rest_lower_count(m, n) / rest if rest > 0 else 1.0
 
     def unit_cost(self, m: int) -> float:
         """Mean fee per item of model ``m`` over the items *it* processed."""
@@ -362,7 +367,7 @@ class Mix(Efficient):
         alpha = self.budget.assignment / len(used)
         margin = 0.0
         for m in used:
-            agreeing = int(round(self.rest_lower(m) * rest))
+            agreeing = self.rest_lower_count(m)
             margin += counts[m] * agreeing / rest - split_lower(agreeing, rest, int(counts[m]), alpha)
         return margin
 

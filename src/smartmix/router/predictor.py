@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from smartmix.errors import ConfigError, DataError, MissingExtraError, UnknownModelError
+from smartmix.stats import auroc
 from smartmix.tasks import normalize_answer as _normalize
 from smartmix.tasks import read_jsonl
 
@@ -64,7 +65,7 @@ _MATH_CHARS = set("=+-*/^<>%$\\|_{}()[]")
 
 
 # --------------------------------------------------------------------------------------------------
-# Recorded outputs (local reader; the shared reader will replace it).
+# Recorded outputs (read with the project's JSONL reader and answer normalisation).
 
 
 def normalize_answer(answer: object) -> str | None:
@@ -238,18 +239,6 @@ def _fit_head(
     return clf.coef_[0].copy(), float(clf.intercept_[0]), float(best_c), best_p
 
 
-def _auroc(y: np.ndarray, score: np.ndarray) -> float:
-    """Area under the ROC curve (ties count half); NaN with a single class."""
-    y = np.asarray(y, bool)
-    pos, neg = int(y.sum()), int((~y).sum())
-    if pos == 0 or neg == 0:
-        return math.nan
-    from scipy.stats import rankdata  # a scikit-learn dependency; only used while fitting
-
-    r = rankdata(np.asarray(score, dtype=np.float64))
-    return float((r[y].sum() - pos * (pos + 1) / 2) / (pos * neg))
-
-
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, 1e-6, 1 - 1e-6)
     return np.log(p) - np.log1p(-p)
@@ -403,7 +392,7 @@ class AgreementPredictor:
                     calibration[m], oof_auroc[m] = (1.0, 0.0), math.nan
                 else:
                     calibration[m] = platt_shrink(_logit(oof), y)
-                    oof_auroc[m] = _auroc(y, oof)
+                    oof_auroc[m] = auroc(y, oof)
         self.reference = reference
         self.models = [*heads, reference] if reference not in agree else list(agree)
         self.costs = {m: float(c) for m, c in (costs or {}).items()}
