@@ -50,6 +50,10 @@ from fastapi import Request as HTTPRequest
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 FAULT_KINDS = ("rate_limit", "error", "slow", "drop", "malformed", "garbage", "no_choices")
+# A 200 with a well-formed body whose answer is no answer: content null, "", or a JSON object (text on
+# /completions). Billed like any answer.
+CONTENT_FAULTS = {"null_content": None, "empty_content": "", "object_content": {"answer": "yes", "nested": [1, 2]}}
+FAULT_KINDS += tuple(CONTENT_FAULTS)
 LOGPROB_MODES = ("ok", "omit", "reject")
 
 AnswerFn = Callable[[str, str], str]
@@ -351,6 +355,16 @@ def create_app(control: Control) -> FastAPI:
         if fault and kind == "no_choices":
             entry["outcome"] = "no_choices"
             return JSONResponse({"id": "cmpl-x", "object": "chat.completion", "usage": usage})
+
+        if fault and kind in CONTENT_FAULTS:
+            entry["outcome"] = kind
+            odd = CONTENT_FAULTS[kind]
+            if endpoint == "chat":
+                choice = {"index": 0, "message": {"role": "assistant", "content": odd}, "finish_reason": "stop"}
+            else:
+                choice = {"index": 0, "text": odd, "finish_reason": "stop"}
+            return JSONResponse({"id": f"cmpl-{len(control.log)}", "object": "chat.completion", "model": model,
+                                 "choices": [choice], "usage": usage})
 
         entry["outcome"] = "slow_ok" if kind == "slow" else "ok"
         if body.get("stream"):

@@ -1,0 +1,160 @@
+"""A journal writer off the caller's path: callers queue calls, one thread commits them in batches.
+
+:meth:`BackgroundJournalWriter.record` only puts the call on a queue (microseconds, never blocks); one
+writer thread commits whatever has queued up in one transaction (:meth:`Journal.record_many`), so a busy
+caller pays one SQLite commit per batch, not per call, and never waits for the disk.
+:meth:`BackgroundJournalWriter.close` commits everything still queued before it returns.
+
+One bad row never costs the others: every call is made storable first (:func:`storable`: an answer that
+is not text is stored as its JSON text, a cost that is not a finite number as 0 with a note), and a batch
+whose insert fails anyway is written again row by row, so only a row that cannot be stored at all is
+lost, and it is counted and reported.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import json
+import math
+import queue
+import sys
+import threading
+from typing import Any
+
+from smartmix.backends.base import Completion, Request
+from smartmix.journal import Journal
+
+__all__ = ["BackgroundJournalWriter", "Call", "storable"]
+
+Call = tuple[Request, Completion, str, float]  # (request, completion, phase, cost_usd), as Journal.record_many takes
+
+_STOP = object()
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    try:
+        return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _as_count(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return int(value) if math.isfinite(value) else None
+
+
+def storable(call: Call) -> Call:
+    """``call`` with every field in a type SQLite stores: text as text, counts as integers, the cost as a
+    finite number (else 0, noted in ``extra["cost_note"]``)."""
+    request, completion, phase, cost = call
+    extra = dict(completion.extra) if isinstance(completion.extra, dict) else {"extra": _as_text(completion.extra)}
+    if not isinstance(cost, int | float) or isinstance(cost, bool) or not math.isfinite(cost):
+        extra["cost_note"] = f"not a number: {_as_text(cost)[:80]}"
+        cost = 0.0
+    if not isinstance(completion.text, str):
+        extra["answer_type"] = type(completion.text).__name__
+    top = completion.top_logprobs
+    if top is not None:
+        try:
+            top = tuple((str(t), float(lp)) for t, lp in top)
+        except (TypeError, ValueError):
+            top = None
+    fixed = dataclasses.replace(
+        completion,
+        text=_as_text(completion.text),
+        input_tokens=_as_count(completion.input_tokens),
+        output_tokens=_as_count(completion.output_tokens),
+        top_logprobs=top,
+        extra=extra,
+    )
+    return request, fixed, str(phase), float(cost)
+
+
+class BackgroundJournalWriter:
+    """Batches :meth:`record` calls into ``journal`` under ``run_id`` from a background thread.
+
+    ``written`` and ``failed`` count rows committed and rows that could not be stored at all.
+    """
+
+    def __init__(self, journal: Journal, run_id: str, *, max_batch: int = 512):
+        self.journal = journal
+        self.run_id = run_id
+        self.max_batch = max_batch
+        self.written = 0
+        self.failed = 0
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._closed = False
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="smartmix-journal", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)  # a process that exits without closing still loses nothing queued
+
+    def record(self, request: Request, completion: Completion, phase: str, cost_usd: float) -> None:
+        """Queue one call (never blocks); written directly once the writer is closed."""
+        call = (request, completion, phase, cost_usd)
+        with self._lock:
+            if not self._closed:
+                self._queue.put(call)
+                return
+        self._write([call])
+
+    def close(self) -> None:
+        """Commit everything queued, then stop the writer thread."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(_STOP)
+        self._thread.join()
+        atexit.unregister(self.close)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            batch = []
+            stop = False
+            while True:
+                if item is _STOP:
+                    stop = True
+                else:
+                    batch.append(item)
+                if len(batch) >= self.max_batch:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                self._write(batch)
+            if stop:
+                return
+
+    def _write(self, calls: list[Call]) -> None:
+        rows = []
+        for call in calls:
+            try:
+                rows.append(storable(call))
+            except Exception as exc:  # noqa: BLE001 - one unstorable call must not cost the batch
+                self._lost(1, exc)
+        try:
+            self.journal.record_many(self.run_id, rows)
+            self.written += len(rows)
+            return
+        except Exception:  # noqa: BLE001 - find the row at fault: write them one by one
+            pass
+        for row in rows:
+            try:
+                self.journal.record_many(self.run_id, [row])
+                self.written += 1
+            except Exception as exc:  # noqa: BLE001 - a full disk must not take the caller down; say so
+                self._lost(1, exc)
+
+    def _lost(self, n: int, exc: BaseException) -> None:
+        self.failed += n
+        print(f"smartmix: could not journal {n} call(s): {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -1,0 +1,74 @@
+"""A 200 whose answer is no answer (content null, "", a JSON object) is garbage: retried, then a failed
+item, never a paid "" answer. Against a real OpenAI-compatible server on 127.0.0.1, through both the
+OpenAI-compatible backend and LiteLLM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from smartmix.backends.base import Message, Request
+from smartmix.backends.openai_compat import EndpointConfig, OpenAIBackend
+from smartmix.backends.retry import Backoff
+from smartmix.errors import ProviderError
+
+pytest_plugins = ["openai_fixtures"]
+
+FAST = Backoff(base_s=0.01, max_s=0.05)
+KINDS = ("null_content", "empty_content", "object_content")
+
+
+def backend(provider, *, litellm: bool = False, max_attempts: int = 3) -> OpenAIBackend:
+    if litellm:
+        os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+        os.environ.setdefault("SMARTMIX_TEST_LOCAL_KEY", "sk-local-test")
+        pytest.importorskip("litellm")
+        from smartmix.backends.litellm_backend import LiteLLMBackend
+
+        config = EndpointConfig("m", provider_model="openai/test-model", base_url=provider.base_url,
+                                api_key_env="SMARTMIX_TEST_LOCAL_KEY", max_attempts=max_attempts)
+        return LiteLLMBackend({"m": config}, backoff=FAST)
+    return OpenAIBackend({"m": EndpointConfig("m", base_url=provider.base_url, max_attempts=max_attempts)}, backoff=FAST)
+
+
+def ask(b: OpenAIBackend, endpoint: str = "chat"):
+    async def go():
+        try:
+            return await b.complete(Request("m", (Message("user", "2+2?"),), params=(("endpoint", endpoint),)))
+        finally:
+            await b.aclose()
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("litellm", [False, True], ids=["openai", "litellm"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_empty_or_non_text_answer_is_retried(provider, kind, litellm):
+    provider.control.set_answers({"2+2?": "4"})
+    provider.control.add_fault(kind, count=1)
+    completion = ask(backend(provider, litellm=litellm))
+    assert completion.text == "4"
+    assert [e["outcome"] for e in provider.control.requests()] == [kind, "ok"]
+
+
+@pytest.mark.parametrize("litellm", [False, True], ids=["openai", "litellm"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_answer_that_stays_empty_fails_the_item(provider, kind, litellm):
+    provider.control.add_fault(kind, fraction=1.0)
+    with pytest.raises(ProviderError) as err:
+        ask(backend(provider, litellm=litellm, max_attempts=3))
+    message = str(err.value)
+    assert "failed after 3 attempts" in message and "Traceback" not in message
+    # ours, or litellm's own check (it refuses to build a response whose content is an object)
+    assert "malformed response" in message or "Invalid response object" in message
+    assert len(provider.control.paid) == 3
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_completions_endpoint_checks_text_too(provider, kind):
+    provider.control.add_fault(kind, count=1)
+    provider.control.set_answers({"2+2?": "4"})
+    assert ask(backend(provider), "completions").text == "4"
+    assert len(provider.control.paid) == 2
