@@ -45,6 +45,14 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="error", acc
 '''
 
 
+def code_version() -> str:
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -138,7 +146,9 @@ def main() -> None:
     key = "bench-client-key"
     (tmp / "job.toml").write_text(
         f'reference = "fixed"\n[models.fixed]\nbase_url = "http://127.0.0.1:{up_port}/v1"\n'
-        'input_price = 1.0\noutput_price = 2.0\n[server]\nkeys_env = "SMARTMIX_BENCH_KEYS"\n'
+        # a proxy in front of a local server: let every client's request be in flight at once
+        f'input_price = 1.0\noutput_price = 2.0\nmax_concurrency = {max(16, args.clients * 2)}\n'
+        '[server]\nkeys_env = "SMARTMIX_BENCH_KEYS"\n'
     )
     env = dict(os.environ, SMARTMIX_BENCH_KEYS=key)
     procs = [subprocess.Popen([sys.executable, str(tmp / "upstream.py"), str(up_port)])]
@@ -160,6 +170,8 @@ def main() -> None:
     rows = [("upstream directly", direct), ("through smartmix", routed)]
     lines = [
         f"Command: `python benchmarks/server_load.py --seconds {args.seconds:g} --clients {args.clients}`",
+        "",
+        f"Code version: {code_version()}",
         "",
         f"{args.clients} concurrent clients for {args.seconds:g} s each, loopback, 2 cores shared by upstream, server and load generator.",
         "",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 
 import httpx
 import pytest
@@ -259,3 +258,19 @@ def test_a_litellm_model_is_served_through_litellm(upstream, tmp_path, monkeypat
     seen = upstream.control.requests()
     # LiteLLM strips its provider prefix and calls the api_base with the provider's model name
     assert [e["model"] for e in seen] == ["local-claude", "local-claude"]
+
+
+def test_faults_serve_harness_smoke():
+    """benchmarks/faults_serve.py on a few requests: the real `smartmix serve` command under garbage."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from faults_serve import run_serve_garbage
+
+    row = run_serve_garbage(n_requests=45, clients=6)
+    assert set(row) == {"scenario", "paid_twice", "items_lost", "items_duplicated", "bill_usd", "server_usd",
+                        "cap_overshoot_usd", "journal_rows", "server_paid_calls", "notes"}
+    assert row["journal_rows"] == row["server_paid_calls"] > 45
+    assert row["items_lost"] == 0 and row["items_duplicated"] == 0 and row["paid_twice"] == 0
+    assert row["bill_usd"] == pytest.approx(row["server_usd"]) and "0 tracebacks" in row["notes"]
