@@ -104,7 +104,8 @@ class StreamResponse:
 class Transport:
     """One pooled keep-alive session. Not bound to a model: per-model limits are the backend's gates."""
 
-    def __init__(self, *, read_timeout_s: float = 600.0):
+    def __init__(self, *, connections: int = 0, read_timeout_s: float = 600.0):
+        self.connections = connections  # keep-alive connections, all hosts together; 0 = no limit of its own
         self.read_timeout_s = read_timeout_s
         self._session: Any = None
 
@@ -112,7 +113,7 @@ class Transport:
         if self._session is None or self._session.closed:
             import aiohttp
 
-            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
+            connector = aiohttp.TCPConnector(limit=self.connections, keepalive_timeout=60, ttl_dns_cache=300)
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 # the caller bounds the whole exchange (asyncio.timeout); these only catch a silent peer

@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from smartmix.backends.http import dumps
-from smartmix.backends.openai_compat import NO_KEY, EndpointConfig, OpenAIBackend, _ModelState
+from smartmix.backends.openai_compat import NO_KEY, EndpointConfig, ModelState, OpenAIBackend
 from smartmix.backends.retry import Backoff
 from smartmix.errors import MissingExtraError
 
@@ -53,7 +53,7 @@ class LiteLLMBackend(OpenAIBackend):
     def __repr__(self) -> str:  # never the keys
         return f"LiteLLMBackend(models={sorted(self._states)})"
 
-    def _call_kwargs(self, state: _ModelState, payload: dict[str, Any]) -> dict[str, Any]:
+    def _call_kwargs(self, state: ModelState, payload: dict[str, Any]) -> dict[str, Any]:
         config = state.config
         call_kwargs = dict(payload, num_retries=0, timeout=config.timeout_s)
         if config.base_url:
@@ -62,7 +62,7 @@ class LiteLLMBackend(OpenAIBackend):
             call_kwargs["api_key"] = state.key
         return call_kwargs
 
-    async def _exchange(self, state: _ModelState, api: str, payload: dict[str, Any]) -> bytes | dict[str, Any]:
+    async def _exchange(self, state: ModelState, api: str, payload: dict[str, Any]) -> bytes | dict[str, Any]:
         call_kwargs = self._call_kwargs(state, payload)
         if api == "chat":
             response = await self._litellm.acompletion(**call_kwargs)
@@ -74,7 +74,7 @@ class LiteLLMBackend(OpenAIBackend):
         body = dump()
         return body if isinstance(body, dict) else b""
 
-    async def _open_stream(self, state: _ModelState, api: str, payload: dict[str, Any]) -> _LiteLLMStream:
+    async def _open_stream(self, state: ModelState, api: str, payload: dict[str, Any]) -> _LiteLLMStream:
         call_kwargs = self._call_kwargs(state, dict(payload, stream=True))
         if api == "chat":
             response = await self._litellm.acompletion(**call_kwargs)

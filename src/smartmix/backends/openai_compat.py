@@ -59,8 +59,12 @@ __all__ = [
     "ENDPOINTS",
     "EndpointConfig",
     "MalformedResponse",
+    "ModelState",
     "OpenAIBackend",
+    "chat_top_logprobs",
     "check_forwarded",
+    "completions_top_logprobs",
+    "load_body",
     "parse_chat_response",
     "parse_completions_response",
 ]
@@ -152,7 +156,8 @@ def _as_body(answer: bytes | dict[str, Any]) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-def _load_body(content: bytes | dict[str, Any]) -> dict[str, Any]:
+def load_body(content: bytes | dict[str, Any]) -> dict[str, Any]:
+    """A response body as a JSON object, or :class:`MalformedResponse` (retried like any garbage)."""
     body = _as_body(content)
     if body is None:
         snippet = bytes(content)[:80].decode("utf-8", "replace") if not isinstance(content, dict) else ""
@@ -188,7 +193,7 @@ def _ranked(pairs: list[tuple[str, float]], k: int) -> tuple[tuple[str, float], 
     return tuple(clean[:k])
 
 
-def _chat_top_logprobs(choice: dict[str, Any], k: int) -> tuple[tuple[str, float], ...] | None:
+def chat_top_logprobs(choice: dict[str, Any], k: int) -> tuple[tuple[str, float], ...] | None:
     lp = choice.get("logprobs")
     content = lp.get("content") if isinstance(lp, dict) else None
     if not isinstance(content, list) or not content or not isinstance(content[0], dict):
@@ -203,12 +208,12 @@ def _chat_top_logprobs(choice: dict[str, Any], k: int) -> tuple[tuple[str, float
     return _ranked(pairs, k)
 
 
-def _completions_top_logprobs(choice: dict[str, Any], k: int) -> tuple[tuple[str, float], ...] | None:
+def completions_top_logprobs(choice: dict[str, Any], k: int) -> tuple[tuple[str, float], ...] | None:
     lp = choice.get("logprobs")
     tops = lp.get("top_logprobs") if isinstance(lp, dict) else None
     if not isinstance(tops, list) or not tops or not isinstance(tops[0], dict):
         # llama.cpp's server answers /completions with the chat layout (logprobs.content[0].top_logprobs).
-        return _chat_top_logprobs(choice, k)
+        return chat_top_logprobs(choice, k)
     return _ranked(list(tops[0].items()), k)
 
 
@@ -225,7 +230,7 @@ def parse_chat_response(body: dict[str, Any], *, model: str, k: int = 5) -> Comp
     inp, out = _usage(body)
     return Completion(
         model=model, text=content, input_tokens=inp, output_tokens=out,
-        top_logprobs=_chat_top_logprobs(choice, k), extra={"finish_reason": choice.get("finish_reason")},
+        top_logprobs=chat_top_logprobs(choice, k), extra={"finish_reason": choice.get("finish_reason")},
     )
 
 
@@ -247,7 +252,7 @@ def parse_completions_response(body: dict[str, Any], *, model: str, k: int = 5) 
     inp, out = _usage(body)
     return Completion(
         model=model, text=text, input_tokens=inp, output_tokens=out,
-        top_logprobs=_completions_top_logprobs(choice, k), extra={"finish_reason": choice.get("finish_reason")},
+        top_logprobs=completions_top_logprobs(choice, k), extra={"finish_reason": choice.get("finish_reason")},
     )
 
 
@@ -372,7 +377,9 @@ def _permanent_error(status: int | None, text: str, config: EndpointConfig) -> P
 # ------------------------------------------------------------------------------------------------ backend
 
 
-class _ModelState:
+class ModelState:
+    """One model's endpoint settings, API key and gate (concurrency and rate limit), shared by its calls."""
+
     def __init__(self, config: EndpointConfig, key: str):
         self.config = config
         self.key = key
@@ -423,11 +430,11 @@ class OpenAIBackend:
 
     def __init__(self, endpoints: Mapping[str, EndpointConfig], *, backoff: Backoff = Backoff()):
         self.backoff = backoff
-        self._states: dict[str, _ModelState] = {}
+        self._states: dict[str, ModelState] = {}
         for name, config in endpoints.items():
             config.validate()
-            self._states[name] = _ModelState(config, read_api_key(config))
-        self._transport = Transport()
+            self._states[name] = ModelState(config, read_api_key(config))
+        self.transport = Transport()
 
     def __repr__(self) -> str:  # never the keys
         return f"OpenAIBackend(models={sorted(self._states)})"
@@ -440,7 +447,7 @@ class OpenAIBackend:
     def _secrets(self) -> tuple[str, ...]:
         return tuple(s.key for s in self._states.values() if s.key != NO_KEY)
 
-    def _state(self, model: str) -> _ModelState:
+    def _state(self, model: str) -> ModelState:
         try:
             return self._states[model]
         except KeyError:
@@ -480,7 +487,7 @@ class OpenAIBackend:
             completion.extra["logprobs_unsupported"] = True
         return completion
 
-    def _build_kwargs(self, state: _ModelState, request: Request, api: str) -> tuple[dict[str, Any], int]:
+    def _build_kwargs(self, state: ModelState, request: Request, api: str) -> tuple[dict[str, Any], int]:
         config = state.config
         k = int(request.param("top_logprobs", 5) or 5)
         kwargs: dict[str, Any] = {"model": config.sent_model, "temperature": request.param("temperature", 0)}
@@ -500,7 +507,7 @@ class OpenAIBackend:
                 kwargs["logprobs"] = k
         return kwargs, k
 
-    def _mapped(self, exc: Exception, state: _ModelState, kwargs: Mapping[str, Any] = {}) -> BaseException:  # noqa: B006
+    def _mapped(self, exc: Exception, state: ModelState, kwargs: Mapping[str, Any] = {}) -> BaseException:  # noqa: B006
         """A failed exchange as what to do about it (see :func:`classify_error`); a 429 with Retry-After
         also pauses the model."""
         mapped = classify_error(
@@ -511,7 +518,7 @@ class OpenAIBackend:
             state.gate.limiter.defer(min(mapped.retry_after, self.backoff.max_retry_after_s))
         return mapped
 
-    async def _send(self, state: _ModelState, request: Request) -> Completion:
+    async def _send(self, state: ModelState, request: Request) -> Completion:
         """One HTTP request: build it, send it under the timeout, classify failures, parse the answer."""
         config = state.config
         api = request.param("endpoint") or config.api
@@ -521,7 +528,7 @@ class OpenAIBackend:
         t0 = time.perf_counter()
         try:
             async with asyncio.timeout(config.timeout_s):
-                body = _load_body(await self._exchange(state, api, kwargs))
+                body = load_body(await self._exchange(state, api, kwargs))
         except TransientError:
             raise
         except Exception as exc:  # classified below; re-raised unchanged if not a provider failure
@@ -538,7 +545,7 @@ class OpenAIBackend:
         completion.latency_ms = latency_ms
         return completion
 
-    def _refused(self, state: _ModelState, text: str) -> ProviderError:
+    def _refused(self, state: ModelState, text: str) -> ProviderError:
         err = ProviderError(
             f"model '{state.config.model}' refused to answer ({redact(text, self._secrets)}). Not retried: it "
             "would refuse again. The item has no answer from this model."
@@ -546,9 +553,9 @@ class OpenAIBackend:
         err.model, err.status, err.attempts = state.config.model, 200, 1  # type: ignore[attr-defined]
         return err
 
-    async def _exchange(self, state: _ModelState, api: str, payload: dict[str, Any]) -> bytes | dict[str, Any]:
+    async def _exchange(self, state: ModelState, api: str, payload: dict[str, Any]) -> bytes | dict[str, Any]:
         """Send one request; the body of a 2xx answer (raw bytes here; a dict from litellm)."""
-        return await self._transport.post_json(state.urls[api], dumps(payload), state.headers)
+        return await self.transport.post_json(state.urls[api], dumps(payload), state.headers)
 
     # -------------------------------------------------------------------------- forwarding (serve)
 
@@ -619,11 +626,11 @@ class OpenAIBackend:
         )
         return stream
 
-    async def _open_stream(self, state: _ModelState, api: str, payload: dict[str, Any]) -> StreamResponse | Any:
-        return await self._transport.open_stream(state.urls[api], dumps(payload), state.headers)
+    async def _open_stream(self, state: ModelState, api: str, payload: dict[str, Any]) -> StreamResponse | Any:
+        return await self.transport.open_stream(state.urls[api], dumps(payload), state.headers)
 
     async def aclose(self) -> None:
-        await self._transport.aclose()
+        await self.transport.aclose()
 
     async def __aenter__(self) -> OpenAIBackend:
         return self

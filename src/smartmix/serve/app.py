@@ -33,7 +33,8 @@ __all__ = ["SERVER_KEYS", "create_app"]
 
 log = logging.getLogger("smartmix.serve")
 
-SERVER_KEYS = {"keys", "keys_env", "journal", "max_body_bytes"}
+SERVER_KEYS = {"keys", "keys_env", "journal", "max_body_bytes", "upstream_connections"}
+DEFAULT_CONNECTIONS = 1024  # keep-alive connections to the upstreams, all models together
 _PASSED_THROUGH = {400, 404, 413, 422}  # the provider's verdict on the client's own request
 
 
@@ -58,6 +59,11 @@ def create_app(config: JobConfig, *, reference: str | None = None, journal_path:
     keys = [k.encode() for k in _client_keys(server_cfg)]
     body_limit = max_body_bytes(server_cfg)
     backends = build_backend(config).backends  # model name -> the backend a batch run would use
+    connections = _connections(server_cfg)
+    for backend in backends.values():
+        transport = getattr(backend, "transport", None)
+        if transport is not None:
+            transport.connections = connections
     journal = served = writer = None
     run_id = f"server-{time.strftime('%Y%m%dT%H%M%S')}"
     if journal_path or server_cfg.get("journal"):
@@ -218,6 +224,13 @@ def _usable(answer: dict | None, api: str) -> bool:
     except MalformedResponse:
         return False
     return True
+
+
+def _connections(server_cfg: dict) -> int:
+    value = server_cfg.get("upstream_connections", DEFAULT_CONNECTIONS)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"[server] upstream_connections must be a whole number >= 1, not {value!r}")
+    return value
 
 
 def _client_keys(server_cfg: dict) -> list[str]:

@@ -10,7 +10,7 @@ import math
 from typing import Any
 
 from smartmix.backends.base import Completion
-from smartmix.backends.openai_compat import _chat_top_logprobs, _completions_top_logprobs
+from smartmix.backends.openai_compat import chat_top_logprobs, completions_top_logprobs
 from smartmix.scores import confidence_score
 
 __all__ = ["keeps", "logprob_params", "score_of"]
@@ -36,5 +36,5 @@ def score_of(response: dict[str, Any], api: str) -> float:
         return math.nan
     if not isinstance(choice, dict):
         return math.nan
-    top = _chat_top_logprobs(choice, 5) if api == "chat" else _completions_top_logprobs(choice, 5)
+    top = chat_top_logprobs(choice, 5) if api == "chat" else completions_top_logprobs(choice, 5)
     return float(confidence_score(Completion(model="", text="", top_logprobs=top)))
