@@ -72,3 +72,26 @@ def test_completions_endpoint_checks_text_too(provider, kind):
     provider.control.set_answers({"2+2?": "4"})
     assert ask(backend(provider), "completions").text == "4"
     assert len(provider.control.paid) == 2
+
+
+def test_a_run_reports_items_whose_answer_stays_null_as_failed_never_as_empty_answers(provider, tmp_path):
+    """End to end (``smartmix.run`` on a job file's models): the reference answers ``content: null`` to
+    about a third of the requests; with one attempt per call those items fail with a clear error, and no
+    item ends with a paid "" answer."""
+    from smartmix.api import config_job, run
+    from smartmix.config import parse_config
+
+    items = tmp_path / "items.csv"
+    items.write_text("id,text\n" + "".join(f"{i},question {i}\n" for i in range(60)))
+    provider.control.add_fault("null_content", fraction=0.3, seed=7)
+    config = parse_config({
+        "models": {"ref": {"base_url": provider.base_url, "input_price": 1.0, "output_price": 2.0,
+                           "max_attempts": 1, "reference": True}},
+        "task": {"template": "{text}", "labels": ["yes", "no"]},
+    })
+    result = run(job=config_job(config, items), method="reference", seed=0)
+    nulls = sum(e["outcome"] == "null_content" for e in provider.control.requests())
+    failed = [r for r in result.items if r.error is not None]
+    assert nulls >= 5 and len(failed) == nulls
+    assert all("content is null" in r.error and r.answer is None for r in failed)
+    assert all(r.answer in ("yes", "no") for r in result.items if r.error is None)

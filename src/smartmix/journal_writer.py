@@ -53,6 +53,13 @@ def storable(call: Call) -> Call:
     """``call`` with every field in a type SQLite stores: text as text, counts as integers, the cost as a
     finite number (else 0, noted in ``extra["cost_note"]``)."""
     request, completion, phase, cost = call
+    if (
+        type(completion.text) is str and type(cost) is float and math.isfinite(cost) and type(phase) is str
+        and completion.top_logprobs is None and type(completion.extra) is dict
+        and (completion.input_tokens is None or type(completion.input_tokens) is int)
+        and (completion.output_tokens is None or type(completion.output_tokens) is int)
+    ):
+        return call  # already storable: the common case, checked without copying
     extra = dict(completion.extra) if isinstance(completion.extra, dict) else {"extra": _as_text(completion.extra)}
     if not isinstance(cost, int | float) or isinstance(cost, bool) or not math.isfinite(cost):
         extra["cost_note"] = f"not a number: {_as_text(cost)[:80]}"

@@ -116,7 +116,7 @@ class Transport:
             connector = aiohttp.TCPConnector(limit=self.connections, keepalive_timeout=60, ttl_dns_cache=300)
             self._session = aiohttp.ClientSession(
                 connector=connector,
-                # the caller bounds the whole exchange (asyncio.timeout); these only catch a silent peer
+                # each request carries its own bound on the whole exchange; these only catch a silent peer
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=30.0, sock_read=self.read_timeout_s),
                 cookie_jar=aiohttp.DummyCookieJar(),  # nothing carried from one request to the next
                 raise_for_status=False,
@@ -124,9 +124,18 @@ class Transport:
             )
         return self._session
 
-    async def post_json(self, url: str, data: bytes, headers: Mapping[str, str]) -> bytes:
-        """POST and return the body of a 2xx answer; :class:`HTTPStatusError` otherwise."""
-        async with self._open().post(url, data=data, headers=headers) as response:
+    def timeout(self, seconds: float) -> Any:
+        """A per-request bound on the whole exchange, for :meth:`post_json` (aiohttp's own timer: one
+        timer per request and no task-cancelling machinery on the hot path)."""
+        import aiohttp
+
+        return aiohttp.ClientTimeout(total=seconds)
+
+    async def post_json(self, url: str, data: bytes, headers: Mapping[str, str], timeout: Any = None) -> bytes:
+        """POST and return the body of a 2xx answer; :class:`HTTPStatusError` otherwise. ``timeout``
+        (from :meth:`timeout`) bounds the whole exchange; a request over it raises ``TimeoutError``."""
+        kwargs = {"timeout": timeout} if timeout is not None else {}
+        async with self._open().post(url, data=data, headers=headers, **kwargs) as response:
             raw = await response.read()
             if response.status >= 400:
                 raise _status_error(response.status, response.headers, raw)

@@ -22,6 +22,7 @@ OpenAI format (streams as server-sent events).
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -64,10 +65,9 @@ class LiteLLMBackend(OpenAIBackend):
 
     async def _exchange(self, state: ModelState, api: str, payload: dict[str, Any]) -> bytes | dict[str, Any]:
         call_kwargs = self._call_kwargs(state, payload)
-        if api == "chat":
-            response = await self._litellm.acompletion(**call_kwargs)
-        else:
-            response = await self._litellm.atext_completion(**call_kwargs)
+        call = self._litellm.acompletion if api == "chat" else self._litellm.atext_completion
+        async with asyncio.timeout(state.config.timeout_s):
+            response = await call(**call_kwargs)
         dump = getattr(response, "model_dump", None) or getattr(response, "dict", None)
         if dump is None:
             return str(response).encode()
@@ -104,8 +104,6 @@ class _LiteLLMStream:
     def close(self) -> None:
         closer = getattr(self._response, "aclose", None)
         if closer is not None:
-            import asyncio
-
             try:
                 asyncio.get_running_loop().create_task(closer())
             except RuntimeError:

@@ -389,6 +389,7 @@ class ModelState:
         base = (config.base_url or "https://api.openai.com/v1").rstrip("/")
         self.urls = {api: base + path for api, path in ENDPOINTS.items()}
         self.headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+        self.http_timeout: Any = None  # the transport's per-request timeout, made on first use
 
 
 class _GatedStream:
@@ -527,8 +528,7 @@ class OpenAIBackend:
         kwargs, k = self._build_kwargs(state, request, api)
         t0 = time.perf_counter()
         try:
-            async with asyncio.timeout(config.timeout_s):
-                body = load_body(await self._exchange(state, api, kwargs))
+            body = load_body(await self._exchange(state, api, kwargs))
         except TransientError:
             raise
         except Exception as exc:  # classified below; re-raised unchanged if not a provider failure
@@ -554,8 +554,11 @@ class OpenAIBackend:
         return err
 
     async def _exchange(self, state: ModelState, api: str, payload: dict[str, Any]) -> bytes | dict[str, Any]:
-        """Send one request; the body of a 2xx answer (raw bytes here; a dict from litellm)."""
-        return await self.transport.post_json(state.urls[api], dumps(payload), state.headers)
+        """Send one request within the model's ``timeout_s``; the body of a 2xx answer (raw bytes here; a
+        dict from litellm)."""
+        if state.http_timeout is None:
+            state.http_timeout = self.transport.timeout(state.config.timeout_s)
+        return await self.transport.post_json(state.urls[api], dumps(payload), state.headers, state.http_timeout)
 
     # -------------------------------------------------------------------------- forwarding (serve)
 
@@ -579,8 +582,7 @@ class OpenAIBackend:
         async def attempt(_n: int) -> dict[str, Any]:
             async with state.gate.slot():
                 try:
-                    async with asyncio.timeout(config.timeout_s):
-                        raw = await self._exchange(state, api, payload)
+                    raw = await self._exchange(state, api, payload)
                 except TransientError:
                     raise
                 except Exception as exc:

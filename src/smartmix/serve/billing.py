@@ -33,9 +33,7 @@ class ServedJournal:
         response_id = response.get("id", "") if response is not None else ""
         digest = hashlib.sha256(dumps(response_id)).hexdigest()
         request = Request(model=model, messages=(Message("user", digest),), item_id=None)
-        extra: dict[str, Any] = {"route": route}
-        if not usable:
-            extra["usable"] = False
+        extra: dict[str, Any] = {} if usable else {"usable": False, "route": route}
         usage = (response or {}).get("usage")
         usage = usage if isinstance(usage, dict) else {}
         completion = Completion(
