@@ -95,3 +95,11 @@ def test_a_run_reports_items_whose_answer_stays_null_as_failed_never_as_empty_an
     assert nulls >= 5 and len(failed) == nulls
     assert all("content is null" in r.error and r.answer is None for r in failed)
     assert all(r.answer in ("yes", "no") for r in result.items if r.error is None)
+
+
+def test_a_refusal_fails_the_item_at_once(provider):
+    provider.control.add_fault("refusal", count=1)
+    with pytest.raises(ProviderError) as err:
+        ask(backend(provider, max_attempts=3))
+    assert "refused to answer" in str(err.value) and "can't help" in str(err.value)
+    assert len(provider.control.requests()) == 1  # asking again would be refused again

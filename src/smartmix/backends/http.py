@@ -109,7 +109,8 @@ class Transport:
         self.read_timeout_s = read_timeout_s
         self._session: Any = None
 
-    def _open(self) -> Any:
+    def open(self) -> Any:
+        """The session, opened on the running event loop if it is not open yet."""
         if self._session is None or self._session.closed:
             import aiohttp
 
@@ -135,7 +136,7 @@ class Transport:
         """POST and return the body of a 2xx answer; :class:`HTTPStatusError` otherwise. ``timeout``
         (from :meth:`timeout`) bounds the whole exchange; a request over it raises ``TimeoutError``."""
         kwargs = {"timeout": timeout} if timeout is not None else {}
-        async with self._open().post(url, data=data, headers=headers, **kwargs) as response:
+        async with self.open().post(url, data=data, headers=headers, **kwargs) as response:
             raw = await response.read()
             if response.status >= 400:
                 raise _status_error(response.status, response.headers, raw)
@@ -143,7 +144,7 @@ class Transport:
 
     async def open_stream(self, url: str, data: bytes, headers: Mapping[str, str]) -> StreamResponse:
         """POST and return the answer unread (to be relayed); :class:`HTTPStatusError` if status >= 400."""
-        response = await self._open().post(url, data=data, headers=headers)
+        response = await self.open().post(url, data=data, headers=headers)
         if response.status >= 400:
             try:
                 raw = await response.read()

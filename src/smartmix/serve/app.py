@@ -82,6 +82,10 @@ def create_app(config: JobConfig, *, reference: str | None = None, journal_path:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
+        for backend in backends.values():  # open the HTTP sessions now (imports included), not on the first request
+            transport = getattr(backend, "transport", None)
+            if transport is not None:
+                transport.open()
         try:
             yield
         finally:
