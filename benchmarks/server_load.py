@@ -83,8 +83,11 @@ def own_cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def measured(url: str, clients: int, seconds: float, key: str | None, pids: dict[str, int]) -> dict:
-    """:func:`load`, plus the CPU milliseconds per request of this load generator and of ``pids``."""
+def measured(url: str, clients: int, seconds: float, key: str | None, pids: dict[str, int], warmup: float = 0.0) -> dict:
+    """:func:`load`, plus the CPU milliseconds per request of this load generator and of ``pids``; after
+    ``warmup`` seconds of the same load, not counted (connections opened, lazy imports done)."""
+    if warmup > 0:
+        asyncio.run(load(url, clients, warmup, key))
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     own = own_cpu_seconds()
     result = asyncio.run(load(url, clients, seconds, key))
@@ -137,6 +140,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds of uncounted load before each measurement")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "server_load.md")
     args = parser.parse_args()
 
@@ -160,20 +164,21 @@ def main() -> None:
         ))
         wait_port(sm_port)
         direct = measured(f"http://127.0.0.1:{up_port}/v1/chat/completions", args.clients, args.seconds, None,
-                          {"upstream": procs[0].pid})
+                          {"upstream": procs[0].pid}, args.warmup)
         routed = measured(f"http://127.0.0.1:{sm_port}/v1/chat/completions", args.clients, args.seconds, key,
-                          {"upstream": procs[0].pid, "smartmix": procs[1].pid})
+                          {"upstream": procs[0].pid, "smartmix": procs[1].pid}, args.warmup)
     finally:
         for p in procs:
             p.terminate()
             p.wait(timeout=10)
     rows = [("upstream directly", direct), ("through smartmix", routed)]
     lines = [
-        f"Command: `python benchmarks/server_load.py --seconds {args.seconds:g} --clients {args.clients}`",
+        f"Command: `python benchmarks/server_load.py --seconds {args.seconds:g} --clients {args.clients} --warmup {args.warmup:g}`",
         "",
         f"Code version: {code_version()}",
         "",
-        f"{args.clients} concurrent clients for {args.seconds:g} s each, loopback, 2 cores shared by upstream, server and load generator.",
+        f"{args.clients} concurrent clients for {args.seconds:g} s each (after {args.warmup:g} s of uncounted warm-up), "
+        "loopback, 2 cores shared by upstream, server and load generator; directly first, then through smartmix.",
         "",
         "| target | requests | errors | req/s | p50 ms | p99 ms |",
         "| --- | --- | --- | --- | --- | --- |",

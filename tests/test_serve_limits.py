@@ -274,3 +274,33 @@ def test_faults_serve_harness_smoke():
     assert row["journal_rows"] == row["server_paid_calls"] > 45
     assert row["items_lost"] == 0 and row["items_duplicated"] == 0 and row["paid_twice"] == 0
     assert row["bill_usd"] == pytest.approx(row["server_usd"]) and "0 tracebacks" in row["notes"]
+
+
+def test_journal_writer_commit_returns_once_committed_and_raises_for_an_unstorable_row(tmp_path):
+    """The awaitable form (for callers that must not use an answer before it is in the journal)."""
+    from smartmix.backends.base import Completion, Message, Request
+    from smartmix.journal import Journal
+    from smartmix.journal_writer import BackgroundJournalWriter
+
+    journal = Journal(tmp_path / "j.sqlite")
+    journal.start_run("r", {}, 0)
+    writer = BackgroundJournalWriter(journal, "r")
+    request = Request("m", (Message("user", "x"),))
+
+    class Unstorable:
+        def __str__(self):
+            raise ValueError("cannot be text")
+
+        def __repr__(self):
+            raise ValueError("cannot be text")
+
+    async def go():
+        await asyncio.gather(*(writer.commit(request, Completion("m", f"a{i}"), "run", 0.01) for i in range(20)))
+        assert len(journal.calls("r")) == 20  # committed before the awaits returned
+        with pytest.raises(ValueError):
+            await writer.commit(request, Completion("m", Unstorable()), "run", 0.01)  # type: ignore[arg-type]
+
+    asyncio.run(go())
+    writer.close()
+    assert writer.written == 20 and writer.failed == 1
+    journal.close()

@@ -5,6 +5,10 @@ writer thread commits whatever has queued up in one transaction (:meth:`Journal.
 caller pays one SQLite commit per batch, not per call, and never waits for the disk.
 :meth:`BackgroundJournalWriter.close` commits everything still queued before it returns.
 
+Callers that must not go on before their row is committed (a batch run uses no answer that is not in
+the journal) ``await writer.commit(...)`` instead: same queue and batches, and the await returns once the
+row is committed (or raises if it could not be stored).
+
 One bad row never costs the others: every call is made storable first (:func:`storable`: an answer that
 is not text is stored as its JSON text, a cost that is not a finite number as 0 with a note), and a batch
 whose insert fails anyway is written again row by row, so only a row that cannot be stored at all is
@@ -13,6 +17,7 @@ lost, and it is counted and reported.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import dataclasses
 import json
@@ -104,12 +109,21 @@ class BackgroundJournalWriter:
 
     def record(self, request: Request, completion: Completion, phase: str, cost_usd: float) -> None:
         """Queue one call (never blocks); written directly once the writer is closed."""
-        call = (request, completion, phase, cost_usd)
+        self._put(((request, completion, phase, cost_usd), None))
+
+    async def commit(self, request: Request, completion: Completion, phase: str, cost_usd: float) -> None:
+        """Queue one call and return once it is committed; raises the error if it could not be stored."""
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        self._put(((request, completion, phase, cost_usd), (loop, done)))
+        await done
+
+    def _put(self, entry: tuple) -> None:
         with self._lock:
             if not self._closed:
-                self._queue.put(call)
+                self._queue.put(entry)
                 return
-        self._write([call])
+        self._write([entry])
 
     def close(self) -> None:
         """Commit everything queued, then stop the writer thread."""
@@ -142,26 +156,53 @@ class BackgroundJournalWriter:
             if stop:
                 return
 
-    def _write(self, calls: list[Call]) -> None:
-        rows = []
-        for call in calls:
+    def _write(self, entries: list[tuple]) -> None:
+        rows, waiters = [], []
+        for call, waiter in entries:
             try:
                 rows.append(storable(call))
+                waiters.append(waiter)
             except Exception as exc:  # noqa: BLE001 - one unstorable call must not cost the batch
                 self._lost(1, exc)
+                _settle(waiter, exc)
         try:
             self.journal.record_many(self.run_id, rows)
-            self.written += len(rows)
-            return
         except Exception:  # noqa: BLE001 - find the row at fault: write them one by one
             pass
-        for row in rows:
+        else:
+            self.written += len(rows)
+            for waiter in waiters:
+                _settle(waiter, None)
+            return
+        for row, waiter in zip(rows, waiters, strict=True):
             try:
                 self.journal.record_many(self.run_id, [row])
-                self.written += 1
             except Exception as exc:  # noqa: BLE001 - a full disk must not take the caller down; say so
                 self._lost(1, exc)
+                _settle(waiter, exc)
+            else:
+                self.written += 1
+                _settle(waiter, None)
 
     def _lost(self, n: int, exc: BaseException) -> None:
         self.failed += n
         print(f"smartmix: could not journal {n} call(s): {type(exc).__name__}: {exc}", file=sys.stderr)
+
+
+def _settle(waiter: tuple | None, error: BaseException | None) -> None:
+    """Wake a :meth:`BackgroundJournalWriter.commit` caller on its own event loop."""
+    if waiter is None:
+        return
+    loop, done = waiter
+
+    def settle() -> None:
+        if not done.done():
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)
+
+    try:
+        loop.call_soon_threadsafe(settle)
+    except RuntimeError:  # the caller's loop is closed: nobody is waiting any more
+        pass
