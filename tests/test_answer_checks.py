@@ -103,3 +103,13 @@ def test_a_refusal_fails_the_item_at_once(provider):
         ask(backend(provider, max_attempts=3))
     assert "refused to answer" in str(err.value) and "can't help" in str(err.value)
     assert len(provider.control.requests()) == 1  # asking again would be refused again
+
+
+def test_json_nested_100k_deep_is_an_error_not_a_crash():
+    """orjson alone overflows the C stack on such a document (the process dies); loads refuses it."""
+    from smartmix.backends.http import loads
+
+    for deep in (b"[" * 100_000 + b"]" * 100_000, b"{" + b'"a": {' * 100_000 + b"}" * 100_001):
+        with pytest.raises(ValueError, match="nested too deeply"):
+            loads(deep)
+    assert loads(b'{"a": [1, {"b": null}]}') == {"a": [1, {"b": None}]}
