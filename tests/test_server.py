@@ -266,6 +266,8 @@ def test_upstream_errors_are_retried_then_answer_502_with_the_reason(smartmix_se
             c.chat.completions.create(model="big", messages=[{"role": "user", "content": "x"}])
         assert err.value.status_code == 502 and reason in str(err.value), (kind, str(err.value))
         assert "failed after 2 attempts" in str(err.value)
+        paid = float(err.value.response.headers["x-smartmix-cost-usd"])  # billed garbage is reported too
+        assert (paid > 0) == (kind in ("null_content", "empty_content", "object_content", "no_choices")), kind
 
 
 def test_bad_request_bodies(smartmix_server):

@@ -100,8 +100,10 @@ def create_app(config: JobConfig, *, reference: str | None = None, journal_path:
 
     app = FastAPI(title="smartmix", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
 
-    def error(status: int, message: str, kind: str = "invalid_request_error") -> Response:
-        return Response(error_body(status, message, kind), status_code=status, media_type="application/json")
+    def error(status: int, message: str, kind: str = "invalid_request_error", bill: Bill | None = None) -> Response:
+        headers = {"x-smartmix-cost-usd": f"{bill.total:.10f}"} if bill is not None else None  # paid before failing
+        return Response(error_body(status, message, kind), status_code=status, headers=headers,
+                        media_type="application/json")
 
     def authorised(request: HTTPRequest) -> bool:
         if not keys:
@@ -131,11 +133,11 @@ def create_app(config: JobConfig, *, reference: str | None = None, journal_path:
         except ProviderError as exc:
             status = getattr(exc, "status", None)
             if status in _PASSED_THROUGH:
-                return error(status, str(exc))
-            return error(502, str(exc), "upstream_error")
+                return error(status, str(exc), bill=bill)
+            return error(502, str(exc), "upstream_error", bill)
         except Exception as exc:  # noqa: BLE001 - one line in the log, no traceback to the client
             log.error("smartmix serve: request on route %s failed: %s: %s", route.name, type(exc).__name__, exc)
-            return error(500, f"internal error ({type(exc).__name__}); the request may be retried", "server_error")
+            return error(500, f"internal error ({type(exc).__name__}); the request may be retried", "server_error", bill)
 
     def forward(model: str, body: dict, api: str, bill: Bill) -> Any:
         def paid(m: str, answer: dict | None) -> None:
