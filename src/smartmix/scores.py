@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from smartmix.backends.base import Completion
+from smartmix.domain import Completion
 from smartmix.tasks import normalize_answer
 
 

@@ -28,8 +28,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from smartmix.backends.base import Completion
 from smartmix.config import JobConfig, build_pool
+from smartmix.domain import Completion
 from smartmix.errors import ConfigError
 from smartmix.models import Pool
 from smartmix.scores import confidence_score

@@ -38,7 +38,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from smartmix.backends.base import Completion, Request
 from smartmix.backends.retry import (
     RETRYABLE_STATUS,
     Backoff,
@@ -48,6 +47,7 @@ from smartmix.backends.retry import (
     parse_retry_after,
     redact,
 )
+from smartmix.domain import Completion, Request
 from smartmix.errors import ConfigError, ProviderError, UnknownModelError
 
 __all__ = ["EndpointConfig", "OpenAIBackend", "parse_chat_response", "parse_completions_response"]

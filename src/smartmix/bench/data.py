@@ -190,7 +190,7 @@ def adversarial_batch(n_items: int, rates: Sequence[float], seed: int) -> Batch:
 
 def simulated_batch(profile: str, seed: int, n_items: int | None = None) -> Batch:
     """A batch of the paper's simulator, columns reordered: candidates cheapest first (cost per item), the
-    reference (gpt-4) last — the order :func:`smartmix.simulate.simulate` expects."""
+    reference (gpt-4) last — the order :func:`smartmix.core.offline.simulate` expects."""
     from smartmix.backends.simulated import PAPER_PROFILES, simulated_arrays
 
     arrays = simulated_arrays(profile, seed, n_items)
