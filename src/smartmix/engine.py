@@ -107,6 +107,7 @@ class Engine:
         self._params: dict[str, Any] = dict(self.options.params)  # generation settings of this run
         self._items: Sequence[Item] = ()
         self._answers: dict[tuple[int, int], _Answer] = {}  # (item, model index) -> every answer of the run
+        self.execution: Execution | None = None  # what the last run decided: plan, who answered, costs
 
     # -- public --------------------------------------------------------------------------------
     async def run(
@@ -133,7 +134,7 @@ class Engine:
             self._params.setdefault("top_logprobs", 5)
         self._items = items
         self._answers = {}
-        execution = await execute(policy, self)
+        execution = self.execution = await execute(policy, self)
         results = [self._result(item, i, execution) for i, item in enumerate(items)]
         reference_cost, measured = self._reference_cost(execution.plan, results, len(items))
         return RunResult(

@@ -139,7 +139,9 @@ def load_dataset(path: Path, name: str | None = None) -> BenchData:
 def bootstrap_batch(data: BenchData, n_items: int, seed: int) -> Batch:
     """``n_items`` items drawn with replacement from the dataset: the joint per-item behaviour stays real."""
     rows = np.random.default_rng(seed).integers(0, data.n_items, n_items)
-    return Batch(data.models, data.agree[rows], data.cost[rows], np.exp(data.confidence[rows]))
+    from smartmix.scores import score_from_logprob
+
+    return Batch(data.models, data.agree[rows], data.cost[rows], score_from_logprob(data.confidence[rows]))
 
 
 # ---------------------------------------------------------------------------------------------------
