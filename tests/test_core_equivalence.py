@@ -57,10 +57,10 @@ def recorded(request, shared_data, tmp_path_factory):
     models = tuple(job.pool.names)
     arrays = RecordedOutputs.load(path).arrays(models, reference, job.comparator, job.pool)
     score = score_from_logprob(arrays.confidence)  # as the benchmarks score; the live path scores each completion
-    predicted = router_predictions(shared_data / name / "train.jsonl", path, reference, tmp)
+    router, predicted = router_predictions(shared_data / name / "train.jsonl", path, reference, tmp)
     return {
         "name": name, "path": path, "models": models, "arrays": arrays, "score": score, "target": target,
-        "predicted": predicted, "journal": tmp / "journal.sqlite", "reference": reference,
+        "predicted": predicted, "router": router, "journal": tmp / "journal.sqlite", "reference": reference,
     }
 
 
@@ -69,9 +69,9 @@ def router_predictions(train, path, reference, tmp):
     from smartmix.router.embedding import HashingEmbedder
     from smartmix.router.predictor import AgreementPredictor, train_from_recorded
 
-    predictor = train_from_recorded([train], reference, predictor=AgreementPredictor(HashingEmbedder(), cv=3))
+    predictor = train_from_recorded([train], reference, predictor=AgreementPredictor(HashingEmbedder(), Cs=(1.0,), cv=2))
     saved = predictor.save(tmp / "router.npz")
-    return predict_agreement(saved, replay_job(path, reference=reference))
+    return saved, predict_agreement(saved, replay_job(path, reference=reference))
 
 
 def live(recorded, method, seed):
@@ -173,3 +173,23 @@ def test_keeps_is_strict_and_nan_never_keeps():
     got = keeps(np.array([0.9, 0.8, np.nan, -np.inf]), 0.8)
     assert got.tolist() == [True, False, False, False]
     assert keeps(np.array([0.5, 0.5]), np.array([0.4, 0.5])).tolist() == [True, False]
+
+
+@pytest.mark.parametrize("method", ["cascade", "router"])
+def test_a_run_leaves_the_callers_options_as_they_were(recorded, method):
+    """The engine asks for logprobs on its own copy of the settings; the router's predictions travel in the
+    policy's batch spec, not in the caller's method options."""
+    from smartmix.api import arun
+
+    options = EngineOptions(params={"max_tokens": 8}, method_options={})
+    with Journal(recorded["journal"]) as journal:
+        journal.start_run(f"options-{method}", {}, 0)
+        result = asyncio.run(arun(
+            recorded["path"], reference=recorded["reference"], target=recorded["target"], method=method,
+            options=options, journal=journal, run_id=f"options-{method}", router=recorded["router"],
+        ))
+        calls = journal.calls(f"options-{method}")
+    assert options.params == {"max_tokens": 8} and options.method_options == {}
+    assert len(result.items) == N_ITEMS and calls
+    execution, _ = offline(recorded, method, 0)
+    assert [r.model for r in result.items] == [recorded["models"][m] for m in execution.final]
