@@ -106,7 +106,10 @@ class Engine:
         self._journaled: set[int] | None = None  # digest prefixes of the requests in the journal; None: unknown
         self._params: dict[str, Any] = dict(self.options.params)  # generation settings of this run
         self._items: Sequence[Item] = ()
-        self._answers: dict[tuple[int, int], _Answer] = {}  # (item, model index) -> every answer of the run
+        # what each answer reports (answer, error): per (item, model index) from profiling; per item, the
+        # latest application answer (an item's chain stops at the answer it keeps, so the latest is final)
+        self._profiled: dict[tuple[int, int], tuple[str | None, str | None]] = {}
+        self._applied: list[tuple[str | None, str | None] | None] = []
         self.execution: Execution | None = None  # what the last run decided: plan, who answered, costs
 
     # -- public --------------------------------------------------------------------------------
@@ -133,7 +136,7 @@ class Engine:
             self._params.setdefault("logprobs", True)
             self._params.setdefault("top_logprobs", 5)
         self._items = items
-        self._answers = {}
+        self._profiled, self._applied = {}, [None] * len(items)
         execution = self.execution = await execute(policy, self)
         results = [self._result(item, i, execution) for i, item in enumerate(items)]
         reference_cost, measured = self._reference_cost(execution.plan, results, len(items))
@@ -166,7 +169,7 @@ class Engine:
             ref = answers.get((int(i), reference))
             for col, name in enumerate(names):
                 got = answers[(int(i), name)]
-                self._answers[(int(i), models[col])] = got
+                self._profiled[(int(i), models[col])] = self._output(got)
                 cost[row, col] = got.cost
                 score[row, col] = got.score
                 failed[row, col] = got.error is not None
@@ -178,33 +181,38 @@ class Engine:
         calls = [(int(i), self.pool.names[int(m)]) for i, m in zip(items, models, strict=True)]
         answers = await self._call_all(self._items, calls, "application")
         got = [answers[call] for call in calls]
-        for i, m, a in zip(items, models, got, strict=True):
-            self._answers[(int(i), int(m))] = a
+        for i, a in zip(items, got, strict=True):
+            self._applied[int(i)] = self._output(a)
         return Answers(
             np.array([a.cost for a in got], dtype=float),
             np.array([a.score if a.error is None else math.nan for a in got], dtype=float),
             np.array([a.error is not None for a in got], dtype=bool),
         )
 
+    def planned(self, plan: Plan) -> None:
+        return None
+
     def report(self, phase: str, done: int, total: int | None) -> None:
         if self.progress is not None:
             self.progress({"phase": phase, "done": done, "total": total, "spent": self.ledger.total})
 
     # -- results -------------------------------------------------------------------------------
-    def _result(self, item: Item, i: int, execution: Execution) -> ItemResult:
-        model = int(execution.final[i])
-        name = self.pool.names[model]
-        answer = self._answers[(i, model)]
-        phase = "profiling" if execution.plan.profiled[i] else "application"
-        result = ItemResult(id=item.id, answer=None, model=None, cost=float(execution.spent[i]), phase=phase)
+    def _output(self, answer: _Answer) -> tuple[str | None, str | None]:
+        """(answer, error) as the item's result reports them, should this answer be final."""
         if answer.error is not None:
-            result.error = answer.error
-            return result
-        result.model = name
+            return None, answer.error
         # Labelled tasks report the canonical label; open answers are reported as the model wrote them.
         labelled = isinstance(self.comparator, LabelComparator) and answer.parsed is not None
-        result.answer = answer.parsed if labelled else (answer.text or "").strip()
-        return result
+        return (answer.parsed if labelled else (answer.text or "").strip()), None
+
+    def _result(self, item: Item, i: int, execution: Execution) -> ItemResult:
+        model = int(execution.final[i])
+        profiled = bool(execution.plan.profiled[i])
+        text, error = self._profiled[(i, model)] if profiled else self._applied[i]
+        return ItemResult(
+            id=item.id, answer=text, model=None if error is not None else self.pool.names[model],
+            cost=float(execution.spent[i]), phase="profiling" if profiled else "application", error=error,
+        )
 
     def _reference_cost(
         self, plan: Plan, results: list[ItemResult], n_items: int

@@ -54,6 +54,7 @@ async def execute(policy: Policy, source: AnswerSource) -> Execution:
     failed_profile: dict[tuple[int, int], bool] = {}
     profiling_cost = await _profile(policy, source, spent, failed_profile)
     plan = policy.plan()
+    source.planned(plan)
     final = np.asarray(plan.assignment, dtype=np.int64).copy()
     failed = np.zeros(n_items, dtype=bool)
     if failed_profile:

@@ -43,6 +43,9 @@ class OfflineSource:
     async def answer(self, items: np.ndarray, models: np.ndarray) -> Answers:
         return Answers(self.cost[items, models], self.score[items, models])
 
+    def planned(self, plan: Plan) -> None:
+        return None
+
     def report(self, phase: str, done: int, total: int | None) -> None:
         return None
 

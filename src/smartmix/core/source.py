@@ -12,6 +12,8 @@ from typing import Protocol
 
 import numpy as np
 
+from smartmix.policies.base import Plan
+
 
 @dataclass(frozen=True, eq=False)
 class Observation:
@@ -51,6 +53,10 @@ class AnswerSource(Protocol):
 
     async def answer(self, items: np.ndarray, models: np.ndarray) -> Answers:
         """Call ``models[k]`` on ``items[k]`` for every k (application)."""
+        ...
+
+    def planned(self, plan: Plan) -> None:
+        """The policy's plan, once profiling is over and before any application call (checks, warnings)."""
         ...
 
     def report(self, phase: str, done: int, total: int | None) -> None:
