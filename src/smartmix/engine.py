@@ -193,8 +193,7 @@ class Engine:
         return None
 
     def report(self, phase: str, done: int, total: int | None) -> None:
-        if self.progress is not None:
-            self.progress({"phase": phase, "done": done, "total": total, "spent": self.ledger.total})
+        self._report(phase, done, total)
 
     # -- results -------------------------------------------------------------------------------
     def _output(self, answer: _Answer) -> tuple[str | None, str | None]:
@@ -371,6 +370,10 @@ class Engine:
             return spec.cost(estimate_tokens(request.prompt_text), max_tokens)
         except Exception:
             return 0.0
+
+    def _report(self, phase: str, done: int, total: int | None) -> None:
+        if self.progress is not None:
+            self.progress({"phase": phase, "done": done, "total": total, "spent": self.ledger.total})
 
 
 def run_sync(coro) -> Any:
