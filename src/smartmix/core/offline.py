@@ -19,7 +19,8 @@ from smartmix.policies import BatchSpec, Certificate, Guarantee, Plan, make_poli
 
 class OfflineSource:
     """Answers from arrays (items x models, candidates cheapest first, the reference last): ``agree`` with
-    the reference, ``cost`` per call, ``score`` in [0, 1] (NaN where none). Nothing fails; nothing waits."""
+    the reference, ``cost`` per call, ``score`` in [0, 1] (NaN where none). Nothing fails; nothing waits.
+    A pair profiled twice is paid once, as the live engine sends an identical request once per run."""
 
     chunk = None
 
@@ -31,6 +32,7 @@ class OfflineSource:
         self.cost = cost
         self.score = np.full(agree.shape, np.nan) if score is None else score
         self.reference = agree.shape[1] - 1
+        self.called = np.zeros(agree.shape, dtype=bool)  # profiled pairs: asked again, they are not paid again
 
     async def profile(self, items: np.ndarray, models: tuple[int, ...]) -> Observation:
         cols = list(models)
@@ -38,7 +40,12 @@ class OfflineSource:
         agree = self.agree[rows]
         if self.reference not in cols:
             agree = np.zeros_like(agree)  # nothing to compare with: no agreement is seen
-        return Observation(agree, self.cost[rows], self.score[rows])
+        cost = self.cost[rows]
+        again = self.called[rows]
+        if again.any():  # the live engine shares an answer it already has in this run, at no cost
+            cost = np.where(again, 0.0, cost)
+        self.called[rows] = True
+        return Observation(agree, cost, self.score[rows])
 
     async def answer(self, items: np.ndarray, models: np.ndarray) -> Answers:
         return Answers(self.cost[items, models], self.score[items, models])
