@@ -10,7 +10,7 @@ import pytest
 from smartmix.core.driver import execute, run_inline
 from smartmix.core.offline import OfflineSource
 from smartmix.policies import BatchSpec, Certificate, Guarantee, Plan
-from smartmix.policies.base import Policy
+from smartmix.policies.base import Policy, ProfileBatch
 
 NAN = math.nan
 MODELS = ("m0", "m1", "ref")
@@ -107,3 +107,31 @@ def test_a_failed_stage_moves_the_item_up_and_a_failed_reference_fails_the_item(
     cert = ex.certificate
     assert cert.shares == {"m0": 0.5, "ref": 0.25, "(failed)": 0.25}
     assert cert.target == pytest.approx(0.9 - 0.25) and cert.details["requested_target"] == 0.9
+
+
+class TwoPasses(FixedPlan):
+    """Profiles items 0 and 1 with m0 alone, then again with m0 and the reference."""
+
+    def __init__(self, spec):
+        super().__init__(spec, (), (), None)
+        self.batches = [ProfileBatch(np.array([0, 1]), (0,)), ProfileBatch(np.array([0, 1]), (0, 2))]
+        self.seen = []
+
+    def next_batch(self):
+        return self.batches.pop(0) if self.batches else None
+
+    def observe(self, batch, agree, cost, score=None):
+        self.seen.append(cost.tolist())
+
+    def plan(self):
+        plan = super().plan()
+        plan.profiled[:2] = True
+        return plan
+
+
+def test_a_pair_profiled_twice_is_paid_once():
+    policy = TwoPasses(BatchSpec(3, MODELS, Guarantee(0.9)))
+    source = OfflineSource(np.ones((3, 3), dtype=bool), np.tile([1.0, 2.0, 10.0], (3, 1)))
+    ex = run_inline(execute(policy, source))
+    assert policy.seen == [[[1.0], [1.0]], [[0.0, 10.0], [0.0, 10.0]]]
+    assert ex.profiling_cost == 22.0 and ex.spent.tolist() == [11.0, 11.0, 10.0]
