@@ -32,7 +32,9 @@ class OfflineSource:
         self.cost = cost
         self.score = np.full(agree.shape, np.nan) if score is None else score
         self.reference = agree.shape[1] - 1
-        self.called = np.zeros(agree.shape, dtype=bool)  # profiled pairs: asked again, they are not paid again
+        # per item, a bit per model profiled on it: a pair asked again is not paid again
+        self.called = np.zeros(agree.shape[0], dtype=object if agree.shape[1] > 62 else np.int64)
+        self._bits: dict[tuple[int, ...], int] = {}
 
     async def profile(self, items: np.ndarray, models: tuple[int, ...]) -> Observation:
         cols = list(models)
@@ -41,10 +43,14 @@ class OfflineSource:
         if self.reference not in cols:
             agree = np.zeros_like(agree)  # nothing to compare with: no agreement is seen
         cost = self.cost[rows]
-        again = self.called[rows]
-        if again.any():  # the live engine shares an answer it already has in this run, at no cost
+        called = self.called[items]
+        bits = self._bits.get(models)
+        if bits is None:
+            bits = self._bits[models] = sum(1 << m for m in cols)
+        if (called & bits).any():  # the live engine shares an answer it already has in this run, at no cost
+            again = (called[:, None] >> np.array(cols)) & 1 == 1
             cost = np.where(again, 0.0, cost)
-        self.called[rows] = True
+        self.called[items] = called | bits
         return Observation(agree, cost, self.score[rows])
 
     async def answer(self, items: np.ndarray, models: np.ndarray) -> Answers:
