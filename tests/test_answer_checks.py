@@ -9,9 +9,9 @@ import os
 
 import pytest
 
-from smartmix.backends.base import Message, Request
 from smartmix.backends.openai_compat import EndpointConfig, OpenAIBackend
 from smartmix.backends.retry import Backoff
+from smartmix.domain import Message, Request
 from smartmix.errors import ProviderError
 
 pytest_plugins = ["openai_fixtures"]

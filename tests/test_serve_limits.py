@@ -129,7 +129,7 @@ def test_cascade_reported_cost_includes_the_cheap_call_paid_before_escalating(se
 
 def test_cascade_keeps_only_a_score_strictly_above_the_threshold(upstream, tmp_path):
     """The batch rule: keep iff score > threshold. A score exactly at the threshold escalates."""
-    from smartmix.backends.base import Completion
+    from smartmix.domain import Completion
     from smartmix.scores import confidence_score
 
     pairs = [("yes", math.log(0.8)), ("no", math.log(0.2))]
@@ -190,7 +190,7 @@ def test_journal_rows_equal_the_upstreams_paid_calls_under_odd_answers(upstream,
 
 
 def test_one_unstorable_row_never_costs_its_batch(tmp_path):
-    from smartmix.backends.base import Completion, Message, Request
+    from smartmix.domain import Completion, Message, Request
     from smartmix.journal import Journal
     from smartmix.journal_writer import BackgroundJournalWriter
 
@@ -278,7 +278,7 @@ def test_faults_serve_harness_smoke():
 
 def test_journal_writer_commit_returns_once_committed_and_raises_for_an_unstorable_row(tmp_path):
     """The awaitable form (for callers that must not use an answer before it is in the journal)."""
-    from smartmix.backends.base import Completion, Message, Request
+    from smartmix.domain import Completion, Message, Request
     from smartmix.journal import Journal
     from smartmix.journal_writer import BackgroundJournalWriter
 

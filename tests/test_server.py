@@ -214,7 +214,7 @@ def test_every_request_is_journaled_incl_the_shutdown_flush(upstream, tmp_path):
 
 
 def test_journal_writer_commits_everything_queued_on_close(tmp_path):
-    from smartmix.backends.base import Completion, Message, Request
+    from smartmix.domain import Completion, Message, Request
     from smartmix.journal import Journal
     from smartmix.journal_writer import BackgroundJournalWriter
 

@@ -27,7 +27,7 @@ import sys
 import threading
 from typing import Any
 
-from smartmix.backends.base import Completion, Request
+from smartmix.domain import Completion, Request
 from smartmix.journal import Journal
 
 __all__ = ["BackgroundJournalWriter", "Call", "storable"]

@@ -42,7 +42,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from smartmix.backends.base import Completion, Request
 from smartmix.backends.http import HTTPStatusError, StreamResponse, Transport, dumps, loads
 from smartmix.backends.retry import (
     RETRYABLE_STATUS,
@@ -53,6 +52,7 @@ from smartmix.backends.retry import (
     parse_retry_after,
     redact,
 )
+from smartmix.domain import Completion, Request
 from smartmix.errors import ConfigError, ProviderError, UnknownModelError
 
 __all__ = [

@@ -14,8 +14,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from smartmix.backends.base import Completion, Message, Request
 from smartmix.backends.http import dumps
+from smartmix.domain import Completion, Message, Request
 from smartmix.journal_writer import BackgroundJournalWriter
 from smartmix.models import Pool
 from smartmix.serve.responses import answer_text

@@ -1,7 +1,6 @@
-"""The cascade route's decision: keep a stage's answer iff its confidence score is above the threshold.
-
-The rule is the batch cascade's (strict ``score > threshold``; a missing or NaN score never keeps), so a
-served request is decided exactly as the same item would be in a batch run with the same thresholds.
+"""The cascade route's decision, with the batch chain rule (:func:`smartmix.core.chain.keeps`): keep a
+stage's answer iff its score is strictly above the threshold; a missing or NaN score never keeps. A served
+request is decided exactly as the same item would be in a batch run with the same thresholds.
 """
 
 from __future__ import annotations
@@ -9,16 +8,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from smartmix.backends.base import Completion
 from smartmix.backends.openai_compat import chat_top_logprobs, completions_top_logprobs
+from smartmix.core.chain import keeps
+from smartmix.domain import Completion
 from smartmix.scores import confidence_score
 
 __all__ = ["keeps", "logprob_params", "score_of"]
-
-
-def keeps(score: float, threshold: float) -> bool:
-    """Keep the answer iff ``score > threshold``; NaN (no score) never keeps."""
-    return bool(score > threshold)  # NaN compares False
 
 
 def logprob_params(body: dict[str, Any], api: str) -> dict[str, Any]:
