@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from openai_batch_server import run_batch_server, start_batch_server
 
-from smartmix.backends.base import Message, Request
+from smartmix.domain import Message, Request
 from smartmix.backends.openai_compat import EndpointConfig, OpenAIBackend
 from smartmix.batch import BatchRunner, BatchSettings, BatchStore
 from smartmix.errors import ProviderError

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from openai_server import run_server
 
-from smartmix.backends.base import Message, Request
+from smartmix.domain import Message, Request
 from smartmix.backends.openai_compat import EndpointConfig, OpenAIBackend
 from smartmix.journal import request_hash
 

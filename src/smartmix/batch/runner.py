@@ -19,9 +19,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from smartmix.backends.base import Completion, Request
 from smartmix.batch.openai_api import BatchAPI
 from smartmix.batch.store import TERMINAL, BatchRecord, BatchStore
+from smartmix.domain import Completion, Request
 from smartmix.errors import ProviderError
 
 log = logging.getLogger("smartmix.batch")

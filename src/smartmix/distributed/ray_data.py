@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from smartmix.backends.base import Backend, Completion, Message, Request
+from smartmix.backends.base import Backend
+from smartmix.domain import Completion, Message, Request
 from smartmix.errors import MissingExtraError, ProviderError
 
 BackendFactory = Callable[[], Backend]
