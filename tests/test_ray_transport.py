@@ -90,3 +90,31 @@ def test_a_worker_that_dies_is_retried_without_paying_twice(local_ray, tmp_path)
     # kill -9 of a local run; the six before it come back from the partition's journal.
     assert len(prompts) - 80 <= 1
     assert outcome.reused >= 6
+
+
+def test_ray_mode_equals_the_local_engine(local_ray, tmp_path, shared_data):
+    """The same recorded job run locally and with the application phase on Ray: identical answers, costs
+    and certificate (and the partition journals are gone once the run's journal holds every answer)."""
+    import smartmix
+    from smartmix.journal import Journal
+
+    path = shared_data / "mmlu-qwen-oai" / "test.jsonl"
+    results = {}
+    for mode in ("sync", "ray"):
+        run_dir = tmp_path / mode
+        journal = Journal(run_dir / "journal.sqlite")
+        journal.start_run("r", {"mode": mode}, 0)
+        try:
+            results[mode] = smartmix.run(path, reference="gpt-4o", target=0.8, method="mix", seed=2,
+                                         journal=journal, run_id="r", mode=mode,
+                                         ray_settings=RaySettings(partitions=4))
+        finally:
+            journal.close()
+    local, distributed = results["sync"], results["ray"]
+    assert [(r.id, r.answer, r.model, r.cost) for r in distributed.items] == [
+        (r.id, r.answer, r.model, r.cost) for r in local.items
+    ]
+    assert distributed.total_cost == pytest.approx(local.total_cost, rel=1e-12)
+    assert distributed.certificate == local.certificate
+    assert sum(r.model != "gpt-4o" for r in local.items) > 0  # the application phase really ran on Ray
+    assert not list((tmp_path / "ray").glob("ray-r-part*"))
