@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,9 +141,17 @@ def config_job(
 
 
 def _replay_backend(path: str, pool: Pool) -> Backend:
-    from smartmix.backends.replay import RecordedOutputs, ReplayBackend
+    from smartmix.backends.replay import ReplayBackend
 
-    return ReplayBackend(RecordedOutputs.load(path), pool)
+    return ReplayBackend(_recorded(path), pool)
+
+
+@functools.lru_cache(maxsize=4)
+def _recorded(path: str) -> Any:
+    """A recorded file, parsed once per process (a Ray worker runs many partitions of the same job)."""
+    from smartmix.backends.replay import RecordedOutputs
+
+    return RecordedOutputs.load(path)
 
 
 class _Rebuild:
