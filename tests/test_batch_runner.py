@@ -138,9 +138,10 @@ def test_a_run_killed_while_its_batch_is_pending_resumes_by_polling(tmp_path):
     journal = tmp_path / "journal.sqlite"
     with start_batch_server(process_s=3.0) as server:
         code = _CHILD.format(src=str(SRC), tests=str(Path(__file__).parent), url=server.base_url, journal=str(journal))
-        child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
-        deadline = time.monotonic() + 20
+        child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 180  # generous: a loaded machine starts Python slowly
         while server.accounting()["batches_created"] == 0:
+            assert child.poll() is None, child.stderr.read().decode()[-2000:]
             assert time.monotonic() < deadline, "the batch was never created"
             time.sleep(0.05)
         time.sleep(0.2)
