@@ -10,7 +10,7 @@ import pytest
 from smartmix.core.driver import execute, run_inline
 from smartmix.core.offline import OfflineSource
 from smartmix.policies import BatchSpec, Certificate, Guarantee, Plan
-from smartmix.policies.base import Policy
+from smartmix.policies.base import Policy, ProfileBatch
 
 NAN = math.nan
 MODELS = ("m0", "m1", "ref")
@@ -80,3 +80,58 @@ def test_thresholds_differ_per_stage():
     ex = run(SCORE, None, thresholds=(0.95, 0.0))
     # m0 keeps nothing at 0.95; m1 keeps every score above 0.0
     assert ex.final.tolist() == [2, 1, 1, 2, 1, 1]
+
+
+class FailingSource(OfflineSource):
+    """Arrays, except that the calls in ``fail`` (item, model) give no answer (and cost nothing)."""
+
+    def __init__(self, agree, cost, score, fail):
+        super().__init__(agree, cost, score)
+        self.fail = fail
+
+    async def answer(self, items, models):
+        got = await super().answer(items, models)
+        failed = np.array([(int(i), int(m)) in self.fail for i, m in zip(items, models, strict=True)])
+        return type(got)(np.where(failed, 0.0, got.cost), np.where(failed, np.nan, got.score), failed)
+
+
+def test_a_failed_stage_moves_the_item_up_and_a_failed_reference_fails_the_item():
+    n = 4
+    score = np.array([[0.9, NAN, NAN]] * n)
+    source = FailingSource(np.ones((n, 3), dtype=bool), np.tile([1.0, 2.0, 10.0], (n, 1)), score, {(1, 0), (2, 0), (2, 2)})
+    policy = FixedPlan(BatchSpec(n, MODELS, Guarantee(0.9)), (0, 1), (0.5, 0.7), None)
+    ex = run_inline(execute(policy, source))
+    # item 1: m0 failed, m1 has no score, the reference answers; item 2: the reference failed too
+    assert ex.final.tolist() == [0, 2, 2, 0] and ex.failed.tolist() == [False, False, True, False]
+    assert ex.spent.tolist() == [1.0, 12.0, 2.0, 1.0]
+    cert = ex.certificate
+    assert cert.shares == {"m0": 0.5, "ref": 0.25, "(failed)": 0.25}
+    assert cert.target == pytest.approx(0.9 - 0.25) and cert.details["requested_target"] == 0.9
+
+
+class TwoPasses(FixedPlan):
+    """Profiles items 0 and 1 with m0 alone, then again with m0 and the reference."""
+
+    def __init__(self, spec):
+        super().__init__(spec, (), (), None)
+        self.batches = [ProfileBatch(np.array([0, 1]), (0,)), ProfileBatch(np.array([0, 1]), (0, 2))]
+        self.seen = []
+
+    def next_batch(self):
+        return self.batches.pop(0) if self.batches else None
+
+    def observe(self, batch, agree, cost, score=None):
+        self.seen.append(cost.tolist())
+
+    def plan(self):
+        plan = super().plan()
+        plan.profiled[:2] = True
+        return plan
+
+
+def test_a_pair_profiled_twice_is_paid_once():
+    policy = TwoPasses(BatchSpec(3, MODELS, Guarantee(0.9)))
+    source = OfflineSource(np.ones((3, 3), dtype=bool), np.tile([1.0, 2.0, 10.0], (3, 1)))
+    ex = run_inline(execute(policy, source))
+    assert policy.seen == [[[1.0], [1.0]], [[0.0, 10.0], [0.0, 10.0]]]
+    assert ex.profiling_cost == 22.0 and ex.spent.tolist() == [11.0, 11.0, 10.0]

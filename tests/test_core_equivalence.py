@@ -122,6 +122,9 @@ def test_live_and_offline_execute_alike(recorded, method, seed):
     assert [r.model for r in result.items] == [models[m] for m in execution.final]
     assert [r.cost for r in result.items] == execution.spent.tolist()
     assert result.total_cost == pytest.approx(execution.cost, rel=1e-12)
+    phases = engine.ledger.by_phase()
+    assert phases.get("profiling", 0.0) == pytest.approx(execution.profiling_cost, rel=1e-12, abs=1e-15)
+    assert phases.get("application", 0.0) == pytest.approx(execution.application_cost, rel=1e-12, abs=1e-15)
     assert not any(r.error for r in result.items)
     recorded_outputs = RecordedOutputs.load(recorded["path"])
     for r in result.items:

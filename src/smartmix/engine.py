@@ -113,9 +113,9 @@ class Engine:
         self._journaled: set[int] | None = None  # digest prefixes of the requests in the journal; None: unknown
         self._params: dict[str, Any] = dict(self.options.params)  # generation settings of this run
         self._items: Sequence[Item] = ()
-        # what each answer reports (answer, error): per (item, model index) from profiling; per item, the
-        # latest application answer (an item's chain stops at the answer it keeps, so the latest is final)
-        self._profiled: dict[tuple[int, int], tuple[str | None, str | None]] = {}
+        # every profiling answer, per (item, model); per item, what the latest application answer reports
+        # (answer, error): an item's chain stops at the answer it keeps, so the latest is final
+        self._profiled: dict[tuple[int, str], _Answer] = {}
         self._applied: list[tuple[str | None, str | None] | None] = []
         self.execution: Execution | None = None  # what the last run decided: plan, who answered, costs
 
@@ -168,17 +168,23 @@ class Engine:
         names = [self.pool.names[m] for m in models]
         reference = self.pool.names[-1]
         calls = [(int(i), name) for i in items for name in names]
-        answers = await self._call_all(self._items, calls, "profiling")
+        # an answer profiled earlier in this run (a score-first pass, say) is reused: never asked or paid twice
+        reused = {call: self._profiled[call] for call in calls if call in self._profiled}
+        answers = await self._call_all(self._items, [c for c in calls if c not in reused], "profiling")
         agree = np.zeros((len(items), len(names)), dtype=bool)
         cost = np.zeros_like(agree, dtype=float)
         score = np.full(agree.shape, np.nan)
         failed = np.zeros_like(agree)
         for row, i in enumerate(items):
-            ref = answers.get((int(i), reference))
+            ref = answers.get((int(i), reference)) or reused.get((int(i), reference))
             for col, name in enumerate(names):
-                got = answers[(int(i), name)]
-                self._profiled[(int(i), models[col])] = self._output(got)
-                cost[row, col] = got.cost
+                call = (int(i), name)
+                got = answers.get(call)
+                if got is None:
+                    got = reused[call]
+                else:
+                    self._profiled[call] = got
+                    cost[row, col] = got.cost
                 score[row, col] = got.score
                 failed[row, col] = got.error is not None
                 if ref is not None and got.error is None and ref.error is None:
@@ -218,7 +224,7 @@ class Engine:
     def _result(self, item: Item, i: int, execution: Execution) -> ItemResult:
         model = int(execution.final[i])
         profiled = bool(execution.plan.profiled[i])
-        text, error = self._profiled[(i, model)] if profiled else self._applied[i]
+        text, error = self._output(self._profiled[(i, self.pool.names[model])]) if profiled else self._applied[i]
         return ItemResult(
             id=item.id, answer=text, model=None if error is not None else self.pool.names[model],
             cost=float(execution.spent[i]), phase="profiling" if profiled else "application", error=error,

@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 import numpy as np
 
 from smartmix.core.chain import kept, stages
-from smartmix.core.source import AnswerSource
-from smartmix.policies.base import Certificate, Plan, Policy
+from smartmix.core.source import AnswerSource, Observation
+from smartmix.policies.base import Certificate, Plan, Policy, ProfileBatch
 
 T = TypeVar("T")
 
@@ -60,7 +60,7 @@ async def execute(policy: Policy, source: AnswerSource) -> Execution:
     if failed_profile:
         for i in np.flatnonzero(plan.profiled):
             failed[i] = failed_profile.get((int(i), int(final[i])), False)
-    application_cost = await _apply(plan, policy.spec.reference, source, final, failed, spent)
+    application_cost = await apply_plan(plan, policy.spec.reference, source, final, failed, spent)
     certificate = realised(plan.certificate, final, failed, policy.spec.models)
     return Execution(plan, certificate, final, failed, spent, profiling_cost, application_cost)
 
@@ -72,8 +72,7 @@ async def _profile(
     total = 0.0
     profiled = 0
     while (batch := policy.next_batch()) is not None:
-        seen = await source.profile(batch.items, batch.models)
-        policy.observe(batch, seen.agree, seen.cost, seen.score)
+        seen = await profile_round(policy, batch, source)
         spent[batch.items] += seen.cost.sum(axis=1)
         total += float(seen.cost.sum())
         if seen.failed is not None:
@@ -84,10 +83,18 @@ async def _profile(
     return total
 
 
-async def _apply(
+async def profile_round(policy: Policy, batch: ProfileBatch, source: AnswerSource) -> Observation:
+    """One profile round: the source answers the batch the policy asked for, and the policy learns from it."""
+    seen = await source.profile(batch.items, batch.models)
+    policy.observe(batch, seen.agree, seen.cost, seen.score)
+    return seen
+
+
+async def apply_plan(
     plan: Plan, reference: int, source: AnswerSource, final: np.ndarray, failed: np.ndarray, spent: np.ndarray
 ) -> float:
-    """Answer the items profiling did not: by their assigned model, or through the chain."""
+    """Answer the items profiling did not: by their assigned model, or through the chain. Writes who answered
+    into ``final`` (and ``failed``), adds each call's cost to ``spent``; returns what application cost."""
     rest = np.flatnonzero(~np.asarray(plan.profiled, dtype=bool))
     chain = stages(plan.chain, plan.thresholds, reference) if plan.chain else None
     step = source.chunk or max(1, len(rest))
@@ -168,4 +175,4 @@ def run_inline(coroutine: Coroutine[Any, Any, T]) -> T:
     raise RuntimeError("run_inline: the coroutine waited; only sources that never wait can run inline")
 
 
-__all__ = ["Execution", "execute", "realised", "run_inline"]
+__all__ = ["Execution", "apply_plan", "execute", "profile_round", "realised", "run_inline"]

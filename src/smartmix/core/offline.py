@@ -19,7 +19,8 @@ from smartmix.policies import BatchSpec, Certificate, Guarantee, Plan, make_poli
 
 class OfflineSource:
     """Answers from arrays (items x models, candidates cheapest first, the reference last): ``agree`` with
-    the reference, ``cost`` per call, ``score`` in [0, 1] (NaN where none). Nothing fails; nothing waits."""
+    the reference, ``cost`` per call, ``score`` in [0, 1] (NaN where none). Nothing fails; nothing waits.
+    A pair profiled twice is paid once, as the live engine sends an identical request once per run."""
 
     chunk = None
 
@@ -31,6 +32,9 @@ class OfflineSource:
         self.cost = cost
         self.score = np.full(agree.shape, np.nan) if score is None else score
         self.reference = agree.shape[1] - 1
+        # per item, a bit per model profiled on it: a pair asked again is not paid again
+        self.called = np.zeros(agree.shape[0], dtype=object if agree.shape[1] > 62 else np.int64)
+        self._bits: dict[tuple[int, ...], int] = {}
 
     async def profile(self, items: np.ndarray, models: tuple[int, ...]) -> Observation:
         cols = list(models)
@@ -38,7 +42,16 @@ class OfflineSource:
         agree = self.agree[rows]
         if self.reference not in cols:
             agree = np.zeros_like(agree)  # nothing to compare with: no agreement is seen
-        return Observation(agree, self.cost[rows], self.score[rows])
+        cost = self.cost[rows]
+        called = self.called[items]
+        bits = self._bits.get(models)
+        if bits is None:
+            bits = self._bits[models] = sum(1 << m for m in cols)
+        if (called & bits).any():  # the live engine shares an answer it already has in this run, at no cost
+            again = (called[:, None] >> np.array(cols)) & 1 == 1
+            cost = np.where(again, 0.0, cost)
+        self.called[items] = called | bits
+        return Observation(agree, cost, self.score[rows])
 
     async def answer(self, items: np.ndarray, models: np.ndarray) -> Answers:
         return Answers(self.cost[items, models], self.score[items, models])
