@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from openai_batch_server import run_batch_server, start_batch_server
 
-from smartmix.domain import Message, Request
 from smartmix.backends.openai_compat import EndpointConfig, OpenAIBackend
 from smartmix.batch import BatchRunner, BatchSettings, BatchStore
+from smartmix.domain import Message, Request
 from smartmix.errors import ProviderError
 from smartmix.journal import request_hash
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from openai_server import run_server
 
-from smartmix.domain import Message, Request
 from smartmix.backends.openai_compat import EndpointConfig, OpenAIBackend
+from smartmix.domain import Message, Request
 from smartmix.journal import request_hash
 
 ray = pytest.importorskip("ray")
