@@ -244,7 +244,7 @@ def run_bench(
         if left_out and suite != "overheads":
             notes.append(
                 "Not run: " + "; ".join(f"{m} ({why})" for m, why in left_out.items())
-                + ". The router has its own evaluation: benchmarks/router_eval.py."
+                + ". The router has its own evaluation: smartmix bench --suite router."
             )
         if suite in ("datasets", "small"):
             if "bargain" not in methods:
@@ -305,7 +305,7 @@ def run_bench(
         if suite == "router":
             from smartmix.bench.router_eval import run_router_suite
 
-            run_router_suite(out / "router", data, command, version, echo=echo)
+            run_router_suite(out / "router", data, command, version, quick=quick, echo=echo)
             results[suite] = []
             return
         if suite == "overheads":

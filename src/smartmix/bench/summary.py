@@ -37,6 +37,7 @@ class Row:
     shares: str  # mean fraction of items per model, "model=0.123; ..."
     wall_ms_per_trial: float
     timed_out: int = 0  # trials stopped at the time limit (or not run after one was): not in the figures
+    cpu_ms_per_trial: float = math.nan  # CPU time of the method per trial (wall time depends on the load)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -133,6 +134,7 @@ def summarise(cell: Cell, records: list[TrialRecord], models: list[str] | None =
                 shares=_shares_text([m.shares for _, m in results], models),
                 wall_ms_per_trial=1000.0 * float(np.mean([m.wall_s for _, m in results])),
                 timed_out=stopped,
+                cpu_ms_per_trial=1000.0 * float(np.mean([m.cpu_s for _, m in results])),
             )
         )
     if cell.limits:

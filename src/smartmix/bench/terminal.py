@@ -98,25 +98,40 @@ def _paper(rows: Sequence[Row]) -> list[str]:
 
 
 def _pool(rows: Sequence[Row]) -> list[str]:
-    targets = list(dict.fromkeys(r.target for r in rows if r.kind != "limit"))
-    lines = [f"{'method':<12}" + "".join(f"{'T=' + format(t, 'g'):>14}" for t in targets) + f"{'s/trial':>9}{'timeouts':>9}"]
+    targets = list(dict.fromkeys(r.target for r in rows))
+    lines = [f"{'method':<13}" + "".join(f"{'T=' + format(t, 'g'):>13}" for t in targets) + f"{'CPU s':>8}{'timeouts':>9}"]
     for m in dict.fromkeys(r.method for r in rows):
         mrows = {r.target: r for r in rows if r.method == m}
         first = next(iter(mrows.values()))
+        limit = first.kind == "limit"
         cells = []
         for t in targets:
             r = mrows.get(t)
-            cells.append("" if r is None else (f"{x(r.savings_median)} {hit(r.hit_rate)}" if r.trials else "timed out"))
-        slowest = max((r.wall_ms_per_trial for r in mrows.values() if not math.isnan(r.wall_ms_per_trial)), default=math.nan)
-        outs = sum(r.timed_out for r in mrows.values())
-        wall = "" if math.isnan(slowest) else f"{slowest / 1000:.2f}"
-        lines.append(f"{_name(first):<12}" + "".join(f"{c:>14}" for c in cells) + f"{wall:>9}{'' if first.kind == 'limit' else outs:>9}")
-    lines.append("cell: median savings, hit rate; s/trial: mean seconds per trial at the slowest T")
+            if r is None:
+                cells.append("")
+            elif limit:
+                cells.append(x(r.savings_median))
+            else:
+                cells.append(f"{x(r.savings_median)} {hit(r.hit_rate)}" if r.trials else "timed out")
+        cpu = max((r.cpu_ms_per_trial for r in mrows.values() if not math.isnan(r.cpu_ms_per_trial)), default=math.nan)
+        outs = "" if limit else str(sum(r.timed_out for r in mrows.values()))
+        lines.append(
+            f"{_cut(_name(first), 13):<13}" + "".join(f"{c:>13}" for c in cells)
+            + f"{'' if math.isnan(cpu) else format(cpu / 1000, '.2f'):>8}{outs:>9}"
+        )
+    lines.append("cell: median savings and hit rate; CPU s: per trial, at the slowest T;")
+    lines.append("* hindsight limit")
     return lines
 
 
+LIMIT_NAMES = {
+    "limit:lp-mix": "LP mix*", "limit:two-tier": "2-tier*", "limit:floor": "floor*",
+    "limit:learned-mix": "learned mix*", "limit:learned-two-tier": "learned 2t*",
+}
+
+
 def _name(row: Row) -> str:
-    name = row.method.removeprefix("limit:") + (" (limit)" if row.kind == "limit" else "")
+    name = LIMIT_NAMES.get(row.method, row.method)
     return name + (DAGGER if row.kind == "baseline" else "")
 
 

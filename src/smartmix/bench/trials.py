@@ -82,6 +82,7 @@ class MethodResult:
     shares: dict[str, float]
     wall_s: float
     timed_out: bool = False
+    cpu_s: float = math.nan  # CPU time of this process during the run (load-independent, unlike wall_s)
 
 
 class TrialTimeout(Exception):
@@ -138,9 +139,15 @@ def _init_worker(data: dict[str, BenchData]) -> None:
     global _DATA
     _DATA = data
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    # Import the policies now, so that a whole run uses the code as it was when the pool started.
+    # Import the policies (and what they import lazily) now, so that a whole run uses the code as it was
+    # when the pool started and the first trial's time is not an import's.
+    import scipy.stats  # noqa: F401
+
     import smartmix.backends.simulated  # noqa: F401
     import smartmix.simulate  # noqa: F401
+    from smartmix.bench.peers import bargain_available
+
+    bargain_available()
 
 
 def start_pool(data: dict[str, BenchData], workers: int) -> ProcessPoolExecutor | None:
@@ -237,7 +244,9 @@ def run_task(
                     cell.confidence if trial < LEARNED_LIMIT_TRIALS else None,
                 )
             else:
+                cpu = time.process_time()
                 result = run_method(method, batch, cell, seed)
+                result.cpu_s = time.process_time() - cpu
     except TrialTimeout:
         result = {} if method == LIMITS_TASK else timed_out(time.perf_counter() - start)
     return seed, reference_cost, result

@@ -29,7 +29,6 @@ from smartmix.mixing import mix_fractions
 from smartmix.policies.smart import Profiler
 from smartmix.stats import LookSchedule, clopper_pearson
 
-
 FULL_SEARCH_CANDIDATES = 4  # 6^4 = 1,296 combinations, the paper's setting (four cheaper models)
 PRUNED_BELOW_ONE = 2  # in the pruned search, at most this many models get a level below "not used"
 
