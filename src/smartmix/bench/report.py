@@ -275,14 +275,28 @@ def paper_markdown(rows: Sequence[Row], misses: Sequence[Miss], info: RunInfo) -
 
     methods = _methods(rows)
     out = _header(
-        "Benchmark: SMART paper reproduction (simulated)",
+        "Benchmark: the SMART paper's setting (simulated)",
         info,
-        "The paper's own simulator (`smartmix.backends.simulated`: its model profiles, prices and dataset "
-        "sizes; agreement iid per item). T = 0.80, 0.82, …, 0.98 (δ_acc = 0.20 … 0.02), confidence 0.95. "
-        "Cell: median savings over trials (hit rate in brackets). The paper reports average savings over T "
-        f"of {PAPER_REPORTED['imdb']}× (IMDB), {PAPER_REPORTED['sms-spam']}× (SMS-Spam), "
-        f"{PAPER_REPORTED['ag-news']}× (AG News) and at most {PAPER_REPORTED['max']}×.",
+        "The paper's setting, not a reproduction of its figures: the simulator of its published code "
+        "(`smartmix.backends.simulated`: its model profiles, 2023 prices and dataset sizes; each model agrees "
+        "with gpt-4 on an item by an independent coin at its profiled rate). T = 0.80, 0.82, …, 0.98 "
+        "(δ_acc = 0.20 … 0.02), confidence 0.95. Cell: median savings over trials (hit rate in brackets). "
+        f"The paper reports average savings of {PAPER_REPORTED['imdb']}× (IMDB), {PAPER_REPORTED['sms-spam']}× "
+        f"(SMS-Spam), {PAPER_REPORTED['ag-news']}× (AG News) and at most {PAPER_REPORTED['max']}×.",
     )
+    out += [
+        "**Why the averages differ from the paper's.** Two averages are given below. The *mean of the "
+        "savings* over the ten targets is dominated by the loose targets (about 28× at T = 0.80 on IMDB, "
+        "1× at T = 0.98) and gives 10–20×. The *savings of the averaged cost* (1 ÷ the mean over T of method "
+        "cost ÷ reference cost: what the ten runs cost together against ten reference-only runs) gives "
+        "3.4–7.3×, the order of the paper's 4.2–7.2×. The paper does not say which average it reports, so "
+        "neither is claimed as a reproduction. Per setting the simulator agrees with the published code: "
+        "rerunning that code on IMDB at δ_acc = 0.20 gives 29× for exhaustive profiling "
+        "(docs/ALGORITHMS.md §1), against 28× here. `paper` is SMART's multi-model method with its published "
+        "statistics (no valid guarantee); `exhaustive` and `efficient` are its profiling methods with valid "
+        "bounds, `mix` smartmix's model mix.",
+        "",
+    ]
     for ds in dict.fromkeys(r.dataset for r in rows):
         sub = [r for r in rows if r.dataset == ds]
         body = []
@@ -311,7 +325,20 @@ def paper_markdown(rows: Sequence[Row], misses: Sequence[Miss], info: RunInfo) -
         summary.append(line)
     datasets = list(dict.fromkeys(r.dataset for r in rows))
     summary.append(["paper (reported)", *[fmt_x(PAPER_REPORTED.get(d, math.nan)) for d in datasets], fmt_x(PAPER_REPORTED["max"])])
-    out += ["## Average savings over T", "", md_table(["method", *datasets, "max"], summary), ""]
+    out += ["## Mean of the savings over T", "", md_table(["method", *datasets, "max"], summary), ""]
+    pooled = []
+    for m in methods:
+        line = [label(m, rows)]
+        for ds in datasets:
+            vals = [r.savings_median for r in rows if r.method == m and r.dataset == ds and r.savings_median > 0]
+            line.append(fmt_x(len(vals) / sum(1 / v for v in vals)) if vals else "n/a")
+        pooled.append(line)
+    pooled.append(["paper (reported)", *[fmt_x(PAPER_REPORTED.get(d, math.nan)) for d in datasets]])
+    out += [
+        "## Savings of the averaged cost over T", "",
+        "1 ÷ (mean over T of the median cost share): the ten runs' fees together against ten reference-only runs.",
+        "", md_table(["method", *datasets], pooled), "",
+    ]
     out += _valid_misses_section(rows, misses)
     out += _full_table(rows)
     return "\n".join(out)
