@@ -404,12 +404,13 @@ def bench(
         list[str] | None,
         typer.Option(
             "--data",
+            metavar="PATH [PATH ...]",
             help="Recorded-outputs .jsonl files or folders (folders are searched for test.jsonl). Several "
             "at once: --data a.jsonl b.jsonl c/, --data a.jsonl,b.jsonl or --data a --data b. "
             "Default: every test.jsonl under ../shared/data.",
         ),
     ] = None,
-    more_data: Annotated[list[str] | None, typer.Argument(hidden=True, metavar="")] = None,
+    more_data: Annotated[list[str] | None, typer.Argument(hidden=True, metavar="DATA_PATHS")] = None,
     reference: Annotated[
         str | None,
         typer.Option("--reference", help="Reference model of the recorded datasets. Default: each file's priciest model."),
