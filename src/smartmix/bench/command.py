@@ -23,9 +23,10 @@ SCORE_NOTES = {
     "recorded": "Scores (--scores recorded): exp of each model's recorded confidence (a log-probability).",
     "none": "Scores (--scores none): none — the recorded confidence removed, as for providers without logprobs. "
     "Two-tier limits are undefined (n/a) and score-based methods see no score.",
-    "consistency": "Scores (--scores consistency): virtual candidates \"A|B\" (A's answer, A's + B's cost, score 1 "
-    "when B agrees with A) from smartmix.scores.consistency_candidates; the recorded confidence is kept for "
-    "the real models.",
+    "consistency": "Scores (--scores consistency): the recorded confidence removed, and virtual candidates "
+    "\"A|B\" (A's answer, A's + B's cost, score 1 when B agrees with A) from "
+    "smartmix.scores.consistency_candidates: the score available without logprobs. BARGAIN's proxy is then the "
+    "cheapest candidate with a score (a virtual one).",
 }
 
 DEFAULT_N = 50_000
@@ -253,9 +254,9 @@ def run_bench(
                 notes.append("BARGAIN: n/a (it needs a proxy score, and this run has none: --scores none).")
             else:
                 notes.append(
-                    "BARGAIN (bargain==0.1.3, BARGAIN_A with default settings): proxy = the cheapest model, "
-                    "score = its score below, oracle = the reference, δ = 1 − confidence; charged proxy on every "
-                    "item plus the reference on every item it sends to the oracle. See benchmarks/README.md."
+                    "BARGAIN (bargain==0.1.3, BARGAIN_A with default settings): proxy = the cheapest candidate "
+                    "that has a score, with that score (below); oracle = the reference; δ = 1 − confidence; charged "
+                    "the proxy on every item plus the reference on every item it sends to the oracle. See benchmarks/README.md."
                 )
             notes.append(SCORE_NOTES[scores])
             notes.append(

@@ -132,8 +132,9 @@ def load_dataset(
 
     ``reference``: the model every other is compared with (default: the priciest). ``scores``: ``recorded``
     (``exp`` of the recorded log-probability confidence), ``none`` (no score at all: the shared sets with
-    their confidence removed) or ``consistency`` (virtual candidates "A|B" from
-    ``smartmix.scores.consistency_candidates``: A's answer, A's + B's cost, score 1 when B agrees with A).
+    their confidence removed) or ``consistency`` (the confidence removed too, and virtual candidates "A|B"
+    from ``smartmix.scores.consistency_candidates``: A's answer, A's + B's cost, score 1 when B agrees with
+    A — a score for models without logprobs).
     """
     from smartmix.backends.replay import RecordedOutputs
     from smartmix.tasks import ExactComparator
@@ -150,7 +151,8 @@ def load_dataset(
     agree, cost, score = arrays.agree, arrays.cost, np.exp(arrays.confidence)
     names = tuple(arrays.models)
     if scores == "consistency":
-        agree, cost, score, names = _consistency(recorded, names, agree, cost, score, comparator)
+        no_score = np.full(agree.shape, np.nan)
+        agree, cost, score, names = _consistency(recorded, names, agree, cost, no_score, comparator)
     return BenchData(
         name=name or dataset_name(Path(path)),
         path=str(path),

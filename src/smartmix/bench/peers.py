@@ -4,7 +4,7 @@ Wiring of ``BARGAIN.BARGAIN_A`` (bargain==0.1.3), unchanged algorithm and defaul
 thresholds, samples of 10, its own betting test and early-abandon heuristic):
 
 - records are the item positions 0..N-1 of the batch;
-- proxy = the cheapest candidate; its prediction is its recorded answer (represented by the position, since
+- proxy = the cheapest candidate with a score (the cheapest model on recorded data); its prediction is its recorded answer (represented by the position, since
   only agreement matters) and its score is ``exp(confidence)`` of its recorded confidence (a log-probability;
   the bench passes that score in), 0 where unknown;
 - oracle = the reference: ``is_answer_correct`` returns whether the proxy agreed with the reference on the

@@ -183,23 +183,32 @@ def simulate_extra(batch: Batch) -> dict:
     return {"score": batch.score} if "score" in params and batch.score is not None else {}
 
 
+def proxy_column(batch: Batch) -> int | None:
+    """BARGAIN's proxy: the cheapest candidate (column order) that has a score on some item, or None."""
+    if batch.score is None:
+        return None
+    scored = np.flatnonzero(np.isfinite(batch.score[:, :-1]).any(axis=0))
+    return int(scored[0]) if scored.size else None
+
+
 def run_method(method: str, batch: Batch, cell: Cell, seed: int) -> MethodResult:
     from smartmix.policies import Guarantee
     from smartmix.simulate import simulate
 
     start = time.perf_counter()
     if method == "bargain":
-        if batch.score is None:
+        proxy = proxy_column(batch)
+        if proxy is None:
             raise ValueError("BARGAIN needs the proxy's confidence score; this batch has none")
         out = run_bargain(
-            batch.agree[:, 0],
-            batch.score[:, 0],
-            batch.cost[:, 0],
+            batch.agree[:, proxy],
+            batch.score[:, proxy],
+            batch.cost[:, proxy],
             batch.cost[:, -1],
             cell.target,
             cell.confidence,
             seed,
-            names=(batch.models[0], batch.models[-1]),
+            names=(batch.models[proxy], batch.models[-1]),
         )
         return MethodResult(
             out.realised_agreement, out.cost, out.reference_cost, out.profiling_cost, out.shares,
