@@ -189,7 +189,7 @@ def run_bench(
 
     ``reference``: the model the recorded datasets are compared with (default: each file's priciest);
     ``scores``: ``recorded``, ``none`` or ``consistency`` (:func:`smartmix.bench.data.load_dataset`);
-    ``time_limit``: seconds one method may take on one trial before it is stopped and reported as timed
+    ``time_limit``: CPU seconds one method may take on one trial before it is stopped and reported as timed
     out (default :data:`smartmix.bench.trials.DEFAULT_TIME_LIMIT`). ``echo`` prints the summaries."""
     from smartmix.bench import report
     from smartmix.bench import suites as suite_defs
@@ -278,7 +278,7 @@ def run_bench(
             )
         if suite != "overheads":
             notes.append(
-                f"Time limit: {limit_s:g} s per method and trial; a method past it is stopped, counted under "
+                f"Time limit: {limit_s:g} s of CPU per method and trial; a method past it is stopped, counted under "
                 "`timed_out`, and its remaining trials in that setting are not run."
             )
         if suite == "adversarial":
@@ -454,8 +454,8 @@ def bench(
     time_limit: Annotated[
         float | None,
         typer.Option(
-            "--time-limit", help="Seconds one method may take on one trial; past it the trial is reported as timed out. "
-            "Default 60.",
+            "--time-limit", help="CPU seconds one method may take on one trial; past it the trial is reported as "
+            "timed out. Default 60.",
         ),
     ] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder for <suite>.csv, .md and .png.")] = Path("benchmarks/results"),

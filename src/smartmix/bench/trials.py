@@ -40,7 +40,7 @@ __all__ = ["Cell", "MethodResult", "TrialRecord", "TrialTimeout", "run_cells", "
 
 LIMITS = ("lp-mix", "two-tier", "floor", "learned-mix", "learned-two-tier")
 LIMITS_TASK = "limits"  # the task name of a trial's hindsight limits
-DEFAULT_TIME_LIMIT = 60.0  # seconds one method may take on one trial
+DEFAULT_TIME_LIMIT = 60.0  # CPU seconds one method may take on one trial
 LEARNED_LIMIT_TRIALS = 100  # the learned limits scan sample sizes: slow enough to price on the first trials only
 
 
@@ -94,7 +94,8 @@ def timed_out(wall_s: float) -> MethodResult:
 
 
 class time_limit:
-    """Raise :class:`TrialTimeout` in the block after ``seconds`` (SIGALRM; main thread only, else no limit)."""
+    """Raise :class:`TrialTimeout` in the block after ``seconds`` of CPU time of this process (SIGPROF, so a
+    shared, loaded machine does not time out trials a quiet one finishes; main thread only, else no limit)."""
 
     def __init__(self, seconds: float | None):
         self.seconds = seconds if seconds and seconds > 0 else None
@@ -107,15 +108,15 @@ class time_limit:
         if self.seconds is not None and threading.current_thread() is threading.main_thread() and hasattr(
             signal, "setitimer"
         ):
-            self.previous = signal.signal(signal.SIGALRM, self._fire)
-            signal.setitimer(signal.ITIMER_REAL, self.seconds)
+            self.previous = signal.signal(signal.SIGPROF, self._fire)
+            signal.setitimer(signal.ITIMER_PROF, self.seconds)
             self.armed = True
         return self
 
     def __exit__(self, *exc) -> None:
         if self.armed:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, self.previous)
+            signal.setitimer(signal.ITIMER_PROF, 0)
+            signal.signal(signal.SIGPROF, self.previous)
 
 
 @dataclass
@@ -239,7 +240,7 @@ def run_task(
 ) -> tuple[int, float, MethodResult | dict[str, float]]:
     """One method (or the limits, ``method == "limits"``) on one trial's batch: (seed, reference cost, result).
 
-    A method past ``limit_s`` seconds is stopped and returned as timed out; so are the limits (then empty).
+    A method past ``limit_s`` CPU seconds is stopped and returned as timed out; so are the limits (then empty).
     """
     seed = cell.seed(base_seed, trial)
     batch = make_batch(cell, seed, data)
