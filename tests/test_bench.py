@@ -335,3 +335,21 @@ def test_paper_pruned_search_finds_the_published_cheapest_mix(monkeypatch):
         assert full.plan.certificate.details["search"]["combinations_tried"] > pruned.plan.certificate.details[
             "search"]["combinations_tried"]
         assert pruned.cost == pytest.approx(full.cost, rel=1e-9)
+
+
+def test_router_suite_finds_train_and_test_splits(shared_data, tmp_path):
+    from smartmix.bench.command import _suites
+    from smartmix.bench.router_eval import router_sets
+    from smartmix.errors import DataError
+
+    folder = shared_data / "mmlu-llama"
+    if not folder.exists():
+        pytest.skip("shared data not found")
+    assert router_sets([folder, shared_data / "medmcqa-llama" / "test.jsonl"]) == [
+        ("mmlu-llama", shared_data), ("medmcqa-llama", shared_data)
+    ]
+    (tmp_path / "only-test").mkdir()
+    (tmp_path / "only-test" / "test.jsonl").write_text("")
+    with pytest.raises(DataError, match="train.jsonl"):
+        router_sets([tmp_path / "only-test"])
+    assert "router" not in _suites("all") and _suites("all,router")[-1] == "router"
