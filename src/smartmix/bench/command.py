@@ -265,13 +265,23 @@ def run_bench(
                 + ", ".join(f"{d.name} ({d.n_items:,} items: {', '.join(d.models)})" for d in datasets)
             )
         if suite == "pool":
-            from smartmix.bench.data import LARGE_POOL, POOL_CORRELATION, POOL_RATES, POOL_TOKENS, pool_prices
+            from smartmix.bench.data import (
+                MAX_POOL,
+                POOL_CORRELATION,
+                POOL_RATES,
+                POOL_TOKENS,
+                pool_models,
+                pool_prices,
+            )
 
-            prices = pool_prices(LARGE_POOL)
+            models = pool_models(MAX_POOL)
+            prices = pool_prices(models)
             notes.append(
-                "Pool: " + ", ".join(f"{m} (${p[0] * 1e6:g}/${p[1] * 1e6:g})" for m, p in zip(LARGE_POOL, prices, strict=True))
-                + " — USD per million input/output tokens from genai-prices' bundled snapshot; the last is the "
-                f"reference. Per item: log-normal token counts around {POOL_TOKENS[0]:g} in / {POOL_TOKENS[1]:g} out; "
+                "Pools: the 12-model pool is " + ", ".join(pool_models(12)) + "; the 20-model pool adds "
+                + ", ".join(m for m in models if m not in pool_models(12)) + ". Prices: "
+                + ", ".join(f"{m} ${p[0] * 1e6:g}/${p[1] * 1e6:g}" for m, p in zip(models, prices, strict=True))
+                + " — USD per million input/output tokens from genai-prices' bundled snapshot; claude-sonnet-4-0 "
+                f"is the reference. Per item: log-normal token counts around {POOL_TOKENS[0]:g} in / {POOL_TOKENS[1]:g} out; "
                 f"candidate agreement from {POOL_RATES[0]:g} (cheapest) to {POOL_RATES[1]:g} (dearest), correlated "
                 f"through a shared item difficulty (weight {POOL_CORRELATION:g}); synthetic scores as in the "
                 "adversarial suite."

@@ -249,6 +249,18 @@ LARGE_POOL = (
     "gpt-4.1",
     "claude-sonnet-4-0",
 )
+# Eight more, for pools of up to 20 models (sorted in among the candidates by price).
+EXTRA_POOL = (
+    "gpt-5-nano",
+    "gemini-1.5-flash",
+    "command-r",
+    "grok-3-mini",
+    "gpt-5-mini",
+    "o4-mini",
+    "gemini-2.5-pro",
+    "mistral-large-latest",
+)
+MAX_POOL = len(LARGE_POOL) + len(EXTRA_POOL)
 POOL_RATES = (0.70, 0.93)  # agreement of the cheapest and of the dearest candidate; linear in between
 POOL_CORRELATION = 0.6  # weight of the shared item difficulty in each model's agreement
 POOL_TOKENS = (400.0, 20.0)  # median input and output tokens per item (log-normal spread per item)
@@ -268,15 +280,24 @@ def pool_prices(models: tuple[str, ...] = LARGE_POOL) -> np.ndarray:
     return np.asarray(prices, dtype=float)
 
 
+def pool_models(n_models: int) -> tuple[str, ...]:
+    """The models of an ``n_models`` pool, candidates cheapest first (typical item), the reference last: the
+    first ``n_models - 1`` candidates of :data:`LARGE_POOL`, then :data:`EXTRA_POOL` sorted in by price."""
+    if not 2 <= n_models <= MAX_POOL:
+        raise ConfigError(f"a large pool has 2 to {MAX_POOL} models, got {n_models}")
+    candidates = [*LARGE_POOL[:-1], *EXTRA_POOL][: n_models - 1]
+    prices = pool_prices(tuple(candidates))
+    typical = prices @ np.array(POOL_TOKENS)
+    return (*(candidates[j] for j in np.argsort(typical, kind="stable")), LARGE_POOL[-1])
+
+
 def pool_batch(n_items: int, seed: int, n_models: int = len(LARGE_POOL)) -> Batch:
-    """A synthetic pool of ``n_models`` real-priced models (the first ``n_models - 1`` of :data:`LARGE_POOL`
-    and its reference): per-item token counts, correlated agreement (a shared item difficulty), and a
-    synthetic score per candidate. Candidate j agrees at rate ``POOL_RATES`` interpolated by its rank."""
+    """A synthetic pool of ``n_models`` real-priced models (:func:`pool_models`): per-item token counts,
+    correlated agreement (a shared item difficulty), and a synthetic score per candidate. Candidate j agrees
+    at rate ``POOL_RATES`` interpolated by its rank."""
     from statistics import NormalDist
 
-    if not 2 <= n_models <= len(LARGE_POOL):
-        raise ConfigError(f"a large pool has 2 to {len(LARGE_POOL)} models, got {n_models}")
-    models = (*LARGE_POOL[: n_models - 1], LARGE_POOL[-1])
+    models = pool_models(n_models)
     prices = pool_prices(tuple(models))
     rng = np.random.default_rng(seed)
     k = n_models - 1

@@ -33,7 +33,7 @@ ALL_SUITES = ("datasets", "small", "adversarial", "paper", "pool", "overheads") 
 # Trials per setting. The full run (all suites, 2 workers) fits in about 20 minutes with these; ``--trials``
 # sets one count for every suite and method instead. ``paper`` is the slow method on adversarial pools
 # (it checks its interval every 10 items and, with agreement right at T, profiles long), so it gets fewer.
-DEFAULT_TRIALS = {"datasets": 100, "small": 100, "adversarial": 200, "adversarial-large": 40, "paper": 10, "pool": 20}
+DEFAULT_TRIALS = {"datasets": 100, "small": 100, "adversarial": 200, "adversarial-large": 40, "paper": 10, "pool": 10}
 QUICK_TRIALS = {"datasets": 8, "small": 8, "adversarial": 15, "adversarial-large": 6, "paper": 2, "pool": 3}
 SLOW_METHOD_TRIALS = {"adversarial": (("paper", 100),), "adversarial-large": (("paper", 20),)}
 QUICK_SLOW_METHOD_TRIALS = {"adversarial": (("paper", 8),), "adversarial-large": (("paper", 3),)}
@@ -50,7 +50,7 @@ def trial_plan(key: str, quick: bool, override: int | None) -> tuple[int, tuple[
 
 SMALL_N = (300, 1_000, 2_000)  # the batch sizes people run (issue: savings at 300 to 5,000 items)
 POOL_N = 10_000
-POOL_MODELS = 12
+POOL_MODELS = (12, 20)
 
 ADVERSARIAL_N = (10_000, 50_000)
 QUICK_ADVERSARIAL_N = (10_000,)
@@ -133,13 +133,14 @@ def small_cells(
 
 def pool_cells(
     ns: Sequence[int] | None, targets: Sequence[float], confidence: float, methods: Sequence[str],
-    quick: bool = False, trials: int | None = None, n_models: int = POOL_MODELS,
+    quick: bool = False, trials: int | None = None, n_models: Sequence[int] = POOL_MODELS,
 ) -> list[Cell]:
-    """Large pools: ``n_models`` real-priced models (synthetic agreement and scores), every target."""
+    """Large pools: 12 and 20 real-priced models (synthetic agreement and scores), every target."""
     count, caps = trial_plan("pool", quick, trials)
     return [
-        Cell("pool", f"{n_models} models", n, t, confidence, tuple(methods), count, ("pool", n_models),
+        Cell("pool", f"{k} models", n, t, confidence, tuple(methods), count, ("pool", k),
              limits=True, method_trials=caps)
+        for k in n_models
         for n in (ns or (POOL_N,))
         for t in targets
     ]

@@ -98,8 +98,17 @@ def _paper(rows: Sequence[Row]) -> list[str]:
 
 
 def _pool(rows: Sequence[Row]) -> list[str]:
+    lines: list[str] = []
+    for pool in dict.fromkeys(r.dataset for r in rows):
+        lines += _pool_table([r for r in rows if r.dataset == pool], pool)
+    lines.append("cell: median savings and hit rate; CPU s: per trial, at the slowest T;")
+    lines.append("* hindsight limit")
+    return lines
+
+
+def _pool_table(rows: Sequence[Row], pool: str) -> list[str]:
     targets = list(dict.fromkeys(r.target for r in rows))
-    lines = [f"{'method':<13}" + "".join(f"{'T=' + format(t, 'g'):>13}" for t in targets) + f"{'CPU s':>8}{'timeouts':>9}"]
+    lines = [f"{_cut(pool, 13):<13}" + "".join(f"{'T=' + format(t, 'g'):>13}" for t in targets) + f"{'CPU s':>8}{'timeouts':>9}"]
     for m in dict.fromkeys(r.method for r in rows):
         mrows = {r.target: r for r in rows if r.method == m}
         first = next(iter(mrows.values()))
@@ -119,8 +128,6 @@ def _pool(rows: Sequence[Row]) -> list[str]:
             f"{_cut(_name(first), 13):<13}" + "".join(f"{c:>13}" for c in cells)
             + f"{'' if math.isnan(cpu) else format(cpu / 1000, '.2f'):>8}{outs:>9}"
         )
-    lines.append("cell: median savings and hit rate; CPU s: per trial, at the slowest T;")
-    lines.append("* hindsight limit")
     return lines
 
 
