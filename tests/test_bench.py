@@ -301,8 +301,8 @@ def test_paper_pruned_search_finds_the_published_cheapest_mix(monkeypatch):
     same cost as the published 6^(M-1) enumeration (here 6^5 = 7,776 combinations)."""
     import smartmix.policies.paper as paper
     from smartmix.bench.data import pool_batch
+    from smartmix.core.offline import simulate
     from smartmix.policies import Guarantee
-    from smartmix.simulate import simulate
 
     for seed in range(3):
         batch = pool_batch(2000, seed=seed, n_models=6)
@@ -339,8 +339,8 @@ def test_router_suite_finds_train_and_test_splits(shared_data, tmp_path):
 
 def test_every_method_scales_to_twenty_models():
     from smartmix.bench.data import pool_batch
+    from smartmix.core.offline import simulate
     from smartmix.policies import Guarantee
-    from smartmix.simulate import simulate
 
     batch = pool_batch(1000, seed=2, n_models=20)
     assert len(set(batch.models)) == 20 and batch.models[-1] == "claude-sonnet-4-0"

@@ -148,7 +148,9 @@ def load_dataset(
         raise DataError(f"{path}: a benchmark needs at least one model besides the reference ({reference})")
     comparator = ExactComparator()
     arrays = recorded.arrays(models, reference, comparator)
-    agree, cost, score = arrays.agree, arrays.cost, np.exp(arrays.confidence)
+    from smartmix.scores import score_from_logprob
+
+    agree, cost, score = arrays.agree, arrays.cost, score_from_logprob(arrays.confidence)
     names = tuple(arrays.models)
     if scores == "consistency":
         no_score = np.full(agree.shape, np.nan)
@@ -321,7 +323,7 @@ def pool_batch(n_items: int, seed: int, n_models: int = len(LARGE_POOL)) -> Batc
 
 def simulated_batch(profile: str, seed: int, n_items: int | None = None) -> Batch:
     """A batch of the paper's simulator, columns reordered: candidates cheapest first (cost per item), the
-    reference (gpt-4) last — the order :func:`smartmix.simulate.simulate` expects."""
+    reference (gpt-4) last — the order :func:`smartmix.core.offline.simulate` expects."""
     from smartmix.backends.simulated import PAPER_PROFILES, simulated_arrays
 
     arrays = simulated_arrays(profile, seed, n_items)

@@ -2,8 +2,8 @@
 
 A :class:`Cell` is one setting (suite, dataset, N, T, δ) with its method list and trial count. A task is
 one (cell, trial, method): the worker draws the batch from the trial's seed (so every method of a trial
-sees the same batch), runs the method with :func:`smartmix.simulate.simulate` (peers with their adapters)
-or computes the hindsight limits, and returns a compact result; the parent joins them into one
+sees the same batch), runs the method with :func:`smartmix.core.offline.simulate` (peers with their
+adapters) or computes the hindsight limits, and returns a compact result; the parent joins them into one
 :class:`TrialRecord` per trial. A method that runs longer than the time limit is stopped and reported as
 timed out. Recorded datasets reach each worker once, through the pool's initializer; tasks carry only the
 cell, the trial number and the method.
@@ -145,7 +145,7 @@ def _init_worker(data: dict[str, BenchData]) -> None:
     import scipy.stats  # noqa: F401
 
     import smartmix.backends.simulated  # noqa: F401
-    import smartmix.simulate  # noqa: F401
+    import smartmix.core.offline  # noqa: F401
     from smartmix.bench.peers import bargain_available
 
     bargain_available()
@@ -178,7 +178,7 @@ def make_batch(cell: Cell, seed: int, data: dict[str, BenchData] | None = None) 
 
 def simulate_extra(batch: Batch) -> dict:
     """Per-item confidence scores, for a simulate() that accepts them (``score=``)."""
-    from smartmix.simulate import simulate
+    from smartmix.core.offline import simulate
 
     params = inspect.signature(simulate).parameters
     return {"score": batch.score} if "score" in params and batch.score is not None else {}
@@ -193,8 +193,8 @@ def proxy_column(batch: Batch) -> int | None:
 
 
 def run_method(method: str, batch: Batch, cell: Cell, seed: int) -> MethodResult:
+    from smartmix.core.offline import simulate
     from smartmix.policies import Guarantee
-    from smartmix.simulate import simulate
 
     start = time.perf_counter()
     if method == "bargain":
