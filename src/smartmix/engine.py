@@ -113,8 +113,11 @@ class Engine:
         while (batch := policy.next_batch()) is not None:
             names = [models[m] for m in batch.models]
             calls = [(int(i), name) for i in batch.items for name in names]
-            answers = await self._call_all(items, calls, "profiling")
+            # an answer profiled earlier (a score-first pass, say) is reused: never asked or paid for twice
+            reused = {call for call in calls if call in profiled_answers}
+            answers = await self._call_all(items, [c for c in calls if c not in reused], "profiling")
             profiled_answers.update(answers)
+            answers.update({call: profiled_answers[call] for call in reused})
             agree = np.zeros((len(batch.items), len(names)), dtype=bool)
             cost = np.zeros_like(agree, dtype=float)
             score = np.full(agree.shape, np.nan)
@@ -122,9 +125,10 @@ class Engine:
                 ref = answers.get((int(i), reference))
                 for col, name in enumerate(names):
                     got = answers[(int(i), name)]
-                    cost[row, col] = got.cost
+                    paid = 0.0 if (int(i), name) in reused else got.cost
+                    cost[row, col] = paid
                     score[row, col] = got.score
-                    results[i].cost += got.cost
+                    results[i].cost += paid
                     if ref is not None and got.error is None and ref.error is None:
                         agree[row, col] = name == reference or self.comparator.agree(got.parsed, ref.parsed)
             policy.observe(batch, agree, cost, score)

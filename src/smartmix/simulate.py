@@ -62,13 +62,15 @@ def simulate(
     policy = make_policy(method, spec)
     reference = len(models) - 1
     profiling_cost = 0.0
+    called = np.zeros(agree.shape, dtype=bool)  # an answer profiled once is reused, never paid again
     while (batch := policy.next_batch()) is not None:
         cols = list(batch.models)
         rows = batch.items
         batch_agree = agree[np.ix_(rows, cols)]
         if reference not in cols:
             batch_agree = np.zeros_like(batch_agree)  # nothing to compare with: the engine reports no agreement
-        batch_cost = cost[np.ix_(rows, cols)]
+        batch_cost = np.where(called[np.ix_(rows, cols)], 0.0, cost[np.ix_(rows, cols)])
+        called[np.ix_(rows, cols)] = True
         profiling_cost += float(batch_cost.sum())
         policy.observe(batch, batch_agree, batch_cost, score[np.ix_(rows, cols)])
     plan = policy.plan()
@@ -79,8 +81,9 @@ def simulate(
     application_cost = 0.0
     if plan.chain:
         pending = np.ones(len(rest), dtype=bool)
-        for model, threshold in zip(plan.chain, plan.thresholds, strict=True):
-            idx = np.flatnonzero(pending)
+        entry = np.zeros(len(rest), dtype=np.int64) if plan.entry is None else np.asarray(plan.entry)[rest]
+        for stage, (model, threshold) in enumerate(zip(plan.chain, plan.thresholds, strict=True)):
+            idx = np.flatnonzero(pending & (entry <= stage))
             application_cost += float(cost[rest[idx], model].sum())
             keep = score[rest[idx], model] > threshold  # NaN never clears a threshold
             final[idx[keep]] = model

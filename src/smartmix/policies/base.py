@@ -111,6 +111,9 @@ class Plan:
     certificate: Certificate
     chain: tuple[int, ...] = ()
     thresholds: tuple[float, ...] = ()
+    # Per remaining item (indexed like ``assignment``): the chain stage it enters at; ``len(chain)`` sends it
+    # straight to the reference without the cheaper calls. None: every remaining item enters at stage 0.
+    entry: np.ndarray | None = None
 
     def items_for(self, model: int) -> np.ndarray:
         return np.flatnonzero((self.assignment == model) & ~self.profiled)

@@ -1,6 +1,7 @@
-"""Cascades on the cheap models' own confidence: ``cascade`` (guaranteed) and ``margin`` (published baseline).
+"""Cascades on the cheap models' own confidence: ``cascade-profiled`` (guaranteed) and ``margin`` (published
+baseline). ``cascade`` itself lives in :mod:`smartmix.policies.scorefirst`.
 
-``cascade``: a chain of cheaper models ending at the reference. Each stage keeps its answer when its
+``cascade-profiled``: a chain of cheaper models ending at the reference. Each stage keeps its answer when its
 confidence score is above the threshold; otherwise the item moves up the chain, and the reference answers
 what no stage kept. Validity (see docs/guarantee.md):
 
@@ -148,9 +149,11 @@ class _FallbackMix(Mix):
 
 
 class Cascade(Profiler):
-    """Guaranteed cascade over a chain of cheaper models ending at the reference (or the mix, if cheaper)."""
+    """Guaranteed cascade over a chain of cheaper models ending at the reference (or the mix, if cheaper),
+    profiled item by item (``cascade-profiled``); ``cascade`` itself scores every item first
+    (:mod:`smartmix.policies.scorefirst`)."""
 
-    name = "cascade"
+    name = "cascade-profiled"
     first_look = 200
     look_ratio = 2.0
     horizon: ClassVar[int] = 32
