@@ -67,9 +67,7 @@ def test_cascade_validity_smoke_at_the_edge():
     trials, hits = 150, 0
     for seed in range(trials):
         agree, cost, models, score = scored_pool(5_000, [0.9, 0.88], [1, 2, 20], separation=0.3, seed=seed)
-        for method in ("cascade", "cascade-profiled"):
-            hits += simulate(method, agree, cost, models, Guarantee(0.9), seed=seed, score=score).hit(0.9)
-    trials *= 2
+        hits += simulate("cascade-profiled", agree, cost, models, Guarantee(0.9), seed=seed, score=score).hit(0.9)
     assert hits / trials >= 0.95 - 1.96 * math.sqrt(0.95 * 0.05 / trials)
 
 

@@ -44,6 +44,7 @@ class ScoreFirstCascade(Policy):
     go_factor: ClassVar[float] = 1.0  # the projected saving must exceed this many first passes' fees
     min_scored: ClassVar[float] = 0.5  # a candidate whose pilot answers carry scores less often has none
     labels_per_root: ClassVar[float] = 4.0  # reference labels certified on: this many times sqrt(N)
+    separate_pilot_share: ClassVar[float] = 0.02  # a pilot at most this share of N stays out of the certificate
 
     def __init__(self, spec):
         super().__init__(spec)
@@ -67,8 +68,13 @@ class ScoreFirstCascade(Policy):
         self.projection: dict[str, Any] = {}
         self.fallback_reason: str | None = None
         self.delegate: Policy | None = None
-        self.calibration = getattr(spec, "calibration", None)
+        # past data for the same task (BatchSpec.calibration; an option of the same name until that lands)
+        self.calibration = getattr(spec, "calibration", None) or spec.option("calibration")
         self.alpha = spec.guarantee.delta  # per certified head: δ over the heads the pilot chose among
+        # A pilot that is a small share of the batch only plans (head, sample size) and stays out of the
+        # certificate, which then gets the full δ; a larger one joins the certification sample, whose size
+        # is then fixed by a rule that looks at no label (see labels_rule), and δ is split over the heads.
+        self.reuse_pilot = self.pilot_size > self.separate_pilot_share * n
         self.heads_considered: list[int] = []
         self.planned_labels = 0
         self.phase = "probe" if n else "done"
@@ -170,15 +176,16 @@ class ScoreFirstCascade(Policy):
         # The pilot's labels choose the head and also join the certification sample: δ is split over the
         # heads it could choose (one, when the pilot could afford only the cheapest candidate).
         self.heads_considered = with_scores
-        self.alpha = self.spec.guarantee.delta / len(with_scores)
+        if self.reuse_pilot:
+            self.alpha = self.spec.guarantee.delta / len(with_scores)
         options = {}
         for m in with_scores:
             s = self.score[pilot, m]
             ok = np.isfinite(s)
-            labels = max(self.labels_rule(n), int(ok.sum()))
-            _, cost, kept = plan_sample(
+            sizes = [max(self.labels_rule(n), int(ok.sum()))] if self.reuse_pilot else None
+            labels, cost, kept = plan_sample(
                 expected_rank_fraction(s[ok]), ~self.agree[pilot[ok], m], n, self.allowed, self.alpha,
-                self.unit_cost(m), reference_cost, sizes=[labels],
+                self.unit_cost(m), reference_cost, sizes=sizes,
             )
             options[m] = (cost, labels, kept)
         head = min(options, key=lambda m: options[m][0])
@@ -208,7 +215,10 @@ class ScoreFirstCascade(Policy):
     def _after_first_pass(self) -> None:
         head = self.head
         n = self.spec.n_items
-        eligible = np.flatnonzero(np.isfinite(self.score[:, head]))  # pilot items included
+        eligible = np.isfinite(self.score[:, head])
+        if not self.reuse_pilot:
+            eligible[self.order[: self.pilot_size]] = False  # the pilot only planned: it stays out
+        eligible = np.flatnonzero(eligible)
         s = self.score[eligible, head]
         self.scored_order = eligible[np.lexsort((self.tiebreak[eligible], -s))]
         population = len(self.scored_order)
@@ -218,7 +228,7 @@ class ScoreFirstCascade(Policy):
         in_population = np.zeros(n, dtype=bool)
         in_population[self.scored_order] = True
         walk = self.order[in_population[self.order]]  # the scored items in the one random order
-        if self.calibration is not None:
+        if self.calibration is not None or not self.reuse_pilot:
             labels, cost, kept = self._replan(population, None)
         else:
             labels = max(self.labels_rule(population), int(self.labelled[self.scored_order].sum()))
