@@ -50,8 +50,32 @@ def _init(paths: list[str]) -> None:
         _DATA[d.name] = d
 
 
+def _calibration_split(name: str):
+    """Half of the set's items (fixed split) as past data; the batches are drawn from the other half only."""
+    from dataclasses import replace
+
+    data = _DATA[name]
+    rows = np.random.default_rng(12345).permutation(data.n_items)
+    past, now = rows[: data.n_items // 2], rows[data.n_items // 2 :]
+    calibration = _Past(data.models, data.agree[past], data.cost[past], np.exp(data.confidence[past]), f"{name}[half]")
+    rest = replace(data, agree=data.agree[now], cost=data.cost[now], confidence=data.confidence[now])
+    return calibration, rest
+
+
+class _Past:
+    """The documented fields of smartmix.calibration.Calibration."""
+
+    def __init__(self, models, agree, cost, score, source):
+        self.models, self.agree, self.cost, self.score, self.source = models, agree, cost, score, source
+
+
 def _batch(setting: tuple, trial: int, base: int):
     kind, name, n, target, scores = setting
+    if kind == "calibrated":
+        seed = trial_seed(base, "calibrated", name, n, round(target, 6), "", trial)
+        calibration, rest = _calibration_split(name)
+        batch = bootstrap_batch(rest, n, seed)
+        return batch, batch.score, seed, (("calibration", calibration),)
     if kind == "recorded":
         seed = trial_seed(base, "datasets", name, n, round(target, 6), "", trial)
         batch = bootstrap_batch(_DATA[name], n, seed)
@@ -61,7 +85,7 @@ def _batch(setting: tuple, trial: int, base: int):
         seed = trial_seed(base, "adversarial", name, n, round(target, 6), "", trial)
         batch = adversarial_batch(n, rates, seed)
     score = batch.score if scores == "recorded" else None
-    return batch, score, seed
+    return batch, score, seed, ()
 
 
 def _run(job: tuple) -> list[tuple]:
@@ -69,7 +93,7 @@ def _run(job: tuple) -> list[tuple]:
     target = setting[3]
     rows = []
     for trial in trials:
-        batch, score, seed = _batch(setting, trial, base)
+        batch, score, seed, options = _batch(setting, trial, base)
         for method in methods:
             if method == "bargain":
                 if score is None:
@@ -82,7 +106,8 @@ def _run(job: tuple) -> list[tuple]:
                 rows.append((setting, method, out.reference_cost / out.cost, out.realised_agreement >= target - 1e-12))
             else:
                 out = simulate(
-                    method, batch.agree, batch.cost, batch.models, Guarantee(target, confidence), seed=seed, score=score
+                    method, batch.agree, batch.cost, batch.models, Guarantee(target, confidence), seed=seed,
+                    score=score, options=options,
                 )
                 rows.append((setting, method, out.savings, out.hit(target)))
     return rows
@@ -96,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--scores", default="recorded", help="recorded,none")
     ap.add_argument("--methods", default="cascade,bargain")
     ap.add_argument("--pools", default="", help="synthetic pools, e.g. 1@0,1@0.5,2@0 (candidates@points below T)")
+    ap.add_argument("--calibrated", action="store_true", help="also: half of each set as past data, batches from the other half")
     ap.add_argument("--trials", type=int, default=100)
     ap.add_argument("--confidence", type=float, default=0.95)
     ap.add_argument("--seed", type=int, default=0)
@@ -111,6 +137,8 @@ def main(argv: list[str] | None = None) -> None:
     targets = [float(x) for x in args.targets.split(",")]
     methods = args.methods.split(",")
     settings = [("recorded", name, n, t, sc) for name in names for sc in args.scores.split(",") for n in ns for t in targets]
+    if args.calibrated:
+        settings += [("calibrated", name, n, t, "recorded+calibration") for name in names for n in ns for t in targets]
     settings += [("pool", pool, n, t, "recorded") for pool in filter(None, args.pools.split(",")) for n in ns for t in targets]
     chunk = 25
     jobs = [

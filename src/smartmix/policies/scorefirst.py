@@ -44,6 +44,7 @@ class ScoreFirstCascade(Policy):
     go_factor: ClassVar[float] = 1.0  # the projected saving must exceed this many first passes' fees
     min_scored: ClassVar[float] = 0.5  # a candidate whose pilot answers carry scores less often has none
     labels_per_root: ClassVar[float] = 4.0  # reference labels certified on: this many times sqrt(N)
+    mix_margin: ClassVar[float] = 0.85  # without scores, the mix must project below this share of reference-only
     separate_pilot_share: ClassVar[float] = 0.02  # a pilot at most this share of N stays out of the certificate
 
     def __init__(self, spec):
@@ -283,6 +284,10 @@ class ScoreFirstCascade(Policy):
                 for j, m in enumerate(cols):
                     cost[:, j] = self.unit_cost(m)
                 delegate.observe(batch, agree, cost, self.score[np.ix_(items, cols)])
+        rest = self.spec.n_items - self.pilot_size
+        if delegate.projected_best() >= self.mix_margin * rest * self.unit_cost(self.reference):
+            self._stop(reason + "; the model mix is not projected to pay at this batch size: the reference answers")
+            return
         self.delegate = delegate
 
     # -- calibration ---------------------------------------------------------------------------------
