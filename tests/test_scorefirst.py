@@ -136,3 +136,24 @@ def test_validity_smoke_at_the_edge():
         agree, cost, models, score = scored(1500, [0.9, 0.88], [1, 2, 20], separation=0.3, seed=seed)
         hits += simulate("cascade", agree, cost, models, Guarantee(0.9), seed=seed, score=score).hit(0.9)
     assert hits / trials >= 0.95 - 1.96 * np.sqrt(0.95 * 0.05 / trials)
+
+
+def test_engine_runs_score_first_on_recorded_outputs_and_pays_each_call_once(shared_data):
+    """The real engine on recorded outputs: the head answers every item once (its answers on the labelled
+    items are reused, not bought again), the bill beats reference-only, the realised agreement meets T."""
+    import smartmix
+    from smartmix.backends.replay import RecordedOutputs
+    from smartmix.tasks import ExactComparator
+
+    path = shared_data / "mmlu-qwen-oai" / "test.jsonl"
+    result = smartmix.run(path, reference="gpt-4o", target=0.9, method="cascade", seed=0)
+    df = result.to_pandas()
+    head = result.certificate.details["chain"][0]
+    assert sum(n for (model, _), n in result.ledger.calls.items() if model == head) == len(df)
+    recorded = RecordedOutputs.load(path)
+    comparator = ExactComparator()
+    agree = [comparator.agree(a, recorded.output(i, "gpt-4o").answer) for i, a in zip(df["id"], df["answer"], strict=True)]
+    assert sum(agree) / len(agree) >= 0.9
+    assert result.savings > 1.5
+    assert df["cost"].sum() == pytest.approx(result.total_cost, rel=1e-9)
+    assert result.certificate.details["fallback_reason"] is None
