@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         for s in settings
         for a in range(0, args.trials, chunk)
     ]
+    version = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     start = time.time()
     results: dict = {}
     with ProcessPoolExecutor(args.workers, initializer=_init, initargs=(paths,)) as pool:
@@ -154,7 +155,6 @@ def main(argv: list[str] | None = None) -> None:
                 results.setdefault((setting, method), []).append((savings, hit))
     wall = time.time() - start
 
-    version = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/cascade_eval.py " + " ".join(argv if argv is not None else sys.argv[1:])

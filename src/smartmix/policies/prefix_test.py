@@ -60,12 +60,12 @@ def certified_prefix(
         n_in = int(np.searchsorted(ranks, k + 1, side="left"))
         d_in = int(wrong[:n_in].sum())
         end = int(ranks[n_in]) if n_in < len(ranks) else population  # the next labelled item enters at end+1
+        if prefix_passes(end, n_in, d_in, allowed, alpha):  # the stretch's weakest prefix: all pass
+            k = end
+            continue
         if not prefix_passes(k + 1, n_in, d_in, allowed, alpha):
             return k
-        lo, hi = k + 1, end  # lo passes; find the last passing prefix in lo..hi
-        if prefix_passes(hi, n_in, d_in, allowed, alpha):
-            k = hi
-            continue
+        lo, hi = k + 1, end  # lo passes, hi fails: find the last passing prefix
         while hi - lo > 1:
             mid = (lo + hi) // 2
             if prefix_passes(mid, n_in, d_in, allowed, alpha):

@@ -203,7 +203,8 @@ class ScoreFirstCascade(Policy):
         if reference_only - cost < self.go_factor * first_pass:
             self._stop(
                 "the pilot projects no cascade saving more than its first pass costs at this batch size "
-                f"(best: {self.spec.models[head]}, projected {cost / reference_only:.2f} of reference-only)"
+                f"(best: {self.spec.models[head]}, projected {cost / max(reference_only, 1e-300):.2f} of "
+                "reference-only)"
             )
             return
         self._start_first_pass(head)
