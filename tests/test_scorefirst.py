@@ -9,7 +9,13 @@ import pytest
 from scipy import stats
 
 from smartmix.policies import Guarantee
-from smartmix.policies.prefix_test import certified_prefix, expected_rank_fraction, plan_sample, prefix_passes
+from smartmix.policies.prefix_test import (
+    certified_prefix,
+    expected_rank_fraction,
+    hypergeom_cdf,
+    plan_sample,
+    prefix_passes,
+)
 from smartmix.simulate import simulate, synthetic_pool, synthetic_scores
 from smartmix.stats import hypergeom_upper
 
@@ -42,6 +48,17 @@ def test_certified_prefix_matches_testing_every_prefix(seed):
     wrong = rng.random(n) < np.linspace(0.02, 0.5, population)[ranks]  # more wrong answers lower down
     alpha = float(rng.choice([0.01, 0.05, 0.2]))
     assert certified_prefix(ranks, wrong, population, allowed, alpha) == brute_prefix(ranks, wrong, population, allowed, alpha)
+
+
+def test_hypergeometric_cdf_matches_scipy():
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        population = int(rng.integers(1, 3000))
+        successes = int(rng.integers(0, population + 1))
+        draws = int(rng.integers(0, population + 1))
+        x = int(rng.integers(-1, draws + 2))
+        expected = float(stats.hypergeom.cdf(x, population, successes, draws))
+        assert hypergeom_cdf(x, population, successes, draws) == pytest.approx(expected, rel=1e-9, abs=1e-12)
 
 
 def test_prefix_test_is_the_exact_upper_bound():
