@@ -36,8 +36,8 @@ from smartmix.bench.data import (  # noqa: E402
     load_dataset,
     trial_seed,
 )
+from smartmix.core.offline import simulate  # noqa: E402
 from smartmix.policies import Guarantee  # noqa: E402
-from smartmix.simulate import simulate  # noqa: E402
 from smartmix.stats import wilson_lower  # noqa: E402
 
 _DATA: dict = {}

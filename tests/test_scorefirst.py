@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from smartmix.core.offline import simulate, synthetic_pool, synthetic_scores
 from smartmix.policies import Guarantee
 from smartmix.policies.prefix_test import (
     certified_prefix,
@@ -16,7 +17,6 @@ from smartmix.policies.prefix_test import (
     plan_sample,
     prefix_passes,
 )
-from smartmix.simulate import simulate, synthetic_pool, synthetic_scores
 from smartmix.stats import hypergeom_upper
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
