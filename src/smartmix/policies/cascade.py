@@ -120,7 +120,7 @@ class ChainCurve:
         return total / max(1, self.n)
 
 
-class _FallbackMix(Mix):
+class FallbackMix(Mix):
     """The model mix a cascade falls back to when its pilot says no chain beats it.
 
     It sees the cascade's pilot (for unit costs and rates) but certifies only on the items after it, with
@@ -176,8 +176,8 @@ class Cascade(Profiler):
         self._curves: dict[tuple[int, int], ChainCurve] = {}
         self._admissible: dict[tuple[int, bool], int] = {}
         self.no_scores: set[int] = set()
-        self.fallback = _FallbackMix(spec, self.pilot) if self.fallback_to_mix and self.pilot else None
-        self.delegate: _FallbackMix | None = None
+        self.fallback = FallbackMix(spec, self.pilot) if self.fallback_to_mix and self.pilot else None
+        self.delegate: FallbackMix | None = None
 
     # -- delegation to the mix, when the pilot chose it ------------------------------------------------
     def next_batch(self) -> ProfileBatch | None:

@@ -269,10 +269,10 @@ class ScoreFirstCascade(Policy):
         self.phase = "done"
 
     def _delegate_to_mix(self, reason: str) -> None:
-        from smartmix.policies.cascade import _FallbackMix
+        from smartmix.policies.cascade import FallbackMix
 
         self.fallback_reason = reason
-        delegate = _FallbackMix(self.spec, self.pilot_size)
+        delegate = FallbackMix(self.spec, self.pilot_size)
         # the mix walks the same random order; it learns from the probe and pilot but certifies after them
         probe = ProfileBatch(self.order[:1], (*self.spec.candidates, self.reference))
         pilot = ProfileBatch(self.order[1 : self.pilot_size], (*self.pilot_models, self.reference))
