@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from smartmix.backends.base import Backend
 from smartmix.engine import CallJournal, Engine, EngineOptions, ProgressCallback, run_sync
 from smartmix.errors import ConfigError, DataError
 from smartmix.models import Pool
+from smartmix.modes import application_backend
 from smartmix.policies import Guarantee
 from smartmix.result import RunResult
 from smartmix.tasks import Comparator, ExactComparator, Item, LabelComparator, Template, load_items
@@ -26,6 +28,8 @@ class Job:
     comparator: Comparator
     backend: Backend
     source: str
+    # builds the same backend again (in a Ray worker); None when the job cannot be rebuilt elsewhere
+    backend_factory: Callable[[], Backend] | None = None
 
 
 def is_recorded_outputs(path: str | Path) -> bool:
@@ -81,6 +85,7 @@ def replay_job(
         comparator=make_comparator(labels),
         backend=ReplayBackend(recorded, pool),
         source=str(path),
+        backend_factory=_Rebuild(_replay_backend, str(path), pool),
     )
 
 
@@ -131,7 +136,32 @@ def config_job(
         comparator=make_comparator(labels or config.labels),
         backend=build_backend(config),
         source=str(data),
+        backend_factory=_Rebuild(build_backend, config),
     )
+
+
+def _replay_backend(path: str, pool: Pool) -> Backend:
+    from smartmix.backends.replay import ReplayBackend
+
+    return ReplayBackend(_recorded(path), pool)
+
+
+@functools.lru_cache(maxsize=4)
+def _recorded(path: str) -> Any:
+    """A recorded file, parsed once per process (a Ray worker runs many partitions of the same job)."""
+    from smartmix.backends.replay import RecordedOutputs
+
+    return RecordedOutputs.load(path)
+
+
+class _Rebuild:
+    """A picklable ``lambda: build(*args)`` (a Ray worker builds its own backend from the job's config)."""
+
+    def __init__(self, build: Callable[..., Backend], *args: Any):
+        self.build, self.args = build, args
+
+    def __call__(self) -> Backend:
+        return self.build(*self.args)
 
 
 def run(data: str | Path | Any | None = None, **options: Any) -> RunResult:
@@ -167,6 +197,9 @@ async def arun(
     run_id: str | None = None,
     progress: ProgressCallback | None = None,
     router: str | Path | None = None,
+    mode: str = "sync",
+    batch_settings: Any = None,
+    ray_settings: Any = None,
 ) -> RunResult:
     """The asynchronous form of :func:`run`."""
     try:
@@ -180,13 +213,22 @@ async def arun(
         if router is None:
             raise ConfigError("--method router needs a trained predictor: pass --router router.npz (smartmix router train)")
         predicted = predict_agreement(router, job)
+    channel = application_backend(
+        mode, backend=job.backend, journal_path=getattr(journal, "path", None), run_id=run_id,
+        backend_factory=job.backend_factory, batch_settings=batch_settings, ray_settings=ray_settings,
+    )
     engine = Engine(
-        job.backend, job.pool, job.template, job.comparator, options=options, journal=journal, run_id=run_id, progress=progress
+        job.backend, job.pool, job.template, job.comparator, options=options, journal=journal, run_id=run_id,
+        progress=progress, application_backend=channel,
     )
     try:
         result = await engine.run(job.items, method, guarantee, seed=seed, predicted=predicted)
     finally:
         await job.backend.aclose()
+        if channel is not None:
+            await channel.aclose()
+    if channel is not None and hasattr(channel, "transport"):
+        channel.transport.forget()  # every answer is in the run's journal now
     if out is not None:
         result.write(out)
     return result

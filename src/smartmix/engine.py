@@ -11,6 +11,7 @@ sums to the bill.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,8 +20,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from smartmix.backends.base import Backend
+from smartmix.batch.prices import batch_price_factor
 from smartmix.core.driver import Execution, execute
 from smartmix.core.source import Answers, Observation
+from smartmix.deferred import DeferredBackend, run_deferred
 from smartmix.domain import Completion, Request
 from smartmix.errors import BudgetExceeded, ConfigError, ProviderError
 from smartmix.journal import digest_prefix, request_hash
@@ -87,8 +90,12 @@ class Engine:
         journal: CallJournal | None = None,
         run_id: str | None = None,
         progress: ProgressCallback | None = None,
+        application_backend: DeferredBackend | None = None,
     ):
         self.backend = backend
+        # The application phase may go through a bulk channel (provider batch jobs, a Ray pipeline): the
+        # same calls, journal and cap, sent together (smartmix.deferred). Profiling stays synchronous.
+        self.application_backend = application_backend
         self.pool = pool
         self.template = template
         self.comparator = comparator
@@ -153,8 +160,9 @@ class Engine:
 
     # -- the live answer source (smartmix.core.source.AnswerSource) --------------------------------
     @property
-    def chunk(self) -> int:
-        return self.options.chunk
+    def chunk(self) -> int | None:
+        # a bulk channel sends each stage of the plan as one round (a batch job per model)
+        return None if self.application_backend is not None else self.options.chunk
 
     async def profile(self, items: np.ndarray, models: tuple[int, ...]) -> Observation:
         names = [self.pool.names[m] for m in models]
@@ -185,7 +193,10 @@ class Engine:
 
     async def answer(self, items: np.ndarray, models: np.ndarray) -> Answers:
         calls = [(int(i), self.pool.names[int(m)]) for i, m in zip(items, models, strict=True)]
-        answers = await self._call_all(self._items, calls, "application")
+        if self.application_backend is not None:
+            answers = await self._call_all_deferred(calls)
+        else:
+            answers = await self._call_all(self._items, calls, "application")
         got = [answers[call] for call in calls]
         for i, a in zip(items, got, strict=True):
             self._applied[int(i)] = self._output(a)
@@ -243,13 +254,28 @@ class Engine:
                 raise outcome
         return dict(zip(calls, done, strict=True))
 
+    async def _call_all_deferred(self, calls: list[tuple[int, str]]) -> dict:
+        """The application calls through the bulk channel: each call runs the usual path up to the provider,
+        and whatever is waiting there is sent together (see :func:`smartmix.deferred.run_deferred`)."""
+        tasks = [asyncio.ensure_future(self._call(self._items[i], name, "application")) for i, name in calls]
+        try:
+            await run_deferred(tasks, self.application_backend)
+        finally:
+            done = await asyncio.gather(*tasks, return_exceptions=True)
+        for outcome in done:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return dict(zip(calls, done, strict=True))
+
     def _request(self, item: Item, model: str) -> Request:
         params = tuple(sorted(self._params.items()))
         return Request(model=model, messages=self.template.render(item), item_id=item.id, params=params)
 
     async def _call(self, item: Item, model: str, phase: str) -> _Answer:
         request = self._request(item, model)
-        async with self._semaphore:
+        deferred = phase == "application" and self.application_backend is not None
+        backend = self.application_backend if deferred else self.backend
+        async with contextlib.nullcontext() if deferred else self._semaphore:
             if self.journal is not None and self._maybe_journaled(request):
                 # one query: this run's answer if it has one, else (with the cache on) any run's latest
                 hit = self.journal.lookup(request, run_id=self.run_id, or_any_run=self.options.use_cache)
@@ -261,7 +287,7 @@ class Engine:
                     return self._accept(model, phase, hit, 0.0)
             estimate = await self._reserve(model, request)
             try:
-                completion = await self.backend.complete(request)
+                completion = await backend.complete(request)
             except ProviderError as exc:
                 return _Answer(None, None, 0.0, error=str(exc))
             else:
@@ -331,7 +357,10 @@ class Engine:
             inp = estimate_tokens(request.prompt_text) if inp is None else inp
             out = max(1, estimate_tokens(completion.text)) if out is None else out
             completion.extra["usage_estimated"] = True
-        return spec.cost(inp, out)
+        cost = spec.cost(inp, out)
+        if completion.extra.get("batch"):  # answered by a provider batch job: the batch price
+            cost *= batch_price_factor(spec)[0]
+        return cost
 
     async def _reserve(self, model: str, request: Request) -> float:
         """Hold back the worst plausible cost of a call, so --max-cost is never crossed by calls in flight.

@@ -431,6 +431,32 @@ class OpenAIBackend:
                 kwargs["logprobs"] = k
         return kwargs, k
 
+    # -- what provider batch jobs need: the same bodies and the same parsing as a synchronous call -------------
+    def endpoint_config(self, model: str) -> EndpointConfig:
+        return self._state(model).config
+
+    def batch_api(self, model: str) -> Any:
+        """The provider's Files + Batches service for ``model`` (same base_url and key as its calls)."""
+        from smartmix.batch.openai_api import OpenAIBatchAPI
+
+        state = self._state(model)
+        path = "/v1/chat/completions" if state.config.api == "chat" else "/v1/completions"
+        return OpenAIBatchAPI(base_url=state.config.base_url, api_key=state.key, endpoint=path,
+                              timeout_s=max(120.0, state.config.timeout_s))
+
+    def request_body(self, request: Request) -> dict[str, Any]:
+        """The JSON body a synchronous call would send for ``request``."""
+        state = self._state(request.model)
+        return self._build_kwargs(state, request, request.param("endpoint") or state.config.api)[0]
+
+    def parse_body(self, body: dict[str, Any], request: Request) -> Completion:
+        """A response body (from a batch output line) as a :class:`Completion`, exactly as a synchronous call."""
+        state = self._state(request.model)
+        api = request.param("endpoint") or state.config.api
+        k = int(request.param("top_logprobs", 5) or 5)
+        parse = parse_chat_response if api == "chat" else parse_completions_response
+        return parse(body, model=request.model, k=k)
+
     async def _send(self, state: ModelState, request: Request) -> Completion:
         """One HTTP request: build it, send it under the timeout, classify failures, parse the answer."""
         config = state.config
