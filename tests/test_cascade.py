@@ -45,15 +45,21 @@ def test_cascade_uses_an_informative_cheap_model():
     cascade = simulate("cascade", agree, cost, models, Guarantee(0.9), seed=1, score=score)
     assert cascade.hit(0.9) and mix.hit(0.9)
     assert cascade.savings > 1.3 * mix.savings
-    assert cascade.plan.chain == (0,)
+    assert (cascade.plan.assignment == 0).mean() > 0.5  # the head's own first-pass answers are kept
     assert cascade.certificate.details["chain"] == ["m0", "ref"]
+    profiled = simulate("cascade-profiled", agree, cost, models, Guarantee(0.9), seed=1, score=score)
+    assert profiled.hit(0.9) and profiled.plan.chain == (0,)
+    assert cascade.savings > profiled.savings
 
 
-def test_cascade_without_scores_falls_back_to_the_reference():
+def test_cascade_without_scores_plans_as_the_mix_and_says_why():
     agree, cost, models = synthetic_pool(5_000, [0.85], [1, 20])
     out = simulate("cascade", agree, cost, models, Guarantee(0.9), seed=0)
     assert out.hit(0.9) and out.plan.chain == ()
-    assert out.certificate.details["models_without_scores"] == ["m0"]
+    assert "no candidate returned confidence scores" in out.certificate.details["fallback_reason"]
+    assert out.certificate.method == "cascade"
+    profiled = simulate("cascade-profiled", agree, cost, models, Guarantee(0.9), seed=0)
+    assert profiled.hit(0.9) and profiled.certificate.details["models_without_scores"] == ["m0"]
 
 
 def test_cascade_validity_smoke_at_the_edge():
@@ -61,7 +67,7 @@ def test_cascade_validity_smoke_at_the_edge():
     trials, hits = 150, 0
     for seed in range(trials):
         agree, cost, models, score = scored_pool(5_000, [0.9, 0.88], [1, 2, 20], separation=0.3, seed=seed)
-        hits += simulate("cascade", agree, cost, models, Guarantee(0.9), seed=seed, score=score).hit(0.9)
+        hits += simulate("cascade-profiled", agree, cost, models, Guarantee(0.9), seed=seed, score=score).hit(0.9)
     assert hits / trials >= 0.95 - 1.96 * math.sqrt(0.95 * 0.05 / trials)
 
 

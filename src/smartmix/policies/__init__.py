@@ -4,6 +4,7 @@ from smartmix.policies.base import BatchSpec, Certificate, Guarantee, Plan, Poli
 from smartmix.policies.cascade import Cascade, Margin, Router
 from smartmix.policies.paper import Paper
 from smartmix.policies.reference import ReferenceOnly
+from smartmix.policies.scorefirst import ScoreFirstCascade
 from smartmix.policies.smart import Efficient, Exhaustive, Mix
 
 METHODS = tuple(Policy.registry)
@@ -24,5 +25,6 @@ __all__ = [
     "ProfileBatch",
     "ReferenceOnly",
     "Router",
+    "ScoreFirstCascade",
     "make_policy",
 ]

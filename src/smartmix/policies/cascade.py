@@ -1,6 +1,7 @@
-"""Cascades on the cheap models' own confidence: ``cascade`` (guaranteed) and ``margin`` (published baseline).
+"""Cascades on the cheap models' own confidence: ``cascade-profiled`` (guaranteed) and ``margin`` (published
+baseline). ``cascade`` itself lives in :mod:`smartmix.policies.scorefirst`.
 
-``cascade``: a chain of cheaper models ending at the reference. Each stage keeps its answer when its
+``cascade-profiled``: a chain of cheaper models ending at the reference. Each stage keeps its answer when its
 confidence score is above the threshold; otherwise the item moves up the chain, and the reference answers
 what no stage kept. Validity (see docs/guarantee.md):
 
@@ -119,7 +120,7 @@ class ChainCurve:
         return total / max(1, self.n)
 
 
-class _FallbackMix(Mix):
+class FallbackMix(Mix):
     """The model mix a cascade falls back to when its pilot says no chain beats it.
 
     It sees the cascade's pilot (for unit costs and rates) but certifies only on the items after it, with
@@ -148,9 +149,11 @@ class _FallbackMix(Mix):
 
 
 class Cascade(Profiler):
-    """Guaranteed cascade over a chain of cheaper models ending at the reference (or the mix, if cheaper)."""
+    """Guaranteed cascade over a chain of cheaper models ending at the reference (or the mix, if cheaper),
+    profiled item by item (``cascade-profiled``); ``cascade`` itself scores every item first
+    (:mod:`smartmix.policies.scorefirst`)."""
 
-    name = "cascade"
+    name = "cascade-profiled"
     first_look = 200
     look_ratio = 2.0
     horizon: ClassVar[int] = 32
@@ -173,8 +176,8 @@ class Cascade(Profiler):
         self._curves: dict[tuple[int, int], ChainCurve] = {}
         self._admissible: dict[tuple[int, bool], int] = {}
         self.no_scores: set[int] = set()
-        self.fallback = _FallbackMix(spec, self.pilot) if self.fallback_to_mix and self.pilot else None
-        self.delegate: _FallbackMix | None = None
+        self.fallback = FallbackMix(spec, self.pilot) if self.fallback_to_mix and self.pilot else None
+        self.delegate: FallbackMix | None = None
 
     # -- delegation to the mix, when the pilot chose it ------------------------------------------------
     def next_batch(self) -> ProfileBatch | None:

@@ -1,0 +1,414 @@
+"""``cascade``: the cheap model scores every item first, then the reference certifies the longest score prefix.
+
+Steps (validity in docs/guarantee.md, statistics in :mod:`smartmix.policies.prefix_test`):
+
+1. **Pilot** (skipped with a calibration file). One item is asked of every model, which prices them; a small
+   uniformly random pilot is then asked of the reference and of the cheapest candidates whose calls fit a
+   stated allowance (``pilot_overhead`` of the reference-only bill). The pilot only chooses: which candidate
+   heads the cascade, and how many reference labels to buy. It never enters the certificate, and its items
+   are answered by the reference.
+2. **Never worse.** For each candidate with scores, the projected bill of a score-first cascade (its calls on
+   every item, the reference on what it does not keep and on the labels) is compared with reference-only;
+   the first pass is paid only when the projected saving exceeds the first pass's own fee. Otherwise the rest
+   goes to the reference (or, without any confidence score, to the model mix), and the certificate says why.
+3. **First pass.** The chosen head answers every other item, so every item's score is known before any
+   label is bought. Items are put in one order, highest score first, ties broken by a random order drawn
+   at the start. Items without a score go to the reference.
+4. **Certification.** The reference labels a uniformly random sample (without replacement) of the scored
+   items, of the size re-planned from the now-known scores. The longest prefix of the order whose exact
+   hypergeometric tests all reject "more than N − ⌈T·N⌉ wrong answers kept" (fixed-sequence, full δ) keeps
+   the head's answers; sampled items take the reference's answer, everything else goes to the reference.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+
+from smartmix.policies.base import Certificate, Plan, Policy, ProfileBatch
+from smartmix.policies.prefix_test import certified_prefix, expected_rank_fraction, plan_sample
+
+__all__ = ["ScoreFirstCascade"]
+
+
+class ScoreFirstCascade(Policy):
+    """Guaranteed two-tier cascade, score first (see the module doc)."""
+
+    name = "cascade"
+    pilot_overhead: ClassVar[float] = 0.015  # the pilot's candidate calls, as a share of the reference-only bill
+    pilot_min: ClassVar[int] = 20
+    pilot_max: ClassVar[int] = 400
+    pass_chunk: ClassVar[int] = 512
+    go_factor: ClassVar[float] = 1.0  # the projected saving must exceed this many first passes' fees
+    min_scored: ClassVar[float] = 0.5  # a candidate whose pilot answers carry scores less often has none
+    labels_per_root: ClassVar[float] = 4.0  # reference labels certified on: this many times sqrt(N)
+    mix_margin: ClassVar[float] = 0.85  # without scores, the mix must project below this share of reference-only
+    separate_pilot_share: ClassVar[float] = 0.02  # a pilot at most this share of N stays out of the certificate
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        n, n_models = spec.n_items, len(spec.models)
+        self.order = self.rng.permutation(n)
+        self.tiebreak = self.rng.random(n)
+        self.agree = np.zeros((n, n_models), dtype=bool)
+        self.labelled = np.zeros(n, dtype=bool)  # the reference answered during profiling
+        self.score = np.full((n, n_models), np.nan)
+        self.called = np.zeros((n, n_models), dtype=bool)
+        self.fees = np.zeros(n_models)
+        self.calls = np.zeros(n_models, dtype=np.int64)
+        self.pilot_size = 0 if n == 0 else min(n, max(self.pilot_min, min(self.pilot_max, round(2 * math.sqrt(n)))))
+        self.pilot_models: tuple[int, ...] = ()
+        self.head: int | None = None
+        self.sample: np.ndarray = np.zeros(0, dtype=np.int64)  # the certification sample (labelled)
+        self._to_label: np.ndarray = np.zeros(0, dtype=np.int64)
+        self.scored_order: np.ndarray = np.zeros(0, dtype=np.int64)  # eligible items, highest score first
+        self.first_pass_items: np.ndarray = np.zeros(0, dtype=np.int64)
+        self.passed = 0
+        self.projection: dict[str, Any] = {}
+        self.fallback_reason: str | None = None
+        self.delegate: Policy | None = None
+        # past data for the same task (BatchSpec.calibration; an option of the same name until that lands)
+        self.calibration = getattr(spec, "calibration", None) or spec.option("calibration")
+        self.alpha = spec.guarantee.delta  # per certified head: δ over the heads the pilot chose among
+        # A pilot that is a small share of the batch only plans (head, sample size) and stays out of the
+        # certificate, which then gets the full δ; a larger one joins the certification sample, whose size
+        # is then fixed by a rule that looks at no label (see labels_rule), and δ is split over the heads.
+        self.reuse_pilot = self.pilot_size > self.separate_pilot_share * n
+        self.heads_considered: list[int] = []
+        self.planned_labels = 0
+        self.phase = "probe" if n else "done"
+        if n and self.calibration is not None:
+            self._choose_from_calibration()
+
+    # -- the loop ------------------------------------------------------------------------------------
+    @property
+    def needs_scores(self) -> bool:
+        return True
+
+    @property
+    def reference(self) -> int:
+        return self.spec.reference
+
+    def next_batch(self) -> ProfileBatch | None:
+        if self.delegate is not None:
+            return self.delegate.next_batch()
+        spec = self.spec
+        if self.phase == "probe":
+            return ProfileBatch(self.order[:1], (*spec.candidates, self.reference))
+        if self.phase == "pilot":
+            return ProfileBatch(self.order[1 : self.pilot_size], (*self.pilot_models, self.reference))
+        if self.phase == "first_pass":
+            items = self.first_pass_items[self.passed : self.passed + self.pass_chunk]
+            return ProfileBatch(items, (self.head,))
+        if self.phase == "sample":
+            return ProfileBatch(self._to_label, (self.head, self.reference))
+        return None
+
+    def observe(self, batch, agree, cost, score=None) -> None:
+        if self.delegate is not None:
+            self.delegate.observe(batch, agree, cost, score)
+            return
+        items = np.asarray(batch.items)
+        has_reference = self.reference in batch.models
+        for j, m in enumerate(batch.models):
+            fresh = ~self.called[items, m]
+            self.fees[m] += float(np.nansum(cost[:, j]))
+            self.calls[m] += int(fresh.sum())
+            self.called[items, m] = True
+            if score is not None:
+                self.score[items, m] = score[:, j]
+            if has_reference:
+                self.agree[items, m] = agree[:, j]
+        if has_reference:
+            self.labelled[items] = True
+        if self.phase == "probe":
+            self._after_probe()
+        elif self.phase == "pilot":
+            self._after_pilot()
+        elif self.phase == "first_pass":
+            self.passed += len(items)
+            if self.passed >= len(self.first_pass_items):
+                self._after_first_pass()
+        elif self.phase == "sample":
+            self.phase = "done"
+
+    # -- decisions -----------------------------------------------------------------------------------
+    def unit_cost(self, m: int) -> float:
+        return float(self.fees[m] / self.calls[m]) if self.calls[m] else math.inf
+
+    @property
+    def allowed(self) -> int:
+        """Wrong answers the batch may contain: N − ⌈T·N⌉."""
+        return self.spec.n_items - self.spec.guarantee.required_agreeing(self.spec.n_items)
+
+    def _after_probe(self) -> None:
+        if self.pilot_size <= 1:
+            self._stop("the batch is too small for a cascade to pay for its pilot")
+            return
+        reference_cost = self.unit_cost(self.reference)
+        allowance = self.pilot_overhead * self.spec.n_items * reference_cost
+        chosen, spent = [], 0.0
+        for m in sorted(self.spec.candidates, key=self.unit_cost):
+            extra = (self.pilot_size - 1) * self.unit_cost(m)
+            if not chosen or spent + extra <= allowance:
+                chosen.append(m)
+                spent += extra
+        self.pilot_models = tuple(sorted(chosen))
+        self.phase = "pilot"
+
+    def _scored(self, m: int, items: np.ndarray) -> bool:
+        return bool(len(items)) and float(np.mean(np.isfinite(self.score[items, m]))) >= self.min_scored
+
+    def labels_rule(self, eligible: int) -> int:
+        """Reference labels the certificate rests on: fixed before any label is seen (a function of N and of
+        how many items are scored), so the pilot's labels can be part of the certification sample."""
+        return int(min(eligible, max(1, round(self.labels_per_root * math.sqrt(self.spec.n_items)))))
+
+    def _after_pilot(self) -> None:
+        pilot = self.order[: self.pilot_size]
+        n = self.spec.n_items
+        reference_cost = self.unit_cost(self.reference)
+        with_scores = [m for m in self.pilot_models if self._scored(m, pilot)]
+        if not with_scores:
+            self._delegate_to_mix("no candidate returned confidence scores: planned as the model mix")
+            return
+        # The pilot's labels choose the head and also join the certification sample: δ is split over the
+        # heads it could choose (one, when the pilot could afford only the cheapest candidate).
+        self.heads_considered = with_scores
+        if self.reuse_pilot:
+            self.alpha = self.spec.guarantee.delta / len(with_scores)
+        options = {}
+        for m in with_scores:
+            s = self.score[pilot, m]
+            ok = np.isfinite(s)
+            sizes = [max(self.labels_rule(n), int(ok.sum()))] if self.reuse_pilot else None
+            labels, cost, kept = plan_sample(
+                expected_rank_fraction(s[ok]), ~self.agree[pilot[ok], m], n, self.allowed, self.alpha,
+                self.unit_cost(m), reference_cost, sizes=sizes,
+            )
+            options[m] = (cost, labels, kept)
+        head = min(options, key=lambda m: options[m][0])
+        cost, labels, kept = options[head]
+        reference_only = n * reference_cost
+        self.projection = {
+            "candidates": {self.spec.models[m]: round(options[m][0] / reference_only, 4) for m in options},
+            "head": self.spec.models[head],
+            "projected_cost_vs_reference": round(cost / reference_only, 4) if reference_only else None,
+            "projected_kept": round(kept, 4),
+            "planned_labels": labels,
+        }
+        first_pass = (n - self.pilot_size) * self.unit_cost(head)
+        if reference_only - cost < self.go_factor * first_pass:
+            self._stop(
+                "the pilot projects no cascade saving more than its first pass costs at this batch size "
+                f"(best: {self.spec.models[head]}, projected {cost / max(reference_only, 1e-300):.2f} of "
+                "reference-only)"
+            )
+            return
+        self._start_first_pass(head)
+
+    def _start_first_pass(self, head: int) -> None:
+        self.head = head
+        self.first_pass_items = self.order[self.pilot_size :]
+        self.phase = "first_pass" if len(self.first_pass_items) else "done"
+
+    def _after_first_pass(self) -> None:
+        head = self.head
+        n = self.spec.n_items
+        eligible = np.isfinite(self.score[:, head])
+        if not self.reuse_pilot:
+            eligible[self.order[: self.pilot_size]] = False  # the pilot only planned: it stays out
+        eligible = np.flatnonzero(eligible)
+        s = self.score[eligible, head]
+        self.scored_order = eligible[np.lexsort((self.tiebreak[eligible], -s))]
+        population = len(self.scored_order)
+        if population == 0:
+            self._stop("the cheap model returned no scores on the batch")
+            return
+        in_population = np.zeros(n, dtype=bool)
+        in_population[self.scored_order] = True
+        walk = self.order[in_population[self.order]]  # the scored items in the one random order
+        if self.calibration is not None or not self.reuse_pilot:
+            labels, cost, kept = self._replan(population, None)
+        else:
+            labels = max(self.labels_rule(population), int(self.labelled[self.scored_order].sum()))
+            labels, cost, kept = self._replan(population, [labels])
+        self.planned_labels = labels
+        self.projection.update({"replanned_labels": labels, "replanned_kept": round(kept, 4)})
+        paid = population * self.unit_cost(head)
+        if cost - paid >= population * self._reference_cost():
+            # the first pass is paid: labels are bought only if they are expected to save more than they cost
+            self._stop("after scoring every item, no certificate is expected to pay for its labels")
+            return
+        # The certification sample: the first ``labels`` scored items of the random order (the pilot's
+        # scored items come first), a uniform sample without replacement of the scored items.
+        self.sample = walk[:labels]
+        missing = self.sample[~self.labelled[self.sample]]
+        self._to_label = missing
+        self.phase = "sample" if len(missing) else "done"
+
+    def _replan(self, population: int, sizes: list[int] | None) -> tuple[int, float, float]:
+        """Project the certificate from the pilot's (or calibration) labels, placed among the batch's scores."""
+        head = self.head
+        if self.calibration is not None:
+            past, wrong = self._calibration_columns(head)
+        else:
+            pilot = self.order[: self.pilot_size]
+            ok = np.isfinite(self.score[pilot, head])
+            past, wrong = self.score[pilot[ok], head], ~self.agree[pilot[ok], head]
+        position = expected_rank_fraction(past, self.score[self.scored_order, head])
+        return plan_sample(
+            position, wrong, population, self.allowed, self.alpha, self.unit_cost(head), self._reference_cost(),
+            sizes=sizes,
+        )
+
+    def _stop(self, reason: str) -> None:
+        self.fallback_reason = reason
+        self.phase = "done"
+
+    def _delegate_to_mix(self, reason: str) -> None:
+        from smartmix.policies.cascade import FallbackMix
+
+        self.fallback_reason = reason
+        delegate = FallbackMix(self.spec, self.pilot_size)
+        # the mix walks the same random order; it learns from the probe and pilot but certifies after them
+        probe = ProfileBatch(self.order[:1], (*self.spec.candidates, self.reference))
+        pilot = ProfileBatch(self.order[1 : self.pilot_size], (*self.pilot_models, self.reference))
+        for batch in (probe, pilot):
+            if len(batch.items):
+                cols = list(batch.models)
+                items = np.asarray(batch.items)
+                agree = self.agree[np.ix_(items, cols)]
+                cost = np.zeros((len(items), len(cols)))
+                for j, m in enumerate(cols):
+                    cost[:, j] = self.unit_cost(m)
+                delegate.observe(batch, agree, cost, self.score[np.ix_(items, cols)])
+        rest = self.spec.n_items - self.pilot_size
+        if delegate.projected_best() >= self.mix_margin * rest * self.unit_cost(self.reference):
+            self._stop(reason + "; the model mix is not projected to pay at this batch size: the reference answers")
+            return
+        self.delegate = delegate
+
+    # -- calibration ---------------------------------------------------------------------------------
+    def _calibration_index(self, m: int) -> int | None:
+        models = tuple(self.calibration.models)
+        name = self.spec.models[m]
+        return models.index(name) if name in models else None
+
+    def _calibration_columns(self, m: int) -> tuple[np.ndarray, np.ndarray]:
+        j = self._calibration_index(m)
+        score = np.asarray(self.calibration.score[:, j], dtype=float)
+        ok = np.isfinite(score)
+        return score[ok], ~np.asarray(self.calibration.agree[:, j], dtype=bool)[ok]
+
+    def _calibration_cost(self, m: int) -> float:
+        j = self._calibration_index(m)
+        return float(np.nanmean(self.calibration.cost[:, j])) if j is not None else math.inf
+
+    def _reference_cost(self) -> float:
+        if self.calls[self.reference]:
+            return self.unit_cost(self.reference)
+        return self._calibration_cost(self.reference)
+
+    def _choose_from_calibration(self) -> None:
+        """Head and sample size from past data; the batch then certifies that one plan at the full δ."""
+        self.pilot_size = 0
+        reference_cost = self._calibration_cost(self.reference)
+        n = self.spec.n_items
+        options = {}
+        for m in self.spec.candidates:
+            if self._calibration_index(m) is None or not math.isfinite(reference_cost):
+                continue
+            past, wrong = self._calibration_columns(m)
+            if len(past) < 10:
+                continue
+            cost = self._calibration_cost(m)
+            n_sample, total, kept = plan_sample(
+                expected_rank_fraction(past), wrong, n, self.allowed, self.spec.guarantee.delta, cost, reference_cost
+            )
+            options[m] = (total, n_sample, kept, cost)
+        source = getattr(self.calibration, "source", "")
+        if not options:
+            self._stop(f"the calibration data ({source}) has no scored candidate of this pool")
+            return
+        head = min(options, key=lambda m: options[m][0])
+        total, n_sample, kept, cost = options[head]
+        reference_only = n * reference_cost
+        self.projection = {
+            "calibration": source,
+            "head": self.spec.models[head],
+            "projected_cost_vs_reference": round(total / reference_only, 4) if reference_only else None,
+            "planned_sample": n_sample,
+        }
+        if reference_only - total < self.go_factor * n * cost:
+            self._stop(f"the calibration data ({source}) projects no cascade saving at this batch size")
+            return
+        self._start_first_pass(head)
+
+    # -- the plan ------------------------------------------------------------------------------------
+    def plan(self) -> Plan:
+        if self.delegate is not None:
+            plan = self.delegate.plan()
+            plan.certificate.method = self.name
+            plan.certificate.details["fallback_reason"] = self.fallback_reason
+            plan.certificate.details["pilot_items"] = self.pilot_size
+            return plan
+        spec = self.spec
+        assignment = np.full(spec.n_items, self.reference, dtype=np.int64)
+        profiled = self.labelled.copy()  # the reference answered these during profiling
+        kept = np.zeros(0, dtype=np.int64)
+        prefix = 0
+        if self.head is not None and len(self.scored_order) and self.fallback_reason is None:
+            rank = np.empty(spec.n_items, dtype=np.int64)
+            rank[self.scored_order] = np.arange(len(self.scored_order))
+            prefix = certified_prefix(
+                rank[self.sample],
+                ~self.agree[self.sample, self.head],
+                len(self.scored_order),
+                self.allowed,
+                self.alpha,
+            )
+            top = self.scored_order[:prefix]
+            kept = top[~self.labelled[top]]
+            assignment[kept] = self.head
+            profiled[kept] = True
+        return Plan(assignment, profiled, self._certificate(kept, prefix))
+
+    def _certificate(self, kept: np.ndarray, prefix: int) -> Certificate:
+        spec = self.spec
+        names = spec.models
+        n = max(1, spec.n_items)
+        shares = {names[self.reference]: 1.0 - len(kept) / n}
+        details: dict[str, Any] = {
+            "order": "score first: the head model answered every item before any reference label was bought",
+            "chain": ([names[self.head]] if self.head is not None else []) + [names[self.reference]],
+            "bound": (
+                "exact hypergeometric test of 'more than N - ceil(T*N) wrong answers kept' on each prefix of the "
+                "score order, fixed-sequence from the highest score down, each at the full delta"
+            ),
+            "alpha_per_test": self.alpha,
+            "heads_considered": [names[m] for m in self.heads_considered],
+            "allowed_disagreements": self.allowed,
+            "pilot_items": self.pilot_size,
+            "pilot_models": [names[m] for m in self.pilot_models],
+            "certification_labels": int(len(self.sample)),
+            "certified_prefix": int(prefix),
+            "kept_items": int(len(kept)),
+            "projection": self.projection,
+            "fallback_reason": self.fallback_reason,
+        }
+        if self.head is not None and len(kept):
+            shares[names[self.head]] = len(kept) / n
+            details["threshold"] = float(np.min(self.score[kept, self.head]))
+        return Certificate(
+            method=self.name,
+            target=spec.guarantee.target,
+            confidence=spec.guarantee.confidence,
+            valid=True,
+            n_items=spec.n_items,
+            profiled=int(self.labelled.sum()),
+            shares=shares,
+            details=details,
+        )

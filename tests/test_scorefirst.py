@@ -1,0 +1,176 @@
+"""The score-first cascade: the prefix test against exact computation and simulation, the never-worse gate,
+calibration chosen from a separate file, and a validity smoke at the edge."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from smartmix.core.offline import simulate, synthetic_pool, synthetic_scores
+from smartmix.policies import Guarantee
+from smartmix.policies.prefix_test import (
+    certified_prefix,
+    expected_rank_fraction,
+    hypergeom_cdf,
+    plan_sample,
+    prefix_passes,
+)
+from smartmix.stats import hypergeom_upper
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def brute_prefix(ranks, wrong, population, allowed, alpha):
+    """Every prefix tested in order with the exact upper bound; the last of the unbroken run of rejections."""
+    inside = np.zeros(population, dtype=bool)
+    bad = np.zeros(population, dtype=bool)
+    inside[ranks] = True
+    bad[ranks[wrong]] = True
+    last = 0
+    for k in range(1, population + 1):
+        n, d = int(inside[:k].sum()), int(bad[:k].sum())
+        ok = k <= allowed or (n > 0 and hypergeom_upper(d, n, k, alpha) <= allowed)
+        if not ok:
+            break
+        last = k
+    return last
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_certified_prefix_matches_testing_every_prefix(seed):
+    rng = np.random.default_rng(seed)
+    population = int(rng.integers(30, 160))
+    allowed = int(rng.integers(0, population // 3))
+    n = int(rng.integers(0, population))
+    ranks = rng.choice(population, n, replace=False)
+    wrong = rng.random(n) < np.linspace(0.02, 0.5, population)[ranks]  # more wrong answers lower down
+    alpha = float(rng.choice([0.01, 0.05, 0.2]))
+    assert certified_prefix(ranks, wrong, population, allowed, alpha) == brute_prefix(ranks, wrong, population, allowed, alpha)
+
+
+def test_hypergeometric_cdf_matches_scipy():
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        population = int(rng.integers(1, 3000))
+        successes = int(rng.integers(0, population + 1))
+        draws = int(rng.integers(0, population + 1))
+        x = int(rng.integers(-1, draws + 2))
+        expected = float(stats.hypergeom.cdf(x, population, successes, draws))
+        assert hypergeom_cdf(x, population, successes, draws) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_prefix_test_is_the_exact_upper_bound():
+    for k, n, d, allowed in [(500, 60, 2, 60), (500, 60, 5, 60), (1000, 200, 12, 100), (80, 0, 0, 79)]:
+        expected = k <= allowed or (n > 0 and hypergeom_upper(d, n, k, 0.05) <= allowed)
+        assert prefix_passes(k, n, d, allowed, 0.05) == expected
+
+
+def test_prefix_test_rejects_a_true_null_at_most_alpha_of_the_time():
+    """Population with exactly allowed + 1 wrong answers (the edge of the null), all in the first prefix."""
+    rng = np.random.default_rng(0)
+    population, allowed, n, alpha, trials = 150, 15, 30, 0.05, 1500
+    wrong_items = np.zeros(population, dtype=bool)
+    wrong_items[rng.choice(population, allowed + 1, replace=False)] = True
+    rejected = 0
+    for _ in range(trials):
+        ranks = rng.choice(population, n, replace=False)
+        rejected += certified_prefix(ranks, wrong_items[ranks], population, allowed, alpha) == population
+    bound = alpha + 3 * np.sqrt(alpha * (1 - alpha) / trials)
+    assert rejected / trials <= bound
+    # and the exact rejection probability of the whole population's test is below alpha
+    c = max(d for d in range(n + 1) if stats.hypergeom.cdf(d, population, allowed + 1, n) <= alpha)
+    assert stats.hypergeom.cdf(c, population, allowed + 1, n) <= alpha
+
+
+def test_planning_prefers_a_sample_when_scores_separate():
+    position = np.linspace(0, 1, 100)
+    wrong = position > 0.8
+    n_sample, cost, kept = plan_sample(position, wrong, 2000, 200, 0.05, 0.05, 1.0)
+    assert 0 < n_sample < 2000 and 0.6 < kept <= 1.0 and cost < 2000 * 0.6
+    assert expected_rank_fraction(np.array([0.9, 0.5]), np.array([1.0, 0.9, 0.5, 0.1])).tolist() == [0.375, 0.625]
+
+
+def scored(n, rates, costs, separation, seed):
+    agree, cost, models = synthetic_pool(n, rates, costs, seed=seed)
+    score = synthetic_scores(agree, separation, seed=seed + 1)
+    score[:, -1] = np.nan
+    return agree, cost, models, score
+
+
+def test_never_worse_on_a_tiny_batch_and_at_target_one():
+    agree, cost, models, score = scored(60, [0.8, 0.85], [1, 8, 20], separation=1.0, seed=3)
+    out = simulate("cascade", agree, cost, models, Guarantee(0.9), seed=0, score=score)
+    assert out.hit(0.9)
+    assert out.cost <= out.reference_cost * 1.02
+    top = simulate("cascade", *scored(3000, [0.9], [1, 20], 2.0, 4)[:3], Guarantee(1.0), seed=0,
+                   score=scored(3000, [0.9], [1, 20], 2.0, 4)[3])
+    assert top.realised_agreement == 1.0 and top.cost <= top.reference_cost * 1.02
+    assert "no cascade saving" in top.certificate.details["fallback_reason"]
+
+
+@dataclass(frozen=True)
+class PastData:
+    """The documented fields of smartmix.calibration.Calibration."""
+
+    models: tuple
+    agree: np.ndarray
+    cost: np.ndarray
+    score: np.ndarray
+    source: str
+
+
+@pytest.mark.skipif(not (SHARED / "mmlu-qwen-oai" / "test.jsonl").exists(), reason="shared data not present")
+def test_calibration_from_a_separate_file_chooses_the_plan_without_a_pilot():
+    from smartmix.bench.data import load_dataset
+    from smartmix.policies import BatchSpec
+    from smartmix.policies.scorefirst import ScoreFirstCascade
+
+    data = load_dataset(SHARED / "mmlu-qwen-oai" / "test.jsonl")
+    rows = np.random.default_rng(0).permutation(data.n_items)
+    past, now = rows[:700], rows[700:]  # disjoint items: the plan never looks at the batch it certifies
+    calibration = PastData(data.models, data.agree[past], data.cost[past], np.exp(data.confidence[past]), "past.jsonl")
+    options = (("calibration", calibration),)
+    policy = ScoreFirstCascade(BatchSpec(2000, data.models, Guarantee(0.9), seed=1, options=options))
+    assert policy.pilot_size == 0 and policy.head == 0 and policy.phase == "first_pass"
+    assert policy.projection["calibration"] == "past.jsonl"
+    hits, savings = 0, []
+    for seed in range(30):
+        rows_now = np.random.default_rng(seed).choice(now, 2000)  # the batch: the other items only
+        agree, cost, score = data.agree[rows_now], data.cost[rows_now], np.exp(data.confidence[rows_now])
+        out = simulate("cascade", agree, cost, data.models, Guarantee(0.9), seed=seed, score=score, options=options)
+        assert out.certificate.details["pilot_items"] == 0
+        hits += out.hit(0.9)
+        savings.append(out.savings)
+    assert hits >= 27 and np.median(savings) > 1.8
+
+
+def test_validity_smoke_at_the_edge():
+    """Agreement exactly at T, barely informative scores: 200 trials, hit rate at the 1 - δ edge."""
+    trials, hits = 200, 0
+    for seed in range(trials):
+        agree, cost, models, score = scored(1500, [0.9, 0.88], [1, 2, 20], separation=0.3, seed=seed)
+        hits += simulate("cascade", agree, cost, models, Guarantee(0.9), seed=seed, score=score).hit(0.9)
+    assert hits / trials >= 0.95 - 1.96 * np.sqrt(0.95 * 0.05 / trials)
+
+
+def test_engine_runs_score_first_on_recorded_outputs_and_pays_each_call_once(shared_data):
+    """The real engine on recorded outputs: the head answers every item once (its answers on the labelled
+    items are reused, not bought again), the bill beats reference-only, the realised agreement meets T."""
+    import smartmix
+    from smartmix.backends.replay import RecordedOutputs
+    from smartmix.tasks import ExactComparator
+
+    path = shared_data / "mmlu-qwen-oai" / "test.jsonl"
+    result = smartmix.run(path, reference="gpt-4o", target=0.9, method="cascade", seed=0)
+    df = result.to_pandas()
+    head = result.certificate.details["chain"][0]
+    assert sum(n for (model, _), n in result.ledger.calls.items() if model == head) == len(df)
+    recorded = RecordedOutputs.load(path)
+    comparator = ExactComparator()
+    agree = [comparator.agree(a, recorded.output(i, "gpt-4o").answer) for i, a in zip(df["id"], df["answer"], strict=True)]
+    assert sum(agree) / len(agree) >= 0.9
+    assert result.savings > 1.5
+    assert df["cost"].sum() == pytest.approx(result.total_cost, rel=1e-9)
+    assert result.certificate.details["fallback_reason"] is None
