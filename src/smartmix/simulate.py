@@ -46,6 +46,7 @@ def simulate(
     batch_size: int = 10,
     score: np.ndarray | None = None,
     options: tuple = (),
+    calibration=None,
 ) -> TrialOutcome:
     """Run ``method`` on a batch whose per-item outcomes are known.
 
@@ -57,7 +58,8 @@ def simulate(
     if score is None:
         score = np.full(agree.shape, np.nan)
     spec = BatchSpec(
-        n_items=n_items, models=models, guarantee=guarantee, seed=seed, batch_size=batch_size, options=options
+        n_items=n_items, models=models, guarantee=guarantee, seed=seed, batch_size=batch_size, options=options,
+        calibration=calibration,
     )
     policy = make_policy(method, spec)
     reference = len(models) - 1

@@ -10,9 +10,12 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from smartmix.calibration import Calibration
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class BatchSpec:
     seed: int = 0
     batch_size: int = 10
     options: tuple[tuple[str, Any], ...] = ()  # method-specific settings, e.g. (("budget", 0.002),)
+    calibration: Calibration | None = None  # past outputs of the same models: choose the plan shape from them
 
     def option(self, name: str, default: Any = None) -> Any:
         return dict(self.options).get(name, default)
