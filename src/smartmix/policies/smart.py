@@ -538,7 +538,10 @@ class Efficient(Profiler):
         return lower
 
     def future_sizes(self) -> list[int]:
-        return [s for s in self.schedule.sizes if s > self.n][: self.horizon]
+        """Sample sizes the look-ahead prices: geometric from the next look to the whole batch."""
+        sizes = list(LookSchedule(self.spec.n_items, first=self.n + self.spec.batch_size, ratio=1.25,
+                                  step=self.spec.batch_size).sizes)
+        return sizes[: self.horizon]
 
     def projected_total(self, kept: list[int], costs: np.ndarray) -> float:
         """Cheapest projected cost of the rest if profiling goes on with ``kept`` (up to ``horizon`` looks)."""
