@@ -545,9 +545,9 @@ class Efficient(Profiler):
 
     def projected_total(self, kept: list[int], costs: np.ndarray) -> float:
         """Cheapest projected cost of the rest if profiling goes on with ``kept`` (up to ``horizon`` looks)."""
-        return self.projected_best(kept, costs)[0]
+        return self.projected_plan(kept, costs)[0]
 
-    def projected_best(self, kept: list[int], costs: np.ndarray) -> tuple[float, int]:
+    def projected_plan(self, kept: list[int], costs: np.ndarray) -> tuple[float, int]:
         per_item_profiling = costs[self.spec.reference] + sum(costs[m] for m in kept)
         best, best_n = math.inf, self.spec.n_items
         for n_future in self.future_sizes():
@@ -563,9 +563,9 @@ class Efficient(Profiler):
         unit_now = self.plan_unit_cost(self.n, self.current_lower(), costs)
         now = self.rest * unit_now
         kept = list(self.active)
-        best, best_n = self.projected_best(kept, costs)
+        best, best_n = self.projected_plan(kept, costs)
         while kept:
-            trials = [(self.projected_best([k for k in kept if k != m], costs), m) for m in kept]
+            trials = [(self.projected_plan([k for k in kept if k != m], costs), m) for m in kept]
             (value, value_n), drop = min(trials, key=lambda t: t[0][0])
             if value >= best:
                 break
