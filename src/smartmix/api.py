@@ -167,8 +167,10 @@ async def arun(
     run_id: str | None = None,
     progress: ProgressCallback | None = None,
     router: str | Path | None = None,
+    calibration: str | Path | None = None,
 ) -> RunResult:
-    """The asynchronous form of :func:`run`."""
+    """The asynchronous form of :func:`run`. ``calibration``: recorded outputs of the same models on earlier
+    items of the same task (replay layout); the plan shape is chosen from them, not from this batch."""
     try:
         guarantee = Guarantee(target, confidence)
     except ValueError as exc:
@@ -180,6 +182,10 @@ async def arun(
         if router is None:
             raise ConfigError("--method router needs a trained predictor: pass --router router.npz (smartmix router train)")
         options.method_options["predicted"] = predict_agreement(router, job)
+    if calibration is not None:
+        from smartmix.calibration import load_calibration
+
+        options.calibration = load_calibration(calibration, job.pool.names, job.comparator)
     engine = Engine(
         job.backend, job.pool, job.template, job.comparator, options=options, journal=journal, run_id=run_id, progress=progress
     )

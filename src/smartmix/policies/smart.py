@@ -121,7 +121,7 @@ class Profiler(Policy):
             return 0
         k = max(1, len(self.spec.candidates))
         size = int(self.profiling_allowance * self.spec.n_items / k)
-        return int(min(max(size, 2), self.pilot_items, self.spec.batch_size, self.spec.n_items))
+        return int(min(size, self.pilot_items, self.spec.batch_size, self.spec.n_items))
 
     # -- never worse ------------------------------------------------------------------------------
     def _pre_check(self) -> str | None:
@@ -134,6 +134,11 @@ class Profiler(Policy):
             return (
                 f"target {spec.guarantee.target:g} on {spec.n_items:,} items leaves no room for a single "
                 "disagreement: only the reference can meet it"
+            )
+        if self.sequences_enabled and self.cert_start < 1:
+            return (
+                f"batch too small: calling the {len(spec.candidates)} candidate(s) even once could cost more than "
+                f"the {self.profiling_allowance:.1%} profiling allowance of the reference-only bill"
             )
         if self.perfect_sample_size() is None:
             return (
