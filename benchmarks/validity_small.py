@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from smartmix.stats import wilson_lower
 from smartmix.calibration import Calibration
 from smartmix.policies import Guarantee
 from smartmix.simulate import simulate, synthetic_pool
+from smartmix.stats import wilson_lower
 
 PRICES = [1.0, 2.0, 20.0]
 

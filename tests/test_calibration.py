@@ -71,3 +71,14 @@ def test_tiny_batch_never_costs_more_than_the_allowance(method):
         assert out.hit(0.9)
         assert out.certificate.details.get("fallback_reason")
     assert worst <= 1.025 + 1e-9
+
+
+def test_preview_break_even_grows_with_the_target_and_the_candidates_price():
+    from smartmix.preview import break_even_items
+
+    cheap = {"mini": 0.03, "mid": 0.18, "ref": 0.5}
+    dear = {"mini": 0.3, "mid": 0.4, "ref": 0.5}
+    low, high = break_even_items(cheap, "ref", "mix", 0.9), break_even_items(cheap, "ref", "mix", 0.95)
+    assert low is not None and high is not None and 50 < low < high < 2000
+    assert break_even_items(dear, "ref", "mix", 0.9) > low
+    assert break_even_items(cheap, "ref", "mix", 1.0) is None
