@@ -517,6 +517,7 @@ class Efficient(Profiler):
 
     name = "efficient"
     horizon: ClassVar[int] = 32
+    min_draws: ClassVar[int] = 100  # certification draws before the look-ahead may drop a model or stop
     sequences_enabled = True
 
     def __init__(self, spec):
@@ -569,6 +570,12 @@ class Efficient(Profiler):
         now = self.rest * unit_now
         kept = list(self.active)
         best, best_n = self.projected_plan(kept, costs)
+        if self.n - self.cert_start < self.min_draws:
+            # Rates from a handful of items are too noisy to drop a model or stop on; only the allowance may.
+            self.active = self.affordable(kept, costs, min(unit_now, costs[self.spec.reference]))
+            if self.active:
+                self.set_horizons(best_n)
+            return not self.active
         while kept:
             trials = [(self.projected_plan([k for k in kept if k != m], costs), m) for m in kept]
             (value, value_n), drop = min(trials, key=lambda t: t[0][0])
