@@ -54,6 +54,7 @@ def main() -> None:
     args = ap.parse_args()
     files = [Path(p) for p in args.data] if args.data else sorted(ROOT.glob("*/test.jsonl"))
     start = time.time()
+    version = code_version()  # the code the workers run, taken before they start
     rows = []
     with ProcessPoolExecutor(args.workers) as pool:
         for f in files:
@@ -69,7 +70,7 @@ def main() -> None:
                         print(row, flush=True)
     lines = ["# Savings on small batches of the shared sets", "", "Command:", "", "```",
              "python " + " ".join(sys.argv), "```", "",
-             f"Code {code_version()}; {time.time() - start:.0f} s wall on {args.workers} worker(s); δ = 0.05; "
+             f"Code {version}; {time.time() - start:.0f} s wall on {args.workers} worker(s); δ = 0.05; "
              f"{args.trials} bootstrap batches per setting (the same for every method).", "",
              "| dataset | N | T | method | median savings | p5 savings | hit rate | Wilson LB |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]

@@ -101,6 +101,7 @@ def main() -> None:
                         settings.append((m, n, t, "recorded", cal, d))
     rows = []
     start = time.time()
+    version = code_version()  # the code the workers run, taken before they start
     with ProcessPoolExecutor(args.workers) as pool:
         for m, n, t, sc, cal, d in settings:
             tasks = [(m, n, t, sc, cal, d, 1000 * i + 7) for i in range(args.trials)]
@@ -121,7 +122,7 @@ def main() -> None:
         "python " + " ".join(sys.argv),
         "```",
         "",
-        f"Code {code_version()}; {time.time() - start:.0f} s wall on {args.workers} worker(s); δ = 0.05; "
+        f"Code {version}; {time.time() - start:.0f} s wall on {args.workers} worker(s); δ = 0.05; "
         f"{args.trials} trials per setting. Hit rate = share of trials whose realised agreement reached T; "
         "Wilson 95% lower bound beside. Savings = reference-only cost ÷ bill (median, 5th percentile).",
         "",
