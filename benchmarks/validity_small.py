@@ -75,6 +75,34 @@ def code_version() -> str:
     return (git("describe", "--always", "--tags") or "unknown") + dirty
 
 
+def write_report(rows: list, args: argparse.Namespace, version: str, start: float, done: bool) -> str:
+    lines = [
+        "# Validity on small batches",
+        "",
+        "Command:",
+        "",
+        "```",
+        "python " + " ".join(sys.argv),
+        "```",
+        "",
+        f"Code {version}; {time.time() - start:.0f} s wall on {args.workers} worker(s); δ = 0.05; "
+        f"{args.trials} trials per setting. Hit rate = share of trials whose realised agreement reached T; "
+        "Wilson 95% lower bound beside. Savings = reference-only cost ÷ bill (median, 5th percentile).",
+        "",
+        "| pool | N | T | method | calibration | trials | hit rate | Wilson LB | median savings | p5 savings |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        lines.append(f"| {r[0]} | {r[1]:,} | {r[2]} | {r[3]} | {r[4]} | {r[5]} | {r[6]:.3f} | {r[7]:.3f} | {r[8]:.2f}x | {r[9]:.2f}x |")
+    text = "\n".join(lines) + "\n"
+    if not done:
+        text += "\n(Run in progress: settings not listed yet are still running.)\n"
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+    return text
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, nargs="+", default=[2000])
@@ -113,28 +141,8 @@ def main() -> None:
                    wilson_lower(hits, args.trials), float(np.median(sav)), float(np.percentile(sav, 5)))
             rows.append(row)
             print(" | ".join(str(x) if not isinstance(x, float) else f"{x:.3f}" for x in row), flush=True)
-    lines = [
-        "# Validity on small batches",
-        "",
-        "Command:",
-        "",
-        "```",
-        "python " + " ".join(sys.argv),
-        "```",
-        "",
-        f"Code {version}; {time.time() - start:.0f} s wall on {args.workers} worker(s); δ = 0.05; "
-        f"{args.trials} trials per setting. Hit rate = share of trials whose realised agreement reached T; "
-        "Wilson 95% lower bound beside. Savings = reference-only cost ÷ bill (median, 5th percentile).",
-        "",
-        "| pool | N | T | method | calibration | trials | hit rate | Wilson LB | median savings | p5 savings |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in rows:
-        lines.append(f"| {r[0]} | {r[1]:,} | {r[2]} | {r[3]} | {r[4]} | {r[5]} | {r[6]:.3f} | {r[7]:.3f} | {r[8]:.2f}x | {r[9]:.2f}x |")
-    text = "\n".join(lines) + "\n"
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+            write_report(rows, args, version, start, done=False)
+    text = write_report(rows, args, version, start, done=True)
     print(text)
 
 
