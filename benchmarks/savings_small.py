@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from smartmix.bench.data import bootstrap_batch, load_dataset, trial_seed
+from smartmix.core.offline import simulate
 from smartmix.policies import Guarantee
-from smartmix.simulate import simulate
 from smartmix.stats import wilson_lower
 
 ROOT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"

@@ -1,6 +1,6 @@
 """Validity of exhaustive / efficient / mix on small batches: hit rate with its Wilson lower bound.
 
-Synthetic pools (smartmix.simulate.synthetic_pool): two candidates, the cheaper agreeing exactly at T (or 0.5
+Synthetic pools (smartmix.core.offline.synthetic_pool): two candidates, the cheaper agreeing exactly at T (or 0.5
 points below), the other 0.25 points below it; prices 1, 2 and 20 (reference). With --calibration, each trial
 also gets past outputs drawn from an independent pool with the same rates (1,000 items), and the policy
 certifies the plan shape they choose. Optionally shared recorded sets (bootstrap batches) with --data.
@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from smartmix.calibration import Calibration
+from smartmix.core.offline import simulate, synthetic_pool
 from smartmix.policies import Guarantee
-from smartmix.simulate import simulate, synthetic_pool
 from smartmix.stats import wilson_lower
 
 PRICES = [1.0, 2.0, 20.0]

@@ -7,9 +7,9 @@ import pytest
 
 from smartmix.bench.data import bootstrap_batch, load_dataset
 from smartmix.calibration import load_calibration
+from smartmix.core.offline import simulate, synthetic_pool
 from smartmix.errors import DataError
 from smartmix.policies import Guarantee
-from smartmix.simulate import simulate, synthetic_pool
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mmlu-qwen-oai"
 needs_data = pytest.mark.skipif(not (DATA / "train.jsonl").exists(), reason="shared recorded outputs not found")

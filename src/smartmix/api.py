@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from smartmix.backends.base import Backend
-from smartmix.engine import Engine, EngineOptions, ProgressCallback, run_sync
+from smartmix.engine import CallJournal, Engine, EngineOptions, ProgressCallback, run_sync
 from smartmix.errors import ConfigError, DataError
 from smartmix.models import Pool
+from smartmix.modes import application_backend
 from smartmix.policies import Guarantee
 from smartmix.result import RunResult
 from smartmix.tasks import Comparator, ExactComparator, Item, LabelComparator, Template, load_items
@@ -26,6 +28,8 @@ class Job:
     comparator: Comparator
     backend: Backend
     source: str
+    # builds the same backend again (in a Ray worker); None when the job cannot be rebuilt elsewhere
+    backend_factory: Callable[[], Backend] | None = None
 
 
 def is_recorded_outputs(path: str | Path) -> bool:
@@ -81,6 +85,7 @@ def replay_job(
         comparator=make_comparator(labels),
         backend=ReplayBackend(recorded, pool),
         source=str(path),
+        backend_factory=_Rebuild(_replay_backend, str(path), pool),
     )
 
 
@@ -131,7 +136,32 @@ def config_job(
         comparator=make_comparator(labels or config.labels),
         backend=build_backend(config),
         source=str(data),
+        backend_factory=_Rebuild(build_backend, config),
     )
+
+
+def _replay_backend(path: str, pool: Pool) -> Backend:
+    from smartmix.backends.replay import ReplayBackend
+
+    return ReplayBackend(_recorded(path), pool)
+
+
+@functools.lru_cache(maxsize=4)
+def _recorded(path: str) -> Any:
+    """A recorded file, parsed once per process (a Ray worker runs many partitions of the same job)."""
+    from smartmix.backends.replay import RecordedOutputs
+
+    return RecordedOutputs.load(path)
+
+
+class _Rebuild:
+    """A picklable ``lambda: build(*args)`` (a Ray worker builds its own backend from the job's config)."""
+
+    def __init__(self, build: Callable[..., Backend], *args: Any):
+        self.build, self.args = build, args
+
+    def __call__(self) -> Backend:
+        return self.build(*self.args)
 
 
 def run(data: str | Path | Any | None = None, **options: Any) -> RunResult:
@@ -163,10 +193,13 @@ async def arun(
     seed: int = 0,
     out: str | Path | None = None,
     options: EngineOptions | None = None,
-    journal: Any | None = None,
+    journal: CallJournal | None = None,
     run_id: str | None = None,
     progress: ProgressCallback | None = None,
     router: str | Path | None = None,
+    mode: str = "sync",
+    batch_settings: Any = None,
+    ray_settings: Any = None,
     calibration: str | Path | None = None,
 ) -> RunResult:
     """The asynchronous form of :func:`run`. ``calibration``: recorded outputs of the same models on earlier
@@ -177,22 +210,34 @@ async def arun(
         raise ConfigError(f"{exc}; e.g. --target 0.9 --confidence 0.95") from None
     if job is None:
         job = resolve_job(data, reference=reference, models=models, prices=prices, labels=labels, simulated=simulated, seed=seed)
-    options = options or EngineOptions()
-    if method == "router" and "predicted" not in options.method_options:
+    predicted = None
+    if method == "router":
         if router is None:
             raise ConfigError("--method router needs a trained predictor: pass --router router.npz (smartmix router train)")
-        options.method_options["predicted"] = predict_agreement(router, job)
+        predicted = predict_agreement(router, job)
     if calibration is not None:
+        import dataclasses
+
         from smartmix.calibration import load_calibration
 
-        options.calibration = load_calibration(calibration, job.pool.names, job.comparator)
+        past = load_calibration(calibration, job.pool.names, job.comparator)
+        options = dataclasses.replace(options or EngineOptions(), calibration=past)
+    channel = application_backend(
+        mode, backend=job.backend, journal_path=getattr(journal, "path", None), run_id=run_id,
+        backend_factory=job.backend_factory, batch_settings=batch_settings, ray_settings=ray_settings,
+    )
     engine = Engine(
-        job.backend, job.pool, job.template, job.comparator, options=options, journal=journal, run_id=run_id, progress=progress
+        job.backend, job.pool, job.template, job.comparator, options=options, journal=journal, run_id=run_id,
+        progress=progress, application_backend=channel,
     )
     try:
-        result = await engine.run(job.items, method, guarantee, seed=seed)
+        result = await engine.run(job.items, method, guarantee, seed=seed, predicted=predicted)
     finally:
         await job.backend.aclose()
+        if channel is not None:
+            await channel.aclose()
+    if channel is not None and hasattr(channel, "transport"):
+        channel.transport.forget()  # every answer is in the run's journal now
     if out is not None:
         result.write(out)
     return result
