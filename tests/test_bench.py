@@ -186,3 +186,171 @@ def test_method_selection():
     assert "bargain" in known_methods()
     with pytest.raises(ConfigError, match="unknown suite"):
         run_bench(suites=("nope",), out=Path("/nonexistent"))  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Small batches, scores, several files, large pools, time limits
+
+
+def test_small_suite_reports_p5_wilson_and_an_80_column_summary(small_dataset, tmp_path):
+    lines: list[str] = []
+    methods = ["mix", "cascade", "paper"] + (["bargain"] if bargain_available() else [])
+    rows = run_bench(
+        data=[small_dataset], n=[300], targets=(0.9,), methods=methods, trials=3, suites=("small",),
+        out=tmp_path, workers=1, progress=False, echo=lines.append,
+    )["small"]
+    by = {r.method: r for r in rows}
+    assert set(methods) <= set(by) and "limit:two-tier" in by
+    for m in methods:
+        r = by[m]
+        assert r.n == 300 and r.trials == 3 and r.timed_out == 0
+        assert 0 < r.savings_p5 <= r.savings_median and r.hit_wilson_lower <= r.hit_rate
+        assert 0 <= r.profiling_share <= 1
+    md = (tmp_path / "small.md").read_text()
+    assert md.startswith("# Benchmark: small batches") and "## Never worse than the reference" in md
+    assert "paper†" in md and "margin" not in md.split("## Every setting")[0].split("†")[0]
+    assert lines and all(len(line) <= 80 for line in lines)
+    row = next(line for line in lines if line.startswith("medmcqa-llama"))
+    # the best guaranteed method is named in full, with its savings; no cell cut to a character
+    assert any(m in row for m in ("mix", "cascade")) and "x" in row
+    assert any("†" in line and "paper" in line for line in lines)
+
+
+def test_scores_none_makes_the_two_tier_limit_undefined(small_dataset, tmp_path):
+    lines: list[str] = []
+    rows = run_bench(
+        data=[small_dataset], n=[300], targets=(0.8,), methods=["mix", "cascade", "bargain"] if bargain_available()
+        else ["mix", "cascade"], trials=2, suites=("small",), out=tmp_path, workers=1, progress=False,
+        scores="none", echo=lines.append,
+    )["small"]
+    methods = {r.method for r in rows}
+    assert "limit:two-tier" not in methods and "limit:learned-two-tier" not in methods
+    assert "bargain" not in methods and {"mix", "cascade", "limit:lp-mix"} <= methods
+    md = (tmp_path / "small.md").read_text()
+    assert "0.00×" not in md and "n/a" in md and "--scores none" in md
+    data_line = next(line for line in lines if line.startswith("medmcqa-llama"))
+    assert data_line.split()[-2:][0] == "n/a"  # two-tier column, and BARGAIN's
+    with pytest.raises(ConfigError, match="--scores"):
+        run_bench(data=[small_dataset], suites=("small",), scores="logprobs", out=tmp_path, progress=False)
+
+
+def test_consistency_scores_need_the_scores_function(small_dataset, tmp_path):
+    import smartmix.scores
+
+    if hasattr(smartmix.scores, "consistency_candidates"):
+        data = load_dataset(small_dataset, scores="consistency")
+        assert len(data.models) > 5 and any("|" in m for m in data.models) and data.models[-1] == "llama3.1-405b"
+    else:
+        with pytest.raises(ConfigError, match="consistency_candidates"):
+            load_dataset(small_dataset, scores="consistency")
+
+
+def test_data_takes_several_paths_after_one_flag_and_reference_is_honoured(shared_data, tmp_path):
+    files = [shared_data / "medmcqa-llama" / "test.jsonl", shared_data / "triviaqa-llama"]
+    if not all(p.exists() for p in files):
+        pytest.skip("shared data not found")
+    app = typer.Typer()
+    app.command()(bench)
+    result = CliRunner().invoke(
+        app,
+        ["--suite", "small", "--data", str(files[0]), str(files[1]), "--reference", "llama3.1-70b", "--n", "300",
+         "--targets", "0.9", "--methods", "mix", "--trials", "1", "--workers", "1", "--out", str(tmp_path)],
+    )
+    assert result.exit_code == 0, result.output
+    rows = _rows(tmp_path / "small.csv")
+    assert {r["dataset"] for r in rows} == {"medmcqa-llama", "triviaqa-llama"}
+    md = (tmp_path / "small.md").read_text()
+    assert "Reference: llama3.1-70b" in md and "llama3.1-405b" in md  # the priciest is now a candidate
+    assert f"--data {files[0]} {files[1]}" in md
+    # one option value with commas works too; a reference no file has is a clear error
+    from smartmix.bench.command import _paths
+
+    assert _paths(["a.jsonl,b.jsonl", "c"]) == [Path("a.jsonl"), Path("b.jsonl"), Path("c")]
+    from smartmix.errors import UnknownModelError
+
+    with pytest.raises(UnknownModelError, match="gpt-9"):
+        run_bench(data=[files[0]], suites=("small",), reference="gpt-9", out=tmp_path, progress=False)
+
+
+def test_a_method_past_the_time_limit_is_reported_timed_out_not_hung(tmp_path):
+    from smartmix.bench.summary import summarise
+    from smartmix.bench.terminal import summary_lines
+    from smartmix.bench.trials import run_cells
+
+    cell = Cell("pool", "12 models", 1000, 0.9, 0.95, ("mix", "cascade"), 3, ("pool", 12))
+    seen: dict[str, int] = {}
+
+    def progress(method: str, k: int) -> None:
+        seen[method] = seen.get(method, 0) + k
+
+    import time
+
+    start = time.perf_counter()
+    (records,) = run_cells([cell], {}, 0, workers=1, progress=progress, limit_s=0.002)
+    assert time.perf_counter() - start < 30
+    assert seen == {"mix": 3, "cascade": 3}  # progress per method, every trial accounted for
+    assert all(r.methods["mix"].timed_out for r in records)
+    rows = summarise(cell, records)
+    mix = next(r for r in rows if r.method == "mix")
+    assert mix.trials == 0 and mix.timed_out == 3 and math.isnan(mix.savings_median)
+    assert any("timed out" in line for line in summary_lines("pool", rows, 1.0, "pool.md"))
+
+
+def test_paper_pruned_search_finds_the_published_cheapest_mix(monkeypatch):
+    """Above four candidates `paper` tries only mixes with at most two models below "not used": the
+    same cost as the published 6^(M-1) enumeration (here 6^5 = 7,776 combinations)."""
+    import smartmix.policies.paper as paper
+    from smartmix.bench.data import pool_batch
+    from smartmix.core.offline import simulate
+    from smartmix.policies import Guarantee
+
+    for seed in range(3):
+        batch = pool_batch(2000, seed=seed, n_models=6)
+        args = (batch.agree, batch.cost, batch.models, Guarantee(0.85))
+        pruned = simulate("paper", *args, seed=seed)
+        monkeypatch.setattr(paper, "FULL_SEARCH_CANDIDATES", 10)
+        full = simulate("paper", *args, seed=seed)
+        monkeypatch.setattr(paper, "FULL_SEARCH_CANDIDATES", 4)
+        assert full.plan.certificate.details["search"]["combinations_tried"] > pruned.plan.certificate.details[
+            "search"]["combinations_tried"]
+        assert pruned.cost == pytest.approx(full.cost, rel=1e-9)
+        details = pruned.plan.certificate.details
+        assert details["search"]["pruned"] and "pruned" in details["warnings"][0]
+        assert not full.plan.certificate.details["search"]["pruned"] and "warnings" not in full.plan.certificate.details
+
+
+def test_router_suite_finds_train_and_test_splits(shared_data, tmp_path):
+    from smartmix.bench.command import _suites
+    from smartmix.bench.router_eval import router_sets
+    from smartmix.errors import DataError
+
+    folder = shared_data / "mmlu-llama"
+    if not folder.exists():
+        pytest.skip("shared data not found")
+    assert router_sets([folder, shared_data / "medmcqa-llama" / "test.jsonl"]) == [
+        ("mmlu-llama", shared_data), ("medmcqa-llama", shared_data)
+    ]
+    (tmp_path / "only-test").mkdir()
+    (tmp_path / "only-test" / "test.jsonl").write_text("")
+    with pytest.raises(DataError, match="train.jsonl"):
+        router_sets([tmp_path / "only-test"])
+    assert "router" not in _suites("all") and _suites("all,router")[-1] == "router"
+
+
+def test_every_method_scales_to_twenty_models():
+    from smartmix.bench.data import pool_batch
+    from smartmix.core.offline import simulate
+    from smartmix.policies import Guarantee
+
+    batch = pool_batch(1000, seed=2, n_models=20)
+    assert len(set(batch.models)) == 20 and batch.models[-1] == "claude-sonnet-4-0"
+    assert batch.models[:11] != pool_batch(10, seed=2).models[:11]  # the extra eight sorted in by price
+    mean = batch.cost.mean(axis=0)
+    assert np.all(mean[:-1] < mean[-1])
+    import time
+
+    for method in [m for m in default_methods() if m != "bargain"]:
+        start = time.process_time()
+        out = simulate(method, batch.agree, batch.cost, batch.models, Guarantee(0.9), seed=2, score=batch.score)
+        assert time.process_time() - start < 5, method
+        assert 0 < out.cost

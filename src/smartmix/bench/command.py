@@ -7,25 +7,27 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from smartmix.errors import ConfigError
 
 __all__ = ["bench", "run_bench", "default_methods", "known_methods"]
+
+SCORE_NOTES = {
+    "recorded": "Scores (--scores recorded): exp of each model's recorded confidence (a log-probability).",
+    "none": "Scores (--scores none): none — the recorded confidence removed, as for providers without logprobs. "
+    "Two-tier limits are undefined (n/a) and score-based methods see no score.",
+    "consistency": "Scores (--scores consistency): the recorded confidence removed, and virtual candidates "
+    "\"A|B\" (A's answer, A's + B's cost, score 1 when B agrees with A) from "
+    "smartmix.scores.consistency_candidates: the score available without logprobs. BARGAIN's proxy is then the "
+    "cheapest candidate with a score (a virtual one).",
+}
 
 DEFAULT_N = 50_000
 QUICK_N = 10_000
@@ -81,15 +83,23 @@ def _ints(text: str, what: str) -> list[int]:
 
 
 def _suites(text: str) -> list[str]:
-    from smartmix.bench.suites import SUITES
+    from smartmix.bench.suites import ALL_SUITES, SUITES
 
     names = [s.strip() for s in text.split(",") if s.strip()]
     if "all" in names:
-        return list(SUITES)
+        names = [*ALL_SUITES, *(n for n in names if n != "all")]
     unknown = [s for s in names if s not in SUITES]
     if unknown or not names:
         raise ConfigError(f"unknown suite '{', '.join(unknown) or text}'; choose all or any of {', '.join(SUITES)}")
     return [s for s in SUITES if s in names]
+
+
+def _paths(values: Sequence[str] | None) -> list[Path] | None:
+    """``--data`` values: each may hold several paths separated by commas or spaces."""
+    if not values:
+        return None
+    paths = [Path(part) for v in values for part in v.replace(",", " ").split() if part]
+    return paths or None
 
 
 def _methods(text: str | None) -> list[str]:
@@ -148,7 +158,7 @@ def command_line(given: dict[str, object]) -> str:
         if value is True:
             parts.append(flag)
         elif isinstance(value, list | tuple):
-            parts += [f"{flag} {v}" for v in value]
+            parts.append(f"{flag} {' '.join(str(v) for v in value)}")
         else:
             parts.append(f"{flag} {value}")
     return " ".join(parts)
@@ -170,8 +180,17 @@ def run_bench(
     command: str = "smartmix bench",
     console: Console | None = None,
     progress: bool = True,
+    reference: str | None = None,
+    scores: str = "recorded",
+    time_limit: float | None = None,
+    echo: Callable[[str], None] = print,
 ) -> dict[str, list]:
-    """Run the suites and write their reports under ``out``; returns the rows of each suite."""
+    """Run the suites and write their reports under ``out``; returns the rows of each suite.
+
+    ``reference``: the model the recorded datasets are compared with (default: each file's priciest);
+    ``scores``: ``recorded``, ``none`` or ``consistency`` (:func:`smartmix.bench.data.load_dataset`);
+    ``time_limit``: CPU seconds one method may take on one trial before it is stopped and reported as timed
+    out (default :data:`smartmix.bench.trials.DEFAULT_TIME_LIMIT`). ``echo`` prints the summaries."""
     from smartmix.bench import report
     from smartmix.bench import suites as suite_defs
     from smartmix.bench.data import default_data_paths, find_data_files, load_dataset
@@ -192,6 +211,14 @@ def run_bench(
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     if trials is not None and trials < 1:
         raise ConfigError(f"--trials must be at least 1, got {trials}")
+    from smartmix.bench.data import SCORES
+    from smartmix.bench.trials import DEFAULT_TIME_LIMIT
+
+    if scores not in SCORES:
+        raise ConfigError(f"--scores must be one of {', '.join(SCORES)}, got '{scores}'")
+    if time_limit is not None and not time_limit > 0:
+        raise ConfigError(f"--time-limit must be a positive number of seconds, got {time_limit}")
+    limit_s = DEFAULT_TIME_LIMIT if time_limit is None else time_limit
     methods = list(methods) if methods is not None else default_methods()
     ns = list(n) if n else [QUICK_N if quick else DEFAULT_N]
     out = Path(out)
@@ -199,16 +226,16 @@ def run_bench(
     results: dict[str, list] = {}
 
     datasets = []
-    if "datasets" in suites:
+    if "datasets" in suites or "small" in suites:
         explicit = bool(data)
         files = find_data_files(list(data)) if data else default_data_paths()
         if quick and not explicit:
             files = files[:QUICK_DATASETS]
         seen: set[str] = set()
         for f in files:
-            ds = load_dataset(f)
+            ds = load_dataset(f, reference=reference, scores=scores)
             if ds.name in seen:
-                ds = load_dataset(f, name=f"{ds.name}#{len(seen)}")
+                ds = load_dataset(f, name=f"{ds.name}#{len(seen)}", reference=reference, scores=scores)
             seen.add(ds.name)
             datasets.append(ds)
 
@@ -218,17 +245,52 @@ def run_bench(
         if left_out and suite != "overheads":
             notes.append(
                 "Not run: " + "; ".join(f"{m} ({why})" for m, why in left_out.items())
-                + ". The router has its own evaluation: benchmarks/router_eval.py."
+                + ". The router has its own evaluation: smartmix bench --suite router."
             )
-        if suite == "datasets":
+        if suite in ("datasets", "small"):
+            if "bargain" not in methods:
+                notes.append("BARGAIN not run (not installed or not selected).")
+            elif scores == "none":
+                notes.append("BARGAIN: n/a (it needs a proxy score, and this run has none: --scores none).")
+            else:
+                notes.append(
+                    "BARGAIN (bargain==0.1.3, BARGAIN_A with default settings): proxy = the cheapest candidate "
+                    "that has a score, with that score (below); oracle = the reference; δ = 1 − confidence; charged "
+                    "the proxy on every item plus the reference on every item it sends to the oracle. See benchmarks/README.md."
+                )
+            notes.append(SCORE_NOTES[scores])
             notes.append(
-                "BARGAIN (bargain==0.1.3, BARGAIN_A with default settings): proxy = the cheapest model, score = "
-                "exp(recorded confidence), oracle = the reference, δ = 1 − confidence; charged proxy on every item "
-                "plus the reference on every item it sends to the oracle. See benchmarks/README.md."
-                if "bargain" in methods
-                else "BARGAIN not run (not installed or not selected)."
+                "Reference: " + (reference if reference else "the priciest model of each file (mean recorded cost)")
+                + ". Datasets: "
+                + ", ".join(f"{d.name} ({d.n_items:,} items: {', '.join(d.models)})" for d in datasets)
             )
-            notes.append("Datasets: " + ", ".join(f"{d.name} ({d.n_items:,} items: {', '.join(d.models)})" for d in datasets))
+        if suite == "pool":
+            from smartmix.bench.data import (
+                MAX_POOL,
+                POOL_CORRELATION,
+                POOL_RATES,
+                POOL_TOKENS,
+                pool_models,
+                pool_prices,
+            )
+
+            models = pool_models(MAX_POOL)
+            prices = pool_prices(models)
+            notes.append(
+                "Pools: the 12-model pool is " + ", ".join(pool_models(12)) + "; the 20-model pool adds "
+                + ", ".join(m for m in models if m not in pool_models(12)) + ". Prices: "
+                + ", ".join(f"{m} ${p[0] * 1e6:g}/${p[1] * 1e6:g}" for m, p in zip(models, prices, strict=True))
+                + " — USD per million input/output tokens from genai-prices' bundled snapshot; claude-sonnet-4-0 "
+                f"is the reference. Per item: log-normal token counts around {POOL_TOKENS[0]:g} in / {POOL_TOKENS[1]:g} out; "
+                f"candidate agreement from {POOL_RATES[0]:g} (cheapest) to {POOL_RATES[1]:g} (dearest), correlated "
+                f"through a shared item difficulty (weight {POOL_CORRELATION:g}); synthetic scores as in the "
+                "adversarial suite."
+            )
+        if suite != "overheads":
+            notes.append(
+                f"Time limit: {limit_s:g} s of CPU per method and trial; a method past it is stopped, counted under "
+                "`timed_out`, and its remaining trials in that setting are not run."
+            )
         if suite == "adversarial":
             notes.append(
                 "Every candidate also gets a synthetic confidence score, sigmoid(±1 + N(0, 1)) (+ where it agrees), "
@@ -247,10 +309,16 @@ def run_bench(
 
     version = code_version()
     # One pool for the whole run: every suite runs on the code as it was when the run started.
-    pool = start_pool({d.name: d for d in datasets}, workers) if any(s != "overheads" for s in suites) else None
+    pool = start_pool({d.name: d for d in datasets}, workers) if any(s not in ("overheads", "router") for s in suites) else None
 
     def run_suite(suite: str) -> None:
         start = time.perf_counter()
+        if suite == "router":
+            from smartmix.bench.router_eval import run_router_suite
+
+            run_router_suite(out / "router", data, command, version, quick=quick, echo=echo)
+            results[suite] = []
+            return
         if suite == "overheads":
             n_over = suite_defs.QUICK_OVERHEAD_N if quick else suite_defs.OVERHEAD_N
             rows = suite_defs.measure_policy_overhead(methods, n_over, (0.9, 0.95, 0.98), confidence)
@@ -263,10 +331,17 @@ def run_bench(
             )
             report.write_overheads(rows, info, out)
             results[suite] = rows
-            _print_overheads(console, rows)
+            echo(f"== overheads: {time.perf_counter() - start:.0f} s. Full tables: {out / 'overheads.md'}")
+            for r in rows:
+                echo(f"{r.what:<10} {r.name:<12} {r.setting[:28]:<28} {r.median_ms:>10.2f} ms"
+                     + ("" if math.isnan(r.us_per_item) else f" {r.us_per_item:>8.3f} µs/item"))
             return
         if suite == "datasets":
             cells = suite_defs.datasets_cells(datasets, ns, targets, confidence, methods, quick, trials)
+        elif suite == "small":
+            cells = suite_defs.small_cells(datasets, list(n) if n else None, targets, confidence, methods, quick, trials)
+        elif suite == "pool":
+            cells = suite_defs.pool_cells(list(n) if n else None, targets, confidence, methods, quick, trials)
         elif suite == "adversarial":
             adv_n = list(n) if n else list(suite_defs.QUICK_ADVERSARIAL_N if quick else suite_defs.ADVERSARIAL_N)
             cells = suite_defs.adversarial_cells(adv_n, targets, confidence, methods, quick, trials)
@@ -277,18 +352,27 @@ def run_bench(
         if not cells:
             console.print(f"[yellow]{suite}: no method to run (the selected methods need a confidence signal)[/]")
             return
-        total = sum(c.trials for c in cells)
-        data_map = {d.name: d for d in datasets} if suite == "datasets" else {}
+        from smartmix.bench.trials import LIMITS_TASK, tasks_of
+
+        per_method: dict[str, int] = {}
+        for c in cells:
+            for _, m in tasks_of(c):
+                per_method[m] = per_method.get(m, 0) + 1
+        data_map = {d.name: d for d in datasets} if suite in ("datasets", "small") else {}
         with Progress(
-            TextColumn(f"[bold]{suite:<12}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("eta"), TimeRemainingColumn(), console=console, disable=not progress,
+            TextColumn(f"{suite:<11}"), TextColumn("{task.description:<16}"), BarColumn(bar_width=20),
+            MofNCompleteColumn(), TimeElapsedColumn(), console=console, disable=not progress,
         ) as bar:
-            task = bar.add_task(suite, total=total)
-            records = run_cells(cells, data_map, seed, workers, lambda k, task=task: bar.advance(task, k), pool=pool)
+            bars = {
+                m: bar.add_task(m if m != LIMITS_TASK else "hindsight limits", total=k) for m, k in per_method.items()
+            }
+            records = run_cells(
+                cells, data_map, seed, workers, lambda m, k: bar.advance(bars[m], k), pool=pool, limit_s=limit_s,
+            )
         wall = time.perf_counter() - start
         rows, miss = [], []
         for cell, recs in zip(cells, records, strict=True):
-            models = list(data_map[cell.dataset].models) if suite == "datasets" else None
+            models = list(data_map[cell.dataset].models) if cell.dataset in data_map else None
             rows += summarise(cell, recs, models)
             miss += find_misses(cell, recs)
         busy = sum(r.wall_s for recs in records for r in recs)
@@ -298,9 +382,10 @@ def run_bench(
         report.write_suite_markdown(suite, rows, miss, info, out / f"{suite}.md")
         report.plot_suite(suite, rows, out / f"{suite}.png")
         results[suite] = rows
-        _print_suite(console, suite, rows, wall)
+        from smartmix.bench.terminal import summary_lines
 
-
+        for line in summary_lines(suite, rows, wall, str(out / f"{suite}.md")):
+            echo(line)
 
     try:
         for suite in suites:
@@ -322,90 +407,40 @@ def _trials_text(cells) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Printed tables
-
-
-def _print_suite(console: Console, suite: str, rows, wall: float) -> None:
-    from smartmix.bench.report import flag, fmt_x
-
-    table = Table(title=f"{suite}: {wall:.0f} s", show_lines=False)
-    if suite == "datasets":
-        methods = list(dict.fromkeys(r.method for r in rows))
-        for col in ["dataset", "N", "T", *methods]:
-            table.add_column(col.replace("limit:", ""), justify="right" if col not in ("dataset",) else "left")
-        for key in dict.fromkeys((r.dataset, r.n, r.target) for r in rows):
-            cell = {r.method: r for r in rows if (r.dataset, r.n, r.target) == key}
-            line = [key[0], f"{key[1]:,}", f"{key[2]:g}"]
-            for m in methods:
-                r = cell.get(m)
-                if r is None:
-                    line.append("–")
-                elif r.kind == "limit":
-                    line.append(fmt_x(r.savings_median))
-                else:
-                    line.append(f"{fmt_x(r.savings_median)} · {r.hit_rate:.2f}{flag(r)}")
-            table.add_row(*line)
-    elif suite == "adversarial":
-        for col in ("method", "kind", "settings", "lowest hit rate", "where", "below confidence"):
-            table.add_column(col)
-        for m in dict.fromkeys(r.method for r in rows):
-            mrows = [r for r in rows if r.method == m]
-            w = min(mrows, key=lambda r: r.hit_rate)
-            below = sum(1 for r in mrows if r.hit_rate < r.confidence)
-            table.add_row(
-                m, mrows[0].kind, str(len(mrows)), f"{w.hit_rate:.3f} (≥{w.hit_wilson_lower:.3f})",
-                f"N={w.n:,} T={w.target:g} {w.dataset} {w.scenario}",
-                f"[red]{below}[/]" if below and w.kind == "valid" else str(below),
-            )
-    else:
-        from smartmix.backends.simulated import PAPER_REPORTED
-
-        datasets = list(dict.fromkeys(r.dataset for r in rows))
-        table.add_column("method")
-        for d in datasets:
-            table.add_column(f"{d} avg", justify="right")
-        table.add_column("max", justify="right")
-        table.add_column("lowest hit", justify="right")
-        for m in dict.fromkeys(r.method for r in rows):
-            line = [m]
-            for d in datasets:
-                vals = [r.savings_median for r in rows if r.method == m and r.dataset == d]
-                line.append(fmt_x(sum(vals) / len(vals)) if vals else "–")
-            line.append(fmt_x(max(r.savings_median for r in rows if r.method == m)))
-            line.append(f"{min(r.hit_rate for r in rows if r.method == m):.2f}")
-            table.add_row(*line)
-        table.add_row("paper (reported)", *[fmt_x(PAPER_REPORTED.get(d, math.nan)) for d in datasets], fmt_x(PAPER_REPORTED["max"]), "")
-    Console().print(table)
-
-
-def _print_overheads(console: Console, rows) -> None:
-    table = Table(title="overheads")
-    for col in ("what", "name", "setting", "size", "µs/item", "median ms", "p90 ms"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(
-            r.what, r.name, r.setting, f"{r.size:,}", "" if math.isnan(r.us_per_item) else f"{r.us_per_item:.3f}",
-            f"{r.median_ms:.2f}", f"{r.p90_ms:.2f}",
-        )
-    Console().print(table)
-
-
-# ---------------------------------------------------------------------------------------------------
 # The typer command
 
 
 def bench(
     data: Annotated[
-        list[Path] | None,
+        list[str] | None,
         typer.Option(
             "--data",
-            help="Recorded-outputs .jsonl file or folder (searched for test.jsonl); repeatable. "
+            metavar="PATH [PATH ...]",
+            help="Recorded-outputs .jsonl files or folders (folders are searched for test.jsonl). Several "
+            "at once: --data a.jsonl b.jsonl c/, --data a.jsonl,b.jsonl or --data a --data b. "
             "Default: every test.jsonl under ../shared/data.",
         ),
     ] = None,
+    more_data: Annotated[list[str] | None, typer.Argument(hidden=True, metavar="DATA_PATHS")] = None,
+    reference: Annotated[
+        str | None,
+        typer.Option("--reference", help="Reference model of the recorded datasets. Default: each file's priciest model."),
+    ] = None,
+    scores: Annotated[
+        str,
+        typer.Option(
+            "--scores",
+            help="Per-item scores of the recorded datasets: recorded (exp of the recorded confidence), none "
+            "(confidence removed) or consistency (virtual 'A|B' candidates: does B agree with A).",
+        ),
+    ] = "recorded",
     n: Annotated[
         str | None,
-        typer.Option("--n", help=f"Batch size N (bootstrap), comma-separated for several. Default {DEFAULT_N} ({QUICK_N} with --quick)."),
+        typer.Option(
+            "--n",
+            help=f"Batch size N (bootstrap), comma-separated for several. Default {DEFAULT_N} ({QUICK_N} with "
+            "--quick); the small suite: 300,1000,2000; pool: 10000.",
+        ),
     ] = None,
     targets: Annotated[str, typer.Option("--targets", help="Target agreements T, comma-separated.")] = DEFAULT_TARGETS,
     confidence: Annotated[float, typer.Option("--confidence", help="Confidence 1-δ of the guarantee.")] = 0.95,
@@ -419,15 +454,35 @@ def bench(
     seed: Annotated[int, typer.Option("--seed", help="Base seed; every trial's seed derives from it.")] = 0,
     quick: Annotated[bool, typer.Option("--quick", help="Small N, few trials, a subset: under 2 minutes.")] = False,
     suite: Annotated[
-        str, typer.Option("--suite", help="all | datasets | adversarial | paper | overheads (comma-separated).")
+        str,
+        typer.Option(
+            "--suite",
+            help="Comma-separated: datasets, small (N = 300/1000/2000), adversarial, paper, pool (12 real-priced "
+            "models), overheads, router; all = every suite but router.",
+        ),
     ] = "all",
+    time_limit: Annotated[
+        float | None,
+        typer.Option(
+            "--time-limit", help="CPU seconds one method may take on one trial; past it the trial is reported as "
+            "timed out. Default 60.",
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder for <suite>.csv, .md and .png.")] = Path("benchmarks/results"),
     workers: Annotated[int, typer.Option("--workers", help="Worker processes.")] = 2,
 ) -> None:
-    """Benchmark every method against BARGAIN and the hindsight limits; write CSV, Markdown and PNG reports."""
+    """Benchmark every method against BARGAIN and the hindsight limits; write CSV, Markdown and PNG reports.
+
+    Prints a short summary per suite; the full tables are in the report files.
+    """
+    paths = _paths([*(data or []), *(more_data or [])])
+    if more_data and not data:
+        raise ConfigError(f"unexpected argument '{more_data[0]}'; recorded-outputs files go after --data")
     given = {
         "suite": suite,
-        "data": [str(p) for p in data] if data else None,
+        "data": [str(p) for p in paths] if paths else None,
+        "reference": reference,
+        "scores": scores if scores != "recorded" else None,
         "n": n,
         "targets": targets if targets != DEFAULT_TARGETS else None,
         "confidence": confidence if confidence != 0.95 else None,
@@ -435,11 +490,12 @@ def bench(
         "trials": trials,
         "seed": seed if seed != 0 else None,
         "quick": quick,
+        "time_limit": time_limit,
         "out": str(out) if out != Path("benchmarks/results") else None,
         "workers": workers if workers != 2 else None,
     }
     run_bench(
-        data=data,
+        data=paths,
         n=_ints(n, "n") if n else None,
         targets=_floats(targets, "targets"),
         confidence=confidence,
@@ -451,4 +507,7 @@ def bench(
         out=out,
         workers=workers,
         command=command_line(given),
+        reference=reference,
+        scores=scores,
+        time_limit=time_limit,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +25,13 @@ __all__ = [
     "default_data_paths",
     "find_data_files",
     "load_dataset",
+    "pool_batch",
     "simulated_batch",
     "trial_seed",
+    "SCORES",
 ]
+
+SCORES = ("recorded", "none", "consistency")
 
 SHARED_DATA = Path("..") / "shared" / "data"
 
@@ -51,14 +56,19 @@ class Batch:
 
 @dataclass(frozen=True, eq=False)
 class BenchData:
-    """One recorded dataset, as arrays ready to be resampled."""
+    """One recorded dataset, as arrays ready to be resampled.
+
+    ``score``: each model's score per item in [0, 1] (NaN where unknown), or None when the bench runs with
+    ``--scores none``; ``scores`` names where it came from (:data:`SCORES`).
+    """
 
     name: str
     path: str
     models: tuple[str, ...]
     agree: np.ndarray
     cost: np.ndarray
-    confidence: np.ndarray
+    score: np.ndarray | None
+    scores: str = "recorded"
 
     @property
     def n_items(self) -> int:
@@ -115,33 +125,69 @@ def dataset_name(path: Path) -> str:
     return path.parent.name if stem == "test" else f"{path.parent.name}-{stem}"
 
 
-def load_dataset(path: Path, name: str | None = None) -> BenchData:
-    """Load a recorded-outputs file; models ordered cheapest first by mean recorded cost, the reference last."""
+def load_dataset(
+    path: Path, name: str | None = None, reference: str | None = None, scores: str = "recorded"
+) -> BenchData:
+    """Load a recorded-outputs file; models ordered cheapest first by mean recorded cost, the reference last.
+
+    ``reference``: the model every other is compared with (default: the priciest). ``scores``: ``recorded``
+    (``exp`` of the recorded log-probability confidence), ``none`` (no score at all: the shared sets with
+    their confidence removed) or ``consistency`` (the confidence removed too, and virtual candidates "A|B"
+    from ``smartmix.scores.consistency_candidates``: A's answer, A's + B's cost, score 1 when B agrees with
+    A — a score for models without logprobs).
+    """
     from smartmix.backends.replay import RecordedOutputs
     from smartmix.tasks import ExactComparator
 
+    if scores not in SCORES:
+        raise ConfigError(f"--scores must be one of {', '.join(SCORES)}, got '{scores}'")
     recorded = RecordedOutputs.load(path)
-    reference = recorded.default_reference()
+    reference = reference or recorded.default_reference()
     models = recorded.pool(reference).names
     if len(models) < 2:
         raise DataError(f"{path}: a benchmark needs at least one model besides the reference ({reference})")
-    arrays = recorded.arrays(models, reference, ExactComparator())
+    comparator = ExactComparator()
+    arrays = recorded.arrays(models, reference, comparator)
+    from smartmix.scores import score_from_logprob
+
+    agree, cost, score = arrays.agree, arrays.cost, score_from_logprob(arrays.confidence)
+    names = tuple(arrays.models)
+    if scores == "consistency":
+        no_score = np.full(agree.shape, np.nan)
+        agree, cost, score, names = _consistency(recorded, names, agree, cost, no_score, comparator)
     return BenchData(
         name=name or dataset_name(Path(path)),
         path=str(path),
-        models=tuple(arrays.models),
-        agree=arrays.agree,
-        cost=arrays.cost,
-        confidence=arrays.confidence,
+        models=names,
+        agree=agree,
+        cost=cost,
+        score=None if scores == "none" else score,
+        scores=scores,
     )
+
+
+def _consistency(recorded, models, agree, cost, score, comparator):
+    """The arrays with consistency candidates added (interfaces.md §5), computed once on the whole file:
+    the score is an item feature, so resampling items afterwards is the same as computing it per batch."""
+    try:
+        from smartmix.scores import consistency_candidates
+    except ImportError:
+        raise ConfigError(
+            "--scores consistency needs smartmix.scores.consistency_candidates, which this version of smartmix "
+            "does not have yet; use --scores recorded or --scores none"
+        ) from None
+    answers = np.empty(agree.shape, dtype=object)
+    for i, item in enumerate(recorded.items):
+        for j, m in enumerate(models):
+            answers[i, j] = comparator.parse(recorded.output(item.id, m).answer)
+    agree, cost, score, names = consistency_candidates(answers, agree, cost, score, tuple(models), comparator)
+    return np.asarray(agree, dtype=bool), np.asarray(cost, dtype=float), np.asarray(score, dtype=float), tuple(names)
 
 
 def bootstrap_batch(data: BenchData, n_items: int, seed: int) -> Batch:
     """``n_items`` items drawn with replacement from the dataset: the joint per-item behaviour stays real."""
     rows = np.random.default_rng(seed).integers(0, data.n_items, n_items)
-    from smartmix.scores import score_from_logprob
-
-    return Batch(data.models, data.agree[rows], data.cost[rows], score_from_logprob(data.confidence[rows]))
+    return Batch(data.models, data.agree[rows], data.cost[rows], None if data.score is None else data.score[rows])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -181,6 +227,91 @@ def adversarial_batch(n_items: int, rates: Sequence[float], seed: int) -> Batch:
     prices = np.array([*ADVERSARIAL_PRICES[: len(rates)], ADVERSARIAL_REFERENCE_PRICE])
     cost = np.broadcast_to(prices, (n_items, n_models)).copy()
     models = tuple(f"cand-{p:g}" for p in prices[:-1]) + ("reference",)
+    score = synthetic_scores(agree, rng)
+    score[:, -1] = np.nan
+    return Batch(models, agree, cost, score)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Large pools
+
+# Twelve models, cheapest first by list price, the reference last: real names, list prices read from
+# genai-prices' bundled snapshot when the pool is built (per token; the report prints them).
+LARGE_POOL = (
+    "gemini-2.0-flash-lite",
+    "gpt-4.1-nano",
+    "gpt-4o-mini",
+    "mistral-small-latest",
+    "claude-3-haiku-20240307",
+    "deepseek-chat",
+    "gemini-2.5-flash",
+    "gpt-4.1-mini",
+    "claude-3-5-haiku-latest",
+    "o3-mini",
+    "gpt-4.1",
+    "claude-sonnet-4-0",
+)
+# Eight more, for pools of up to 20 models (sorted in among the candidates by price).
+EXTRA_POOL = (
+    "gpt-5-nano",
+    "gemini-1.5-flash",
+    "command-r",
+    "grok-3-mini",
+    "gpt-5-mini",
+    "o4-mini",
+    "gemini-2.5-pro",
+    "mistral-large-latest",
+)
+MAX_POOL = len(LARGE_POOL) + len(EXTRA_POOL)
+POOL_RATES = (0.70, 0.93)  # agreement of the cheapest and of the dearest candidate; linear in between
+POOL_CORRELATION = 0.6  # weight of the shared item difficulty in each model's agreement
+POOL_TOKENS = (400.0, 20.0)  # median input and output tokens per item (log-normal spread per item)
+
+
+@cache
+def pool_prices(models: tuple[str, ...] = LARGE_POOL) -> np.ndarray:
+    """(input, output) USD per token of each model, from genai-prices; an error naming a model it lacks."""
+    from smartmix.models import lookup_price
+
+    prices = []
+    for m in models:
+        found = lookup_price(m)
+        if found is None:
+            raise ConfigError(f"genai-prices has no price for '{m}' (large-pool benchmark)")
+        prices.append(found)
+    return np.asarray(prices, dtype=float)
+
+
+def pool_models(n_models: int) -> tuple[str, ...]:
+    """The models of an ``n_models`` pool, candidates cheapest first (typical item), the reference last: the
+    first ``n_models - 1`` candidates of :data:`LARGE_POOL`, then :data:`EXTRA_POOL` sorted in by price."""
+    if not 2 <= n_models <= MAX_POOL:
+        raise ConfigError(f"a large pool has 2 to {MAX_POOL} models, got {n_models}")
+    candidates = [*LARGE_POOL[:-1], *EXTRA_POOL][: n_models - 1]
+    prices = pool_prices(tuple(candidates))
+    typical = prices @ np.array(POOL_TOKENS)
+    return (*(candidates[j] for j in np.argsort(typical, kind="stable")), LARGE_POOL[-1])
+
+
+def pool_batch(n_items: int, seed: int, n_models: int = len(LARGE_POOL)) -> Batch:
+    """A synthetic pool of ``n_models`` real-priced models (:func:`pool_models`): per-item token counts,
+    correlated agreement (a shared item difficulty), and a synthetic score per candidate. Candidate j agrees
+    at rate ``POOL_RATES`` interpolated by its rank."""
+    from statistics import NormalDist
+
+    models = pool_models(n_models)
+    prices = pool_prices(tuple(models))
+    rng = np.random.default_rng(seed)
+    k = n_models - 1
+    rates = np.linspace(POOL_RATES[0], POOL_RATES[1], k) if k > 1 else np.array([POOL_RATES[1]])
+    cut = np.array([NormalDist().inv_cdf(float(r)) for r in rates])
+    rho = POOL_CORRELATION
+    latent = rho * rng.standard_normal((n_items, 1)) + np.sqrt(1 - rho**2) * rng.standard_normal((n_items, k))
+    agree = np.ones((n_items, n_models), dtype=bool)
+    agree[:, :k] = latent < cut
+    tokens_in = POOL_TOKENS[0] * rng.lognormal(0.0, 0.3, n_items)
+    tokens_out = POOL_TOKENS[1] * rng.lognormal(0.0, 0.5, (n_items, n_models))
+    cost = tokens_in[:, None] * prices[:, 0] + tokens_out * prices[:, 1]
     score = synthetic_scores(agree, rng)
     score[:, -1] = np.nan
     return Batch(models, agree, cost, score)

@@ -216,8 +216,12 @@ def hindsight_costs(
     confidence: float | None = None,
 ) -> dict[str, float]:
     """The limits' costs for one batch, keyed ``lp-mix``, ``two-tier``, ``floor`` and, given the guarantee's
-    ``confidence``, ``learned-mix`` and ``learned-two-tier`` (no two-tier without scores)."""
+    ``confidence``, ``learned-mix`` and ``learned-two-tier``.
+
+    The two-tier limits are left out (undefined, reported as "n/a") when no candidate has a score."""
     out = {"lp-mix": lp_mix_cost(agree, cost, target), "floor": floor_cost(agree, cost, target)}
+    if score is not None and not np.isfinite(score[:, :-1]).any():
+        score = None
     if score is not None:
         out["two-tier"] = best_two_tier_cost(agree, cost, score, target)
     if confidence is not None:

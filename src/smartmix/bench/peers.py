@@ -4,7 +4,7 @@ Wiring of ``BARGAIN.BARGAIN_A`` (bargain==0.1.3), unchanged algorithm and defaul
 thresholds, samples of 10, its own betting test and early-abandon heuristic):
 
 - records are the item positions 0..N-1 of the batch;
-- proxy = the cheapest candidate; its prediction is its recorded answer (represented by the position, since
+- proxy = the cheapest candidate with a score (the cheapest model on recorded data); its prediction is its recorded answer (represented by the position, since
   only agreement matters) and its score is ``exp(confidence)`` of its recorded confidence (a log-probability;
   the bench passes that score in), 0 where unknown;
 - oracle = the reference: ``is_answer_correct`` returns whether the proxy agreed with the reference on the
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -113,7 +114,8 @@ def run_bargain(
     method = bargain_a(
         proxy_cls(scores), oracle, target=target, delta=1.0 - confidence, verbose=False, seed=int(seed % 2**32)
     )
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # its betting bounds divide by zero at the edges
         _, used = method.process(np.arange(n), return_oracle_usage=True)
     used = np.asarray(used, dtype=bool)
     # Every oracle call is charged once: the items it answers plus any sampled item (already among them).

@@ -31,27 +31,48 @@ class RunInfo:
 # Formatting
 
 
-def fmt_x(value: float) -> str:
+DAGGER = "†"
+LEGEND = f"{DAGGER} = no statistical guarantee (published baseline, shown for comparison); n/a = undefined here."
+
+
+def fmt_x(value: float | None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
+        return "n/a"
     if math.isinf(value):
         return "∞"
     return f"{value:.2f}×"
 
 
+def label(method: str, rows: Sequence[Row]) -> str:
+    """The method's column name: with a dagger when it has no guarantee."""
+    kind = next((r.kind for r in rows if r.method == method), "")
+    return method + (DAGGER if kind == "baseline" else "")
+
+
+def fmt_cell(r: Row | None) -> str:
+    """Median savings · hit rate (⚠ below the promised share); "n/a" where the method did not run."""
+    if r is None:
+        return "n/a"
+    if not r.trials:
+        return "timed out"
+    return f"{fmt_x(r.savings_median)} · {r.hit_rate:.2f}{flag(r)}"
+
+
 def fmt_p(value: float, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
+        return "n/a"
     return f"{value:.{digits}f}"
 
 
 def fmt_savings(row: Row) -> str:
-    return f"{fmt_x(row.savings_median)} [{row.savings_p10:.2f}–{row.savings_p90:.2f}]"
+    if not row.trials:
+        return f"timed out ({row.timed_out})"
+    return f"{fmt_x(row.savings_median)} [{row.savings_p5:.2f}; {row.savings_p10:.2f}–{row.savings_p90:.2f}]"
 
 
 def fmt_hit(row: Row) -> str:
     if math.isnan(row.hit_rate):
-        return "–"
+        return "n/a"
     return f"{row.hit_rate:.3f} (≥{row.hit_wilson_lower:.3f})"
 
 
@@ -118,8 +139,7 @@ def _header(title: str, info: RunInfo, intro: str) -> list[str]:
     ]
     for note in info.notes:
         out += [f"- {note}"]
-    if info.notes:
-        out.append("")
+    out += [f"- {LEGEND}", ""]
     return out
 
 
@@ -151,13 +171,14 @@ def _valid_misses_section(rows: Sequence[Row], misses: Sequence[Miss]) -> list[s
 
 def _full_table(rows: Sequence[Row]) -> list[str]:
     header = [
-        "dataset", "scenario", "N", "T", "δ", "method", "trials", "savings median [p10–p90]", "÷ two-tier",
+        "dataset", "scenario", "N", "T", "δ", "method", "trials", "savings median [p5; p10–p90]", "÷ two-tier",
         "hit rate (Wilson LB)", "mean agreement", "min agreement", "profiling share", "shares", "ms/trial",
     ]
     body = [
         [
-            r.dataset, r.scenario or "", f"{r.n:,}", f"{r.target:g}", f"{1 - r.confidence:.2g}", r.method + flag(r),
-            r.trials, fmt_savings(r), fmt_p(r.efficiency_median, 2), fmt_hit(r), fmt_p(r.agreement_mean, 4),
+            r.dataset, r.scenario or "", f"{r.n:,}", f"{r.target:g}", f"{1 - r.confidence:.2g}",
+            r.method + (DAGGER if r.kind == "baseline" else "") + flag(r),
+            f"{r.trials}" + (f" (+{r.timed_out} timed out)" if r.timed_out else ""), fmt_savings(r), fmt_p(r.efficiency_median, 2), fmt_hit(r), fmt_p(r.agreement_mean, 4),
             fmt_p(r.agreement_min, 4), fmt_p(r.profiling_share, 3), r.shares, fmt_p(r.wall_ms_per_trial, 1),
         ]
         for r in rows
@@ -201,16 +222,17 @@ def datasets_markdown(rows: Sequence[Row], misses: Sequence[Miss], info: RunInfo
             line = [ds, f"{t:g}"]
             for m in methods:
                 r = cell.get(m)
-                line.append(f"{fmt_x(r.savings_median)} · {r.hit_rate:.2f}{flag(r)}" if r else "–")
-            line += [fmt_x(cell[lim].savings_median) if lim in cell else "–" for lim in limits]
+                line.append(fmt_cell(r))
+            line += [fmt_x(cell[lim].savings_median) if lim in cell else "n/a" for lim in limits]
             body.append(line)
-        out += [md_table(["dataset", "T", *methods, "LP mix", "two-tier", "floor", "learned mix", "learned two-tier"], body), ""]
+        header = ["dataset", "T", *[label(m, rows) for m in methods]]
+        out += [md_table([*header, "LP mix", "two-tier", "floor", "learned mix", "learned two-tier"], body), ""]
         out += [f"### Efficiency: savings as a fraction of the two-tier limit (median), N = {n:,}", ""]
         body = []
         for ds, t in dict.fromkeys((r.dataset, r.target) for r in sub):
             cell = {r.method: r for r in sub if r.dataset == ds and r.target == t}
-            body.append([ds, f"{t:g}", *[fmt_p(cell[m].efficiency_median, 2) if m in cell else "–" for m in methods]])
-        out += [md_table(["dataset", "T", *methods], body), ""]
+            body.append([ds, f"{t:g}", *[fmt_p(cell[m].efficiency_median, 2) if m in cell else "n/a" for m in methods]])
+        out += [md_table(["dataset", "T", *[label(m, rows) for m in methods]], body), ""]
     out += _valid_misses_section(rows, misses)
     out += _full_table(rows)
     return "\n".join(out)
@@ -235,13 +257,13 @@ def adversarial_markdown(rows: Sequence[Row], misses: Sequence[Miss], info: RunI
             r = cell.get(m)
             line.append(f"{fmt_hit(r)}{flag(r)} · {fmt_x(r.savings_median)}" if r else "–")
         body.append(line)
-    out += ["## Hit rates", "", md_table(["N", "T", "pool", "rate", *methods], body), ""]
+    out += ["## Hit rates", "", md_table(["N", "T", "pool", "rate", *[label(m, rows) for m in methods]], body), ""]
     worst = []
     for m in methods:
         mrows = [r for r in rows if r.method == m]
         if mrows:
             w = min(mrows, key=lambda r: r.hit_rate)
-            worst.append([m, mrows[0].kind, fmt_hit(w), f"N={w.n:,}, T={w.target:g}, {w.dataset}, {w.scenario}"])
+            worst.append([label(m, rows), mrows[0].kind, fmt_hit(w), f"N={w.n:,}, T={w.target:g}, {w.dataset}, {w.scenario}"])
     out += ["## Lowest hit rate per method", "", md_table(["method", "kind", "lowest hit rate", "where"], worst), ""]
     out += _valid_misses_section(rows, misses)
     out += _full_table(rows)
@@ -253,14 +275,28 @@ def paper_markdown(rows: Sequence[Row], misses: Sequence[Miss], info: RunInfo) -
 
     methods = _methods(rows)
     out = _header(
-        "Benchmark: SMART paper reproduction (simulated)",
+        "Benchmark: the SMART paper's setting (simulated)",
         info,
-        "The paper's own simulator (`smartmix.backends.simulated`: its model profiles, prices and dataset "
-        "sizes; agreement iid per item). T = 0.80, 0.82, …, 0.98 (δ_acc = 0.20 … 0.02), confidence 0.95. "
-        "Cell: median savings over trials (hit rate in brackets). The paper reports average savings over T "
-        f"of {PAPER_REPORTED['imdb']}× (IMDB), {PAPER_REPORTED['sms-spam']}× (SMS-Spam), "
-        f"{PAPER_REPORTED['ag-news']}× (AG News) and at most {PAPER_REPORTED['max']}×.",
+        "The paper's setting, not a reproduction of its figures: the simulator of its published code "
+        "(`smartmix.backends.simulated`: its model profiles, 2023 prices and dataset sizes; each model agrees "
+        "with gpt-4 on an item by an independent coin at its profiled rate). T = 0.80, 0.82, …, 0.98 "
+        "(δ_acc = 0.20 … 0.02), confidence 0.95. Cell: median savings over trials (hit rate in brackets). "
+        f"The paper reports average savings of {PAPER_REPORTED['imdb']}× (IMDB), {PAPER_REPORTED['sms-spam']}× "
+        f"(SMS-Spam), {PAPER_REPORTED['ag-news']}× (AG News) and at most {PAPER_REPORTED['max']}×.",
     )
+    out += [
+        "**Why the averages differ from the paper's.** Two averages are given below. The *mean of the "
+        "savings* over the ten targets is dominated by the loose targets (about 28× at T = 0.80 on IMDB, "
+        "1× at T = 0.98) and gives 10–20×. The *savings of the averaged cost* (1 ÷ the mean over T of method "
+        "cost ÷ reference cost: what the ten runs cost together against ten reference-only runs) gives "
+        "3.4–7.3×, the order of the paper's 4.2–7.2×. The paper does not say which average it reports, so "
+        "neither is claimed as a reproduction. Per setting the simulator agrees with the published code: "
+        "rerunning that code on IMDB at δ_acc = 0.20 gives 29× for exhaustive profiling "
+        "(docs/ALGORITHMS.md §1), against 28× here. `paper` is SMART's multi-model method with its published "
+        "statistics (no valid guarantee); `exhaustive` and `efficient` are its profiling methods with valid "
+        "bounds, `mix` smartmix's model mix.",
+        "",
+    ]
     for ds in dict.fromkeys(r.dataset for r in rows):
         sub = [r for r in rows if r.dataset == ds]
         body = []
@@ -278,10 +314,10 @@ def paper_markdown(rows: Sequence[Row], misses: Sequence[Miss], info: RunInfo) -
             mx.append(fmt_x(max(vals)) if vals else "–")
         reported = fmt_x(PAPER_REPORTED.get(ds, math.nan))
         body += [avg, mx, ["paper reports (avg over T)", "", reported, *[""] * (len(methods) - 1)]]
-        out += [f"## {ds}", "", md_table(["T", "δ_acc", *methods], body), ""]
+        out += [f"## {ds}", "", md_table(["T", "δ_acc", *[label(m, rows) for m in methods]], body), ""]
     summary = []
     for m in methods:
-        line = [m]
+        line = [label(m, rows)]
         for ds in dict.fromkeys(r.dataset for r in rows):
             vals = [r.savings_median for r in rows if r.method == m and r.dataset == ds]
             line.append(fmt_x(sum(vals) / len(vals)) if vals else "–")
@@ -289,13 +325,136 @@ def paper_markdown(rows: Sequence[Row], misses: Sequence[Miss], info: RunInfo) -
         summary.append(line)
     datasets = list(dict.fromkeys(r.dataset for r in rows))
     summary.append(["paper (reported)", *[fmt_x(PAPER_REPORTED.get(d, math.nan)) for d in datasets], fmt_x(PAPER_REPORTED["max"])])
-    out += ["## Average savings over T", "", md_table(["method", *datasets, "max"], summary), ""]
+    out += ["## Mean of the savings over T", "", md_table(["method", *datasets, "max"], summary), ""]
+    pooled = []
+    for m in methods:
+        line = [label(m, rows)]
+        for ds in datasets:
+            vals = [r.savings_median for r in rows if r.method == m and r.dataset == ds and r.savings_median > 0]
+            line.append(fmt_x(len(vals) / sum(1 / v for v in vals)) if vals else "n/a")
+        pooled.append(line)
+    pooled.append(["paper (reported)", *[fmt_x(PAPER_REPORTED.get(d, math.nan)) for d in datasets]])
+    out += [
+        "## Savings of the averaged cost over T", "",
+        "1 ÷ (mean over T of the median cost share): the ten runs' fees together against ten reference-only runs.",
+        "", md_table(["method", *datasets], pooled), "",
+    ]
     out += _valid_misses_section(rows, misses)
     out += _full_table(rows)
     return "\n".join(out)
 
 
-MARKDOWN = {"datasets": datasets_markdown, "adversarial": adversarial_markdown, "paper": paper_markdown}
+def small_markdown(rows: Sequence[Row], misses: Sequence[Miss], info: RunInfo) -> str:
+    methods = _methods(rows)
+    limits = ["limit:lp-mix", "limit:two-tier", "limit:floor", "limit:learned-mix", "limit:learned-two-tier"]
+    out = _header(
+        "Benchmark: small batches (N = 300 to 2,000)",
+        info,
+        "The batch sizes people run. Bootstrap batches of real recorded outputs, every method and BARGAIN on "
+        "the same batches. Savings = reference-only cost ÷ method cost, including everything spent on "
+        "profiling: median over trials and 5th percentile (p5; below 1 = the method cost more than "
+        "answering everything with the reference). Hit rate = share of trials whose realised agreement "
+        "reached T, with its Wilson 95% lower bound. Profiling share = profiling cost ÷ method cost. Limits "
+        "as in datasets.md (computed on each drawn batch; n/a where undefined, e.g. two-tier without scores).",
+    )
+    valid = [r for r in rows if r.kind == "valid" and r.trials]
+    worse = [r for r in valid if r.savings_p5 < NEVER_WORSE]
+    out += ["## Never worse than the reference", ""]
+    if not worse:
+        out += [f"Every guaranteed method has 5th-percentile savings ≥ {NEVER_WORSE:g}× in every setting.", ""]
+    else:
+        out += [
+            f"{len(worse)} of {len(valid)} (setting, guaranteed method) pairs have 5th-percentile savings below "
+            f"{NEVER_WORSE:g}× (they cost more than the reference in at least 5% of trials):",
+            "",
+            md_table(
+                ["dataset", "N", "T", "method", "p5", "median", "profiling share"],
+                [[r.dataset, f"{r.n:,}", f"{r.target:g}", r.method, f"{r.savings_p5:.2f}×", fmt_x(r.savings_median),
+                  fmt_p(r.profiling_share, 2)] for r in worse],
+            ),
+            "",
+        ]
+    out += ["## Best guaranteed method against BARGAIN", ""]
+    body = []
+    for key in dict.fromkeys((r.dataset, r.n, r.target) for r in rows):
+        cell = [r for r in rows if (r.dataset, r.n, r.target) == key]
+        best = max((r for r in cell if r.kind == "valid" and r.trials), key=lambda r: r.savings_median, default=None)
+        peer = next((r for r in cell if r.method == "bargain" and r.trials), None)
+        ratio = best.savings_median / peer.savings_median if best and peer else math.nan
+        body.append([
+            key[0], f"{key[1]:,}", f"{key[2]:g}", best.method if best else "n/a", fmt_cell(best),
+            fmt_cell(peer), fmt_p(ratio, 2),
+        ])
+    out += [md_table(["dataset", "N", "T", "best guaranteed", "median · hit", "BARGAIN", "best ÷ BARGAIN"], body), ""]
+    for n in dict.fromkeys(r.n for r in rows):
+        sub = [r for r in rows if r.n == n]
+        out += [f"## N = {n:,}: median savings (p5) · hit rate", ""]
+        body = []
+        for ds, t in dict.fromkeys((r.dataset, r.target) for r in sub):
+            cell = {r.method: r for r in sub if r.dataset == ds and r.target == t}
+            line = [ds, f"{t:g}"]
+            for m in methods:
+                r = cell.get(m)
+                line.append(
+                    "n/a" if r is None else "timed out" if not r.trials
+                    else f"{fmt_x(r.savings_median)} ({r.savings_p5:.2f}) · {r.hit_rate:.2f}{flag(r)}"
+                )
+            line += [fmt_x(cell[lim].savings_median) if lim in cell else "n/a" for lim in limits]
+            body.append(line)
+        header = ["dataset", "T", *[label(m, rows) for m in methods]]
+        out += [md_table([*header, "LP mix", "two-tier", "floor", "learned mix", "learned two-tier"], body), ""]
+    out += _valid_misses_section(rows, misses)
+    out += _full_table(rows)
+    return "\n".join(out)
+
+
+def pool_markdown(rows: Sequence[Row], misses: Sequence[Miss], info: RunInfo) -> str:
+    methods = _methods(rows)
+    out = _header(
+        "Benchmark: a large pool of real-priced models",
+        info,
+        "Every method on synthetic pools of twelve and twenty models with list prices (genai-prices) and per-item token "
+        "counts: does each finish, how fast, and what does it save. Cell: median savings · hit rate. Time per "
+        "trial: that method's whole run on one batch (profiling, bounds, plan), as CPU seconds of its worker "
+        "(independent of the machine's load) and wall seconds.",
+    )
+    body = []
+    for key in dict.fromkeys((r.dataset, r.n, r.target) for r in rows):
+        cell = {r.method: r for r in rows if (r.dataset, r.n, r.target) == key}
+        line = [key[0], f"{key[1]:,}", f"{key[2]:g}"]
+        for m in methods:
+            r = cell.get(m)
+            line.append(fmt_cell(r))
+        line += [fmt_x(cell[lim].savings_median) if lim in cell else "n/a" for lim in ("limit:lp-mix", "limit:two-tier")]
+        body.append(line)
+    out += ["## Savings", "", md_table(["pool", "N", "T", *[label(m, rows) for m in methods], "LP mix", "two-tier"], body), ""]
+    body = []
+    for pool in dict.fromkeys(r.dataset for r in rows):
+        for m in methods:
+            mrows = [r for r in rows if r.method == m and r.dataset == pool]
+            cpu = max((r.cpu_ms_per_trial / 1000 for r in mrows if r.trials), default=math.nan)
+            wall = max((r.wall_ms_per_trial / 1000 for r in mrows if r.trials), default=math.nan)
+            timed = sum(r.timed_out for r in mrows)
+            body.append([
+                pool, label(m, rows), fmt_p(cpu, 3), fmt_p(wall, 3),
+                "yes" if cpu < POOL_SECONDS and not timed else "**no**", str(timed),
+            ])
+    out += [
+        "## Time per trial (mean over trials, at the slowest T)", "",
+        md_table(["pool", "method", "CPU s / trial", "wall s / trial", f"CPU < {POOL_SECONDS:g} s", "timed out"], body), "",
+    ]
+    out += _valid_misses_section(rows, misses)
+    out += _full_table(rows)
+    return "\n".join(out)
+
+
+NEVER_WORSE = 0.97  # 5th-percentile savings a guaranteed method should keep (issue: never worse than the reference)
+POOL_SECONDS = 2.0  # every method should finish a trial on a 12-model pool within this (CPU)
+
+MARKDOWN = {
+    "datasets": datasets_markdown, "small": small_markdown, "adversarial": adversarial_markdown,
+    "paper": paper_markdown, "pool": pool_markdown,
+}
 
 
 def write_suite_markdown(suite: str, rows: Sequence[Row], misses: Sequence[Miss], info: RunInfo, path: Path) -> None:
@@ -312,10 +471,11 @@ def write_overheads(rows: Sequence, info: RunInfo, out_dir: Path) -> None:
     out = _header(
         "Benchmark: overheads",
         info,
-        "Policy decision time: wall time of one `simulate()` call (profiling loop, bounds, stopping rule, "
+        "Policy decision time: CPU time of one `simulate()` call (profiling loop, bounds, stopping rule, "
         "plan, reading off the outcome) on one simulated batch, divided by the number of items; target "
-        "≤ 20 µs per item. A method slower than 20 s at one target is timed at that target only. Mix program: "
-        "`smartmix.mixing.solve_mix` on random instances.",
+        "≤ 20 µs per item. CPU time, not wall time, so that a shared, loaded machine gives the figure a quiet "
+        "one would (the wall time is given too). A method over 20 s of CPU at one target is timed at that "
+        "target only. Mix program: `smartmix.mixing.solve_mix` on random instances (CPU time per solve).",
     )
     pol = [r for r in rows if r.what == "policy"]
     body = [
@@ -325,11 +485,11 @@ def write_overheads(rows: Sequence, info: RunInfo, out_dir: Path) -> None:
         ]
         for r in pol
     ]
-    header = ["method", "items", "setting", "wall s", "µs / item", "≤ 20 µs", "outcome"]
+    header = ["method", "items", "setting", "wall s", "CPU µs / item", "≤ 20 µs", "outcome"]
     out += ["## Policy decision time", "", md_table(header, body), ""]
     sol = [r for r in rows if r.what == "solve_mix"]
     body = [[r.name, r.repeats, f"{r.median_ms:.2f}", f"{r.p90_ms:.2f}", f"{r.max_ms:.2f}"] for r in sol]
-    out += ["## solve_mix", "", md_table(["program", "instances", "median ms", "p90 ms", "max ms"], body), ""]
+    out += ["## solve_mix", "", md_table(["program", "instances", "median CPU ms", "p90 CPU ms", "max CPU ms"], body), ""]
     (out_dir / "overheads.md").write_text("\n".join(out) + "\n")
     _plot_overheads(rows, out_dir / "overheads.png")
 
@@ -348,41 +508,62 @@ def _pyplot():
 
 
 def plot_suite(suite: str, rows: Sequence[Row], path: Path) -> None:
-    {"datasets": _plot_datasets, "adversarial": _plot_adversarial, "paper": _plot_paper}[suite](rows, path)
+    plots = {
+        "datasets": _plot_datasets, "small": _plot_datasets, "adversarial": _plot_adversarial,
+        "paper": _plot_paper, "pool": _plot_datasets,
+    }
+    plots[suite](rows, path)
 
 
 def _plot_datasets(rows: Sequence[Row], path: Path) -> None:
+    """Median savings per dataset and method (p10–p90 whiskers), one panel per (T, N); methods
+    without a guarantee hatched and marked with a dagger; the two-tier and LP-mix limits as dashed lines."""
     import numpy as np
+    from matplotlib.patches import Patch
 
     plt = _pyplot()
     methods = _methods(rows)
     targets = list(dict.fromkeys(r.target for r in rows))
+    ns = list(dict.fromkeys(r.n for r in rows))
     datasets = list(dict.fromkeys(r.dataset for r in rows))
-    fig, axes = plt.subplots(len(targets), 1, figsize=(max(8, 1.6 * len(datasets) + 5), 3.6 * len(targets)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(targets), len(ns), figsize=(max(8, 1.6 * len(datasets) + 5) * (1 if len(ns) == 1 else 0.75 * len(ns)),
+                                        3.6 * len(targets)), squeeze=False,
+    )
     width = 0.8 / max(1, len(methods))
-    n0 = rows[0].n if rows else 0
-    for ax, t in zip(axes[:, 0], targets, strict=True):
-        x = np.arange(len(datasets))
-        for k, m in enumerate(methods):
-            vals, lo, hi = [], [], []
-            for ds in datasets:
-                r = next((r for r in rows if r.dataset == ds and r.target == t and r.method == m and r.n == n0), None)
-                vals.append(r.savings_median if r else np.nan)
-                lo.append(r.savings_median - r.savings_p10 if r else 0)
-                hi.append(r.savings_p90 - r.savings_median if r else 0)
-            ax.bar(x - 0.4 + width * (k + 0.5), vals, width, yerr=[lo, hi], capsize=2, label=m)
-        for lim, color in (("limit:two-tier", "black"), ("limit:lp-mix", "red")):
-            vals = [
-                next((r.savings_median for r in rows if r.dataset == ds and r.target == t and r.method == lim and r.n == n0), np.nan)
-                for ds in datasets
-            ]
-            ax.hlines(vals, x - 0.42, x + 0.42, colors=color, linestyles="--", lw=1.5, label=lim.split(":")[1] + " limit")
-        ax.axhline(1.0, color="grey", lw=0.8)
-        ax.set_yscale("log")
-        ax.set_xticks(x, datasets, fontsize=8)
-        ax.set_ylabel("savings (× reference cost)")
-        ax.set_title(f"T = {t:g}, N = {n0:,}: median savings, 10th–90th percentile")
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for row_axes, t in zip(axes, targets, strict=True):
+        for ax, n0 in zip(row_axes, ns, strict=True):
+            x = np.arange(len(datasets))
+            for k, m in enumerate(methods):
+                vals, lo, hi = [], [], []
+                for ds in datasets:
+                    r = next((r for r in rows if r.dataset == ds and r.target == t and r.method == m and r.n == n0 and r.trials), None)
+                    vals.append(r.savings_median if r else np.nan)
+                    lo.append(r.savings_median - r.savings_p10 if r else 0)
+                    hi.append(r.savings_p90 - r.savings_median if r else 0)
+                baseline = any(r.kind == "baseline" for r in rows if r.method == m)
+                ax.bar(
+                    x - 0.4 + width * (k + 0.5), vals, width, yerr=[lo, hi], capsize=2, color=colours[k % len(colours)],
+                    hatch="///" if baseline else None, edgecolor="white" if baseline else None,
+                    label=m + (f" {DAGGER} no guarantee" if baseline else ""),
+                )
+            for lim, color in (("limit:two-tier", "black"), ("limit:lp-mix", "red")):
+                vals = [
+                    next((r.savings_median for r in rows if r.dataset == ds and r.target == t and r.method == lim and r.n == n0), np.nan)
+                    for ds in datasets
+                ]
+                ax.hlines(vals, x - 0.42, x + 0.42, colors=color, linestyles="--", lw=1.5, label=lim.split(":")[1] + " limit")
+            ax.axhline(1.0, color="grey", lw=0.8)
+            ax.set_yscale("log")
+            ax.set_xticks(x, datasets, fontsize=7, rotation=20)
+            ax.set_ylabel("savings (× reference cost)")
+            ax.set_title(f"T = {t:g}, N = {n0:,}: median savings, p10–p90", fontsize=9)
+    handles, labels = axes[0, -1].get_legend_handles_labels()
+    if any(r.kind == "baseline" for r in rows):
+        handles.append(Patch(facecolor="white", edgecolor="black", hatch="///"))
+        labels.append(f"hatched, {DAGGER}: no statistical guarantee")
+    axes[0, -1].legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -402,7 +583,11 @@ def _plot_adversarial(rows: Sequence[Row], path: Path) -> None:
             r = next((r for r in rows if (r.n, r.target, r.dataset, r.scenario) == s and r.method == m), None)
             hit.append(r.hit_rate if r else np.nan)
             err.append(r.hit_rate - r.hit_wilson_lower if r else 0)
-        ax.errorbar(x + (k - len(methods) / 2) * 0.12, hit, yerr=[err, [0] * len(err)], fmt="o", ms=3, capsize=2, label=m)
+        baseline = any(r.kind == "baseline" for r in rows if r.method == m)
+        ax.errorbar(
+            x + (k - len(methods) / 2) * 0.12, hit, yerr=[err, [0] * len(err)], fmt="x" if baseline else "o", ms=3,
+            capsize=2, label=m + (f" {DAGGER} no guarantee" if baseline else ""),
+        )
     conf = rows[0].confidence if rows else 0.95
     ax.axhline(conf, color="red", ls="--", lw=1, label=f"{conf:g}")
     ax.set_xticks(x, [f"N={s[0] // 1000}k T={s[1]:g}\n{s[2]} {s[3]}" for s in settings], rotation=90, fontsize=6)
@@ -424,7 +609,11 @@ def _plot_paper(rows: Sequence[Row], path: Path) -> None:
     for ax, ds in zip(axes[0], datasets, strict=True):
         for m in methods:
             sub = [r for r in rows if r.dataset == ds and r.method == m]
-            ax.plot([r.target for r in sub], [r.savings_median for r in sub], "o-", ms=3, label=m)
+            baseline = any(r.kind == "baseline" for r in sub)
+            ax.plot(
+                [r.target for r in sub], [r.savings_median for r in sub], "x--" if baseline else "o-", ms=3,
+                label=m + (f" {DAGGER} no guarantee" if baseline else ""),
+            )
         if ds in PAPER_REPORTED:
             ax.axhline(PAPER_REPORTED[ds], color="k", ls="--", lw=1, label=f"paper avg {PAPER_REPORTED[ds]}×")
         ax.set_yscale("log")

@@ -27,13 +27,14 @@ __all__ = [
     "trial_plan",
 ]
 
-SUITES = ("datasets", "adversarial", "paper", "overheads")
+SUITES = ("datasets", "small", "adversarial", "paper", "pool", "overheads", "router")
+ALL_SUITES = ("datasets", "small", "adversarial", "paper", "pool", "overheads")  # "all": every suite but router
 
 # Trials per setting. The full run (all suites, 2 workers) fits in about 20 minutes with these; ``--trials``
 # sets one count for every suite and method instead. ``paper`` is the slow method on adversarial pools
 # (it checks its interval every 10 items and, with agreement right at T, profiles long), so it gets fewer.
-DEFAULT_TRIALS = {"datasets": 100, "adversarial": 200, "adversarial-large": 40, "paper": 10}
-QUICK_TRIALS = {"datasets": 8, "adversarial": 15, "adversarial-large": 6, "paper": 2}
+DEFAULT_TRIALS = {"datasets": 100, "small": 100, "adversarial": 200, "adversarial-large": 40, "paper": 10, "pool": 10}
+QUICK_TRIALS = {"datasets": 8, "small": 8, "adversarial": 15, "adversarial-large": 6, "paper": 2, "pool": 3}
 SLOW_METHOD_TRIALS = {"adversarial": (("paper", 100),), "adversarial-large": (("paper", 20),)}
 QUICK_SLOW_METHOD_TRIALS = {"adversarial": (("paper", 8),), "adversarial-large": (("paper", 3),)}
 LARGE_N = 20_000  # adversarial pools above this size use the "adversarial-large" counts
@@ -46,6 +47,10 @@ def trial_plan(key: str, quick: bool, override: int | None) -> tuple[int, tuple[
     counts = QUICK_TRIALS if quick else DEFAULT_TRIALS
     caps = QUICK_SLOW_METHOD_TRIALS if quick else SLOW_METHOD_TRIALS
     return counts[key], caps.get(key, ())
+
+SMALL_N = (300, 1_000, 2_000)  # the batch sizes people run (issue: savings at 300 to 5,000 items)
+POOL_N = 10_000
+POOL_MODELS = (12, 20)
 
 ADVERSARIAL_N = (10_000, 50_000)
 QUICK_ADVERSARIAL_N = (10_000,)
@@ -99,13 +104,51 @@ def datasets_cells(
     count, caps = trial_plan("datasets", quick, trials)
     return [
         Cell(
-            "datasets", ds.name, n, t, confidence, tuple(methods), count, ("recorded", ds.name),
+            "datasets", ds.name, n, t, confidence, _runnable(methods, ds.score is not None), count,
+            ("recorded", ds.name),
             limits=True, method_trials=caps,
         )
         for ds in data
         for n in ns
         for t in targets
     ]
+
+
+def small_cells(
+    data: Sequence[BenchData], ns: Sequence[int] | None, targets: Sequence[float], confidence: float,
+    methods: Sequence[str], quick: bool = False, trials: int | None = None,
+) -> list[Cell]:
+    """The small-batch suite: every dataset at N = 300, 1,000, 2,000 (or ``ns``), every target."""
+    count, caps = trial_plan("small", quick, trials)
+    return [
+        Cell(
+            "small", ds.name, n, t, confidence, _runnable(methods, ds.score is not None), count,
+            ("recorded", ds.name), limits=True, method_trials=caps,
+        )
+        for ds in data
+        for n in (ns or SMALL_N)
+        for t in targets
+    ]
+
+
+def pool_cells(
+    ns: Sequence[int] | None, targets: Sequence[float], confidence: float, methods: Sequence[str],
+    quick: bool = False, trials: int | None = None, n_models: Sequence[int] = POOL_MODELS,
+) -> list[Cell]:
+    """Large pools: 12 and 20 real-priced models (synthetic agreement and scores), every target."""
+    count, caps = trial_plan("pool", quick, trials)
+    return [
+        Cell("pool", f"{k} models", n, t, confidence, tuple(methods), count, ("pool", k),
+             limits=True, method_trials=caps)
+        for k in n_models
+        for n in (ns or (POOL_N,))
+        for t in targets
+    ]
+
+
+def _runnable(methods: Sequence[str], has_scores: bool) -> tuple[str, ...]:
+    """Without any score, the peers can't run (BARGAIN needs a proxy score); every policy still runs."""
+    return tuple(m for m in methods if has_scores or m not in PEERS)
 
 
 def adversarial_scenarios(target: float) -> list[tuple[str, float]]:
@@ -192,19 +235,19 @@ def measure_policy_overhead(
         for method in [m for m in methods if m not in PEERS]:
             if method in slow:
                 continue
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             outcome = simulate(
                 method, arrays.agree, arrays.cost, arrays.models, Guarantee(target, confidence), seed=0, **extra
             )
-            wall = time.perf_counter() - start
+            wall, cpu = time.perf_counter() - start, time.process_time() - cpu
             rows.append(
                 OverheadRow(
-                    "policy", method, f"T={target:g}, simulated imdb + synthetic scores", n_items, 1, wall, 1e6 * wall / n_items,
-                    1000 * wall, 1000 * wall, 1000 * wall,
+                    "policy", method, f"T={target:g}, simulated imdb + synthetic scores", n_items, 1, wall, 1e6 * cpu / n_items,
+                    1000 * cpu, 1000 * cpu, 1000 * cpu,
                     note=f"profiled {outcome.plan.certificate.profiled:,} items, savings {outcome.savings:.2f}x",
                 )
             )
-            if wall > SLOW_OVERHEAD_S:
+            if cpu > SLOW_OVERHEAD_S:
                 slow.add(method)  # measured once: its other targets are skipped to keep the run short
     return rows
 
@@ -224,9 +267,9 @@ def measure_solve_mix(model_counts: Sequence[int] = (2, 4, 8), repeats: int = 20
             n_rest = int(rng.integers(1_000, 100_000))
             need = float(rng.uniform(0.7, 0.98)) * n_rest
             margin = split_margin_estimate(n_rest, 0.01)
-            start = time.perf_counter()
+            start = time.process_time()
             solve_mix(costs, lower, need, n_rest, margin)
-            times.append(time.perf_counter() - start)
+            times.append(time.process_time() - start)
         t = 1000 * np.asarray(times)
         rows.append(
             OverheadRow(

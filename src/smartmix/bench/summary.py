@@ -25,6 +25,7 @@ class Row:
     kind: str  # valid | baseline | peer | limit
     trials: int
     savings_median: float
+    savings_p5: float
     savings_p10: float
     savings_p90: float
     efficiency_median: float  # savings / two-tier limit savings, per trial (NaN without the limit)
@@ -35,6 +36,8 @@ class Row:
     profiling_share: float  # profiling cost / method cost, mean over trials
     shares: str  # mean fraction of items per model, "model=0.123; ..."
     wall_ms_per_trial: float
+    timed_out: int = 0  # trials stopped at the time limit (or not run after one was): not in the figures
+    cpu_ms_per_trial: float = math.nan  # CPU time of the method per trial (wall time depends on the load)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -89,7 +92,7 @@ def _ratio(num: float, den: float) -> float:
 
 def summarise(cell: Cell, records: list[TrialRecord], models: list[str] | None = None) -> list[Row]:
     rows: list[Row] = []
-    two_tier = {r.trial: _ratio(r.reference_cost, r.limits.get("two-tier", math.inf)) for r in records}
+    two_tier = {r.trial: _ratio(r.reference_cost, r.limits.get("two-tier", math.nan)) for r in records}
     base = dict(
         suite=cell.suite,
         dataset=cell.dataset,
@@ -99,8 +102,13 @@ def summarise(cell: Cell, records: list[TrialRecord], models: list[str] | None =
         confidence=cell.confidence,
     )
     for method in cell.methods:
-        results = [(r, r.methods[method]) for r in records if method in r.methods]
+        ran = [(r, r.methods[method]) for r in records if method in r.methods]
+        if not ran:
+            continue
+        stopped = sum(1 for _, m in ran if m.timed_out)
+        results = [(r, m) for r, m in ran if not m.timed_out]
         if not results:
+            rows.append(_timed_out_row(base, method, stopped))
             continue
         savings = np.array([_ratio(m.reference_cost, m.cost) for _, m in results])
         realised = np.array([m.realised for _, m in results])
@@ -114,6 +122,7 @@ def summarise(cell: Cell, records: list[TrialRecord], models: list[str] | None =
                 kind=method_kind(method),
                 trials=len(results),
                 savings_median=float(np.median(savings)),
+                savings_p5=float(np.quantile(savings, 0.05)),
                 savings_p10=float(np.quantile(savings, 0.1)),
                 savings_p90=float(np.quantile(savings, 0.9)),
                 efficiency_median=float(np.median(eff)) if eff.size else math.nan,
@@ -124,11 +133,13 @@ def summarise(cell: Cell, records: list[TrialRecord], models: list[str] | None =
                 profiling_share=float(np.mean([_ratio(m.profiling_cost, m.cost) for _, m in results])),
                 shares=_shares_text([m.shares for _, m in results], models),
                 wall_ms_per_trial=1000.0 * float(np.mean([m.wall_s for _, m in results])),
+                timed_out=stopped,
+                cpu_ms_per_trial=1000.0 * float(np.mean([m.cpu_s for _, m in results])),
             )
         )
     if cell.limits:
         for limit in LIMITS:
-            have = [r for r in records if limit in r.limits]
+            have = [r for r in records if limit in r.limits and math.isfinite(r.limits[limit])]
             if not have:
                 continue
             savings = np.array([_ratio(r.reference_cost, r.limits[limit]) for r in have])
@@ -141,6 +152,7 @@ def summarise(cell: Cell, records: list[TrialRecord], models: list[str] | None =
                     kind="limit",
                     trials=len(have),
                     savings_median=float(np.median(savings)),
+                    savings_p5=float(np.quantile(savings, 0.05)),
                     savings_p10=float(np.quantile(savings, 0.1)),
                     savings_p90=float(np.quantile(savings, 0.9)),
                     efficiency_median=float(np.median(eff)) if eff.size else math.nan,
@@ -156,11 +168,21 @@ def summarise(cell: Cell, records: list[TrialRecord], models: list[str] | None =
     return rows
 
 
+def _timed_out_row(base: dict, method: str, stopped: int) -> Row:
+    nan = math.nan
+    return Row(
+        **base, method=method, kind=method_kind(method), trials=0, savings_median=nan, savings_p5=nan,
+        savings_p10=nan, savings_p90=nan, efficiency_median=nan, hit_rate=nan, hit_wilson_lower=nan,
+        agreement_mean=nan, agreement_min=nan, profiling_share=nan, shares="", wall_ms_per_trial=nan,
+        timed_out=stopped,
+    )
+
+
 def misses(cell: Cell, records: list[TrialRecord]) -> list[Miss]:
     out = []
     for r in records:
         for method, m in r.methods.items():
-            if m.realised < cell.target - 1e-12:
+            if not m.timed_out and m.realised < cell.target - 1e-12:
                 out.append(
                     Miss(
                         cell.suite, cell.dataset, cell.label, cell.n, cell.target, cell.confidence, method,

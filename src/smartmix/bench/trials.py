@@ -1,10 +1,12 @@
 """Trials: one batch per (setting, trial), every method and limit run on that same batch, over both cores.
 
 A :class:`Cell` is one setting (suite, dataset, N, T, δ) with its method list and trial count. A task is
-one (cell, trial): the worker draws the batch from the trial's seed, runs each method with
-:func:`smartmix.core.offline.simulate` (peers with their adapters), computes the hindsight limits, and returns
-a compact :class:`TrialRecord`. Recorded datasets reach each worker once, through the pool's initializer;
-tasks carry only the cell and the trial number.
+one (cell, trial, method): the worker draws the batch from the trial's seed (so every method of a trial
+sees the same batch), runs the method with :func:`smartmix.core.offline.simulate` (peers with their
+adapters) or computes the hindsight limits, and returns a compact result; the parent joins them into one
+:class:`TrialRecord` per trial. A method that runs longer than the time limit is stopped and reported as
+timed out. Recorded datasets reach each worker once, through the pool's initializer; tasks carry only the
+cell, the trial number and the method.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import inspect
 import math
 import multiprocessing
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -25,15 +29,18 @@ from smartmix.bench.data import (
     BenchData,
     adversarial_batch,
     bootstrap_batch,
+    pool_batch,
     simulated_batch,
     trial_seed,
 )
 from smartmix.bench.limits import hindsight_costs
 from smartmix.bench.peers import run_bargain
 
-__all__ = ["Cell", "MethodResult", "TrialRecord", "run_cells", "run_trial", "start_pool"]
+__all__ = ["Cell", "MethodResult", "TrialRecord", "TrialTimeout", "run_cells", "run_trial", "start_pool"]
 
 LIMITS = ("lp-mix", "two-tier", "floor", "learned-mix", "learned-two-tier")
+LIMITS_TASK = "limits"  # the task name of a trial's hindsight limits
+DEFAULT_TIME_LIMIT = 60.0  # CPU seconds one method may take on one trial
 LEARNED_LIMIT_TRIALS = 100  # the learned limits scan sample sizes: slow enough to price on the first trials only
 
 
@@ -43,7 +50,8 @@ class Cell:
 
     - ``("recorded", dataset)``: bootstrap of a recorded dataset to ``n`` items;
     - ``("adversarial", rates)``: synthetic pool with exact agreement counts (rates per candidate);
-    - ``("simulated", profile)``: the SMART paper's simulator (``n`` is the profile's size).
+    - ``("simulated", profile)``: the SMART paper's simulator (``n`` is the profile's size);
+    - ``("pool", n_models)``: a synthetic pool of real-priced models (:func:`smartmix.bench.data.pool_batch`).
     """
 
     suite: str
@@ -73,6 +81,42 @@ class MethodResult:
     profiling_cost: float
     shares: dict[str, float]
     wall_s: float
+    timed_out: bool = False
+    cpu_s: float = math.nan  # CPU time of this process during the run (load-independent, unlike wall_s)
+
+
+class TrialTimeout(Exception):
+    """A method ran past the per-trial time limit."""
+
+
+def timed_out(wall_s: float) -> MethodResult:
+    return MethodResult(math.nan, math.nan, math.nan, math.nan, {}, wall_s, timed_out=True)
+
+
+class time_limit:
+    """Raise :class:`TrialTimeout` in the block after ``seconds`` of CPU time of this process (SIGPROF, so a
+    shared, loaded machine does not time out trials a quiet one finishes; main thread only, else no limit)."""
+
+    def __init__(self, seconds: float | None):
+        self.seconds = seconds if seconds and seconds > 0 else None
+        self.armed = False
+
+    def _fire(self, signum, frame):  # noqa: ANN001
+        raise TrialTimeout
+
+    def __enter__(self) -> time_limit:
+        if self.seconds is not None and threading.current_thread() is threading.main_thread() and hasattr(
+            signal, "setitimer"
+        ):
+            self.previous = signal.signal(signal.SIGPROF, self._fire)
+            signal.setitimer(signal.ITIMER_PROF, self.seconds)
+            self.armed = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.armed:
+            signal.setitimer(signal.ITIMER_PROF, 0)
+            signal.signal(signal.SIGPROF, self.previous)
 
 
 @dataclass
@@ -96,9 +140,15 @@ def _init_worker(data: dict[str, BenchData]) -> None:
     global _DATA
     _DATA = data
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    # Import the policies now, so that a whole run uses the code as it was when the pool started.
+    # Import the policies (and what they import lazily) now, so that a whole run uses the code as it was
+    # when the pool started and the first trial's time is not an import's.
+    import scipy.stats  # noqa: F401
+
     import smartmix.backends.simulated  # noqa: F401
     import smartmix.core.offline  # noqa: F401
+    from smartmix.bench.peers import bargain_available
+
+    bargain_available()
 
 
 def start_pool(data: dict[str, BenchData], workers: int) -> ProcessPoolExecutor | None:
@@ -121,6 +171,8 @@ def make_batch(cell: Cell, seed: int, data: dict[str, BenchData] | None = None) 
         return adversarial_batch(cell.n, cell.source[1], seed)
     if kind == "simulated":
         return simulated_batch(cell.source[1], seed, cell.n)
+    if kind == "pool":
+        return pool_batch(cell.n, seed, cell.source[1])
     raise ValueError(f"unknown batch source {cell.source!r}")
 
 
@@ -132,23 +184,32 @@ def simulate_extra(batch: Batch) -> dict:
     return {"score": batch.score} if "score" in params and batch.score is not None else {}
 
 
+def proxy_column(batch: Batch) -> int | None:
+    """BARGAIN's proxy: the cheapest candidate (column order) that has a score on some item, or None."""
+    if batch.score is None:
+        return None
+    scored = np.flatnonzero(np.isfinite(batch.score[:, :-1]).any(axis=0))
+    return int(scored[0]) if scored.size else None
+
+
 def run_method(method: str, batch: Batch, cell: Cell, seed: int) -> MethodResult:
     from smartmix.core.offline import simulate
     from smartmix.policies import Guarantee
 
     start = time.perf_counter()
     if method == "bargain":
-        if batch.score is None:
+        proxy = proxy_column(batch)
+        if proxy is None:
             raise ValueError("BARGAIN needs the proxy's confidence score; this batch has none")
         out = run_bargain(
-            batch.agree[:, 0],
-            batch.score[:, 0],
-            batch.cost[:, 0],
+            batch.agree[:, proxy],
+            batch.score[:, proxy],
+            batch.cost[:, proxy],
             batch.cost[:, -1],
             cell.target,
             cell.confidence,
             seed,
-            names=(batch.models[0], batch.models[-1]),
+            names=(batch.models[proxy], batch.models[-1]),
         )
         return MethodResult(
             out.realised_agreement, out.cost, out.reference_cost, out.profiling_cost, out.shares,
@@ -173,29 +234,72 @@ def run_method(method: str, batch: Batch, cell: Cell, seed: int) -> MethodResult
     )
 
 
-def run_trial(cell: Cell, cell_index: int, trial: int, base_seed: int, data: dict[str, BenchData] | None = None) -> TrialRecord:
-    start = time.perf_counter()
+def run_task(
+    cell: Cell, trial: int, method: str, base_seed: int, data: dict[str, BenchData] | None = None,
+    limit_s: float | None = None,
+) -> tuple[int, float, MethodResult | dict[str, float]]:
+    """One method (or the limits, ``method == "limits"``) on one trial's batch: (seed, reference cost, result).
+
+    A method past ``limit_s`` CPU seconds is stopped and returned as timed out; so are the limits (then empty).
+    """
     seed = cell.seed(base_seed, trial)
     batch = make_batch(cell, seed, data)
-    record = TrialRecord(cell_index, trial, seed, reference_cost=float(batch.cost[:, -1].sum()))
-    for method in cell.methods:
-        if trial >= cell.trials_for(method):
-            continue
-        record.methods[method] = run_method(method, batch, cell, seed)
+    reference_cost = float(batch.cost[:, -1].sum())
+    start = time.perf_counter()
+    try:
+        with time_limit(limit_s):
+            if method == LIMITS_TASK:
+                result: MethodResult | dict[str, float] = hindsight_costs(
+                    batch.agree, batch.cost, batch.score, cell.target,
+                    cell.confidence if trial < LEARNED_LIMIT_TRIALS else None,
+                )
+            else:
+                cpu = time.process_time()
+                result = run_method(method, batch, cell, seed)
+                result.cpu_s = time.process_time() - cpu
+    except TrialTimeout:
+        result = {} if method == LIMITS_TASK else timed_out(time.perf_counter() - start)
+    return seed, reference_cost, result
+
+
+def tasks_of(cell: Cell) -> list[tuple[int, str]]:
+    """(trial, method) pairs of a cell: each method on its trials, then the limits where the cell has them."""
+    out = [(t, m) for m in cell.methods for t in range(cell.trials_for(m))]
     if cell.limits:
-        record.limits.update(
-            hindsight_costs(
-                batch.agree, batch.cost, batch.score, cell.target,
-                cell.confidence if trial < LEARNED_LIMIT_TRIALS else None,
-            )
-        )
+        out += [(t, LIMITS_TASK) for t in range(cell.trials)]
+    return out
+
+
+def run_trial(
+    cell: Cell, cell_index: int, trial: int, base_seed: int, data: dict[str, BenchData] | None = None,
+    limit_s: float | None = None,
+) -> TrialRecord:
+    """Every method (and the limits) of one trial, in this process."""
+    start = time.perf_counter()
+    record = TrialRecord(cell_index, trial, cell.seed(base_seed, trial))
+    names = [m for m in cell.methods if trial < cell.trials_for(m)] + ([LIMITS_TASK] if cell.limits else [])
+    for method in names:
+        _, record.reference_cost, result = run_task(cell, trial, method, base_seed, data, limit_s)
+        _store(record, method, result)
     record.wall_s = time.perf_counter() - start
     return record
 
 
-def _task(args: tuple[Cell, int, int, int]) -> TrialRecord:
-    cell, cell_index, trial, base_seed = args
-    return run_trial(cell, cell_index, trial, base_seed)
+def _store(record: TrialRecord, method: str, result: MethodResult | dict[str, float]) -> None:
+    if method == LIMITS_TASK:
+        assert isinstance(result, dict)
+        record.limits.update(result)
+    else:
+        assert isinstance(result, MethodResult)
+        record.methods[method] = result
+        record.wall_s += result.wall_s
+
+
+def _task(args: tuple[Cell, int, int, str, int, float | None]):
+    cell, cell_index, trial, method, base_seed, limit_s = args
+    start = time.perf_counter()
+    seed, reference_cost, result = run_task(cell, trial, method, base_seed, limit_s=limit_s)
+    return cell_index, trial, method, seed, reference_cost, result, time.perf_counter() - start
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -207,38 +311,65 @@ def run_cells(
     data: dict[str, BenchData],
     base_seed: int,
     workers: int = 2,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[str, int], None] | None = None,
     pool: ProcessPoolExecutor | None = None,
+    limit_s: float | None = DEFAULT_TIME_LIMIT,
 ) -> list[list[TrialRecord]]:
-    """Run every trial of every cell; returns records per cell, in trial order (independent of scheduling).
+    """Run every (trial, method) of every cell; returns records per cell, in trial order (independent of
+    scheduling). ``progress(method, 1)`` is called as each method finishes a trial ("limits" for the limits).
 
     ``pool``: a pool from :func:`start_pool` (its workers must hold ``data``); otherwise one is started here.
     """
-    tasks = [(cell, ci, t, base_seed) for ci, cell in enumerate(cells) for t in range(cell.trials)]
-    # Longest tasks first keeps both cores busy to the end.
-    tasks.sort(key=lambda a: -a[0].n * max(1, len(a[0].methods)))
-    results: list[list[TrialRecord | None]] = [[None] * cell.trials for cell in cells]
+    tasks = [(cell, ci, t, m, base_seed, limit_s) for ci, cell in enumerate(cells) for t, m in tasks_of(cell)]
+    # Largest batches first keeps both cores busy to the end.
+    tasks.sort(key=lambda a: -a[0].n)
+    records = [[TrialRecord(ci, t, cell.seed(base_seed, t)) for t in range(cell.trials)] for ci, cell in enumerate(cells)]
+
+    stopped: set[tuple[int, str]] = set()  # (cell, method) that timed out: their other trials are not run
+
+    def collect(out) -> None:
+        ci, trial, method, _seed, reference_cost, result, wall = out
+        record = records[ci][trial]
+        if not math.isnan(reference_cost):
+            record.reference_cost = reference_cost
+        _store(record, method, result)
+        if method == LIMITS_TASK:
+            record.wall_s += wall
+        elif result.timed_out:
+            stopped.add((ci, method))
+        if progress:
+            progress(method, 1)
+
+    def skip(args) -> None:
+        cell, ci, trial, method, seed, _ = args
+        collect((ci, trial, method, cell.seed(seed, trial), math.nan, timed_out(math.nan), 0.0))
+
     if pool is None and workers <= 1:
         _init_worker(data)
         for args in tasks:
-            rec = _task(args)
-            results[rec.cell][rec.trial] = rec
-            if progress:
-                progress(1)
+            if (args[1], args[3]) in stopped:
+                skip(args)
+            else:
+                collect(_task(args))
     else:
         own = pool is None
         executor = start_pool(data, workers) if own else pool
         try:
-            futures = [executor.submit(_task, args) for args in tasks]
+            futures = {executor.submit(_task, args): args for args in tasks}
             for fut in as_completed(futures):
-                rec = fut.result()
-                results[rec.cell][rec.trial] = rec
-                if progress:
-                    progress(1)
+                if fut.cancelled():
+                    skip(futures[fut])
+                    continue
+                out = fut.result()
+                collect(out)
+                if (out[0], out[2]) in stopped:
+                    for other, args in futures.items():
+                        if (args[1], args[3]) == (out[0], out[2]):
+                            other.cancel()
         finally:
             if own:
                 executor.shutdown(cancel_futures=True)
-    return [[r for r in per if r is not None] for per in results]
+    return records
 
 
 def quantile(values: Iterable[float], q: float) -> float:

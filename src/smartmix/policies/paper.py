@@ -9,6 +9,13 @@ Kept as the baseline the benchmarks compare against (see ALGORITHMS.md §1, "wea
   of the levels is at least γ, a linear program that meets the adjusted target T′ with equality on
   *expected* agreement, unit costs divided by the global number of profiled items, and the remaining
   items split in contiguous blocks of the input order.
+
+Large pools: the published search enumerates all 6^(M-1) combinations of levels (60 million for 11
+candidates). Up to :data:`FULL_SEARCH_CANDIDATES` candidates (the paper's own pools) it runs as published.
+Above that only the combinations with at most two models below "not used" are tried: the linear program's
+optimum uses at most two models, and raising an unused model's level to "not used" keeps that optimum
+feasible and the product rule satisfied, so the cheapest cost found is the same. The certificate says so
+(``details["search"]`` and a warning).
 """
 
 from __future__ import annotations
@@ -21,6 +28,34 @@ import numpy as np
 from smartmix.mixing import mix_fractions
 from smartmix.policies.smart import Profiler
 from smartmix.stats import LookSchedule, clopper_pearson
+
+FULL_SEARCH_CANDIDATES = 4  # 6^4 = 1,296 combinations, the paper's setting (four cheaper models)
+PRUNED_BELOW_ONE = 2  # in the pruned search, at most this many models get a level below "not used"
+
+
+def level_combinations(n_models: int, levels: list[float], gamma: float, below_one: int | None = None):
+    """Level combinations in the published (itertools.product) order whose product is at least ``gamma``;
+    with ``below_one``, only those with at most that many levels below 1.0 ("not used")."""
+    for combo in itertools.product(levels, repeat=n_models) if below_one is None else _sparse(
+        n_models, levels, below_one
+    ):
+        if np.prod(combo) >= gamma:
+            yield combo
+
+
+def _sparse(n_models: int, levels: list[float], below_one: int):
+    """Every combination with at most ``below_one`` levels below 1.0, in itertools.product order."""
+
+    def rec(prefix: tuple[float, ...], left: int):
+        if len(prefix) == n_models:
+            yield prefix
+            return
+        for lv in levels:
+            if lv < 1.0 and left == 0:
+                continue
+            yield from rec((*prefix, lv), left - (lv < 1.0))
+
+    yield from rec((), below_one)
 
 
 class Paper(Profiler):
@@ -35,6 +70,8 @@ class Paper(Profiler):
         super().__init__(spec)
         self.invalid: set[int] = set()
         self.satisfied: set[int] = set()
+        self.search: dict[str, float | int | bool] = {}
+        self.search_warning = ""
 
     def _certify(self, models: list[int]) -> None:
         pass  # the published code keeps no certified bound: it recomputes intervals on demand
@@ -78,17 +115,33 @@ class Paper(Profiler):
         costs = np.array([self.unit_cost(m) for m in range(len(spec.models))])
         costs[spec.reference] = self.unit_cost(spec.reference)
         best_cost, best_x = math.inf, None
-        for combo in itertools.product(levels, repeat=len(candidates)):
-            if np.prod(combo) < gamma:
-                continue
+        pruned = len(candidates) > FULL_SEARCH_CANDIDATES
+        intervals: dict[tuple[int, float], float] = {}  # each bound once, not once per combination
+        tried = 0
+        for combo in level_combinations(len(candidates), levels, gamma, PRUNED_BELOW_ONE if pruned else None):
+            tried += 1
             lower = np.zeros(len(spec.models))
             lower[spec.reference] = 1.0
             for m, level in zip(candidates, combo, strict=True):
-                lower[m] = 0.0 if level >= 1.0 else self.interval(m, level)[0]
+                if level < 1.0:
+                    if (m, level) not in intervals:
+                        intervals[(m, level)] = self.interval(m, level)[0]
+                    lower[m] = intervals[(m, level)]
             usable = np.isfinite(costs)
             cost, x = mix_fractions(np.where(usable, costs, 1e9), np.where(usable, lower, 0.0), target_rest, 0.0)
             if cost < best_cost:
                 best_cost, best_x = cost, x
+        self.search = {
+            "combinations_tried": tried,
+            "combinations_published": float(len(levels)) ** len(candidates),
+            "pruned": pruned,
+        }
+        if pruned:
+            self.search_warning = (
+                f"paper: {len(candidates)} candidate models; the published search over "
+                f"{len(levels)}^{len(candidates)} level combinations was pruned to the {tried:,} with at most "
+                f"{PRUNED_BELOW_ONE} models used (same cheapest cost: the mix uses at most two models)"
+            )
         counts = np.zeros(len(spec.models), dtype=int)
         if best_x is None:
             counts[spec.reference] = rest
@@ -99,6 +152,10 @@ class Paper(Profiler):
 
     def plan(self):
         plan = super().plan()
+        if self.search:
+            plan.certificate.details["search"] = dict(self.search)
+        if self.search_warning:
+            plan.certificate.details.setdefault("warnings", []).append(self.search_warning)
         # Published behaviour: contiguous blocks of the remaining items in input order.
         rest_items = np.sort(self.order[self.n :])
         counts = np.bincount(plan.assignment[rest_items], minlength=len(self.spec.models))
