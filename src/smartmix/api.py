@@ -200,8 +200,10 @@ async def arun(
     mode: str = "sync",
     batch_settings: Any = None,
     ray_settings: Any = None,
+    calibration: str | Path | None = None,
 ) -> RunResult:
-    """The asynchronous form of :func:`run`."""
+    """The asynchronous form of :func:`run`. ``calibration``: recorded outputs of the same models on earlier
+    items of the same task (replay layout); the plan shape is chosen from them, not from this batch."""
     try:
         guarantee = Guarantee(target, confidence)
     except ValueError as exc:
@@ -213,6 +215,13 @@ async def arun(
         if router is None:
             raise ConfigError("--method router needs a trained predictor: pass --router router.npz (smartmix router train)")
         predicted = predict_agreement(router, job)
+    if calibration is not None:
+        import dataclasses
+
+        from smartmix.calibration import load_calibration
+
+        past = load_calibration(calibration, job.pool.names, job.comparator)
+        options = dataclasses.replace(options or EngineOptions(), calibration=past)
     channel = application_backend(
         mode, backend=job.backend, journal_path=getattr(journal, "path", None), run_id=run_id,
         backend_factory=job.backend_factory, batch_settings=batch_settings, ray_settings=ray_settings,

@@ -114,6 +114,9 @@ def run(
     ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not reuse answers to identical requests from earlier runs.")] = False,
     router: Annotated[Path | None, typer.Option(help="Trained predictor for --method router (smartmix router train).")] = None,
+    calibration: Annotated[
+        Path | None, typer.Option(help="Recorded outputs of the same models on earlier items: choose the plan from them.")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Answer every item with the cheapest plan that keeps the guarantee; print the certificate and the bill.
@@ -165,6 +168,7 @@ def run(
             result = run_api(
                 job=job, target=target, confidence=confidence, method=method, seed=seed, out=out,
                 options=options, journal=journal, run_id=run_id, progress=progress.update, router=router,
+                calibration=calibration,
             )
         status = "done" if not result.failures else "done-with-failures"
     except (KeyboardInterrupt, SmartmixError):

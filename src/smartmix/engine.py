@@ -45,6 +45,7 @@ class EngineOptions:
     params: dict[str, Any] = field(default_factory=dict)  # generation settings sent with every request
     method_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"budget": 0.0005} for margin
     chunk: int = 512  # application calls in flight per progress step
+    calibration: Any = None  # smartmix.calibration.Calibration: past outputs that choose the plan shape
 
     def __post_init__(self) -> None:
         for name in ("concurrency", "batch_size", "chunk"):
@@ -136,6 +137,7 @@ class Engine:
         spec = BatchSpec(
             len(items), models, guarantee, seed=seed, batch_size=self.options.batch_size,
             options=tuple(sorted(self.options.method_options.items())), predicted=predicted,
+            calibration=self.options.calibration,
         )
         policy = make_policy(method, spec)
         self._params = dict(self.options.params)  # the caller's options stay as they were

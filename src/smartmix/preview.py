@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rich.console import Console
 from rich.table import Table
@@ -17,6 +17,7 @@ class Preview:
     per_model: dict[str, float]  # estimated cost of running each model on every item
     reference: str
     method: str
+    min_items: dict[str, int | None] = field(default_factory=dict)  # per method: below this, reference only
 
     @property
     def reference_only(self) -> float:
@@ -37,7 +38,36 @@ class Preview:
         return sum(self.per_model.values())
 
 
-def estimate(job: Job, method: str, max_tokens: int) -> Preview:
+GUARANTEED_PROFILERS = ("exhaustive", "efficient", "mix")
+
+
+def break_even_items(
+    prices: dict[str, float], reference: str, method: str, target: float = 0.9, confidence: float = 0.95
+) -> int | None:
+    """Smallest batch on which ``method`` would profile at all: its pricing pilot fits the profiling allowance
+    and the cheapest candidate, even if it always agreed, could be certified within that allowance. Below it
+    the method answers with the reference. None: not at any size up to ten million items."""
+    from smartmix.policies import BatchSpec, Guarantee, make_policy
+
+    candidates = sorted((p, m) for m, p in prices.items() if m != reference)
+    if not candidates or prices[reference] <= 0:
+        return None
+    models = tuple(m for _, m in candidates) + (reference,)
+    cheapest, c_ref = candidates[0][0], prices[reference]
+    total = sum(p for p, _ in candidates)
+    n = 16
+    while n <= 10_000_000:
+        policy = make_policy(method, BatchSpec(n, models, Guarantee(target, confidence)))
+        if policy.fallback_reason is None:
+            perfect = policy.perfect_sample_size()
+            room = policy.profiling_allowance * n * c_ref - policy.cert_start * total
+            if perfect is not None and cheapest < c_ref and perfect * cheapest <= room:
+                return n
+        n = int(n * 1.25) + 1
+    return None
+
+
+def estimate(job: Job, method: str, max_tokens: int, target: float = 0.9, confidence: float = 0.95) -> Preview:
     per_model = {}
     for spec in job.pool.models:
         total = 0.0
@@ -45,7 +75,11 @@ def estimate(job: Job, method: str, max_tokens: int) -> Preview:
             prompt = "\n".join(m.content for m in job.template.render(item))
             total += spec.cost(estimate_tokens(prompt), max_tokens)
         per_model[spec.name] = total
-    return Preview(len(job.items), per_model, job.pool.reference.name, method)
+    n = max(1, len(job.items))
+    prices = {name: cost / n for name, cost in per_model.items()}
+    reference = job.pool.reference.name
+    min_items = {m: break_even_items(prices, reference, m, target, confidence) for m in GUARANTEED_PROFILERS}
+    return Preview(len(job.items), per_model, reference, method, min_items)
 
 
 def render_preview(preview: Preview, console: Console) -> None:
@@ -62,3 +96,6 @@ def render_preview(preview: Preview, console: Console) -> None:
         f"~${preview.ceiling:.4f} (worst case: every model it may call, on every item). "
         "Use --max-cost to cap the spend."
     )
+    for name, size in preview.min_items.items():
+        below = f"below ~{size:,} items" if size is not None else "at any batch size"
+        console.print(f"'{name}' answers with the reference (no profiling) {below}: profiling would not pay.")

@@ -46,6 +46,8 @@ def render(result: RunResult, console: Console | None = None) -> None:
     if cert.margin:
         lines.append(f"Random-split allowance: {cert.margin:.4f} of the remaining items.")
     lines.append(f"Profiled {cert.profiled:,} of {cert.n_items:,} items (answered by the reference).")
+    if cert.details.get("fallback_reason"):
+        lines.append(f"[yellow]Answered with the reference: {cert.details['fallback_reason']}.[/]")
     if result.failures:
         lines.append(
             f"[bold red]{len(result.failures)} item(s) failed[/] and have no answer; they count as not agreeing. "

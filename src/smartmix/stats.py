@@ -39,6 +39,9 @@ __all__ = [
     "rest_lower_bound",
     "approx_lower",
     "approx_upper",
+    "BettingCS",
+    "betting_lower",
+    "betting_approx_lower",
 ]
 
 
@@ -314,3 +317,144 @@ def auroc(positives, scores) -> float:
         return math.nan
     ranks = stats.rankdata(scores)
     return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Anytime-valid lower confidence sequence for sampling without replacement (betting)
+
+
+class BettingCS:
+    """Anytime-valid lower confidence sequence for the total of a finite population of values in [0, 1],
+    observed one at a time in a uniformly random order (sampling without replacement).
+
+    Waudby-Smith & Ramdas ("Confidence sequences for sampling without replacement", NeurIPS 2020;
+    "Estimating means of bounded random variables by betting", JRSS-B 2023). For a hypothesised population
+    total g (mean g/N), the capital after t draws is
+
+        K_t(g) = prod_{i<=t} (1 + lambda_i (X_i - m_i(g))),   m_i(g) = (g - S_{i-1}) / (N - i + 1),
+
+    where m_i(g) is the mean of the values not yet drawn if the total is g and lambda_i >= 0 depends only
+    on X_1..X_{i-1}. For the true total, K_t is a non-negative martingale with K_0 = 1 (a supermartingale
+    for any smaller g is not needed: the hypothesis is a point), so by Ville's inequality
+    P(exists t: K_t(true total) >= 1/alpha) <= alpha. Every total whose capital ever reached 1/alpha is
+    rejected, at any time, for any reason to look, and as often as one likes.
+
+    lambda_i does not depend on g, so each factor decreases in g and K_t(g) is non-increasing in g: the
+    rejected totals form a down-set and the lower bound is one plus the largest rejected total (an exact
+    count when the grid has one point per integer total; totals between two grid points of a coarser grid
+    are treated as not rejected, which only lowers the bound). Factors are clipped at 0, which only
+    lowers the capital of impossible totals.
+
+    The bet is the predictable plug-in lambda_i = min(cap, sqrt(2 ln(1/alpha) / (sigma_{i-1}^2 h_i))) with
+    the regularised variance of WSR 2023. ``h_i`` is the sample size at which the bound matters: the
+    caller may change it between draws (:meth:`set_horizon`) from what it has seen so far — it stays
+    predictable — and the bound is tightest near it (close to the exact one-look hypergeometric bound
+    at alpha). Without a horizon, h_i = i ln(i + 1) (WSR's anytime choice).
+    """
+
+    def __init__(self, population: int, alpha: float, horizon: float | None = None, cap: float = 0.9,
+                 grid: int = 10_000):
+        if population <= 0:
+            raise ValueError("population must be positive")
+        if not 0 < alpha < 1:
+            raise ValueError("alpha must be in (0, 1)")
+        if not 0 < cap <= 1:
+            raise ValueError("cap must be in (0, 1]")
+        self.population = int(population)
+        self.alpha = float(alpha)
+        self.cap = float(cap)
+        self.horizon = horizon
+        step = max(1.0, population / grid)
+        self.totals = np.arange(0.0, population + step / 2, step)
+        if self.totals[-1] < population:
+            self.totals = np.append(self.totals, float(population))
+        self.integer_grid = step == 1.0
+        self.log_capital = np.zeros(len(self.totals))
+        self.threshold = math.log(1.0 / alpha)
+        self.rejected = -1  # index of the largest grid total ever rejected
+        self.t = 0
+        self.total = 0.0  # S_t
+        self.total_sq = 0.0
+
+    def set_horizon(self, horizon: float | None) -> None:
+        """The sample size the bets are tuned for, from here on (chosen from past draws only)."""
+        self.horizon = horizon
+
+    def _bet(self, i: int) -> float:
+        n0 = i - 1
+        mu = (0.5 + self.total) / (n0 + 1)
+        var = (0.25 + self.total_sq - 2.0 * mu * self.total + n0 * mu * mu) / (n0 + 1)
+        h = max(float(self.horizon), 1.0) if self.horizon else i * math.log(i + 1)
+        return min(self.cap, math.sqrt(2.0 * self.threshold / (max(var, 1e-12) * h)))
+
+    def update(self, values) -> None:
+        """Observe the next draws, in their random order."""
+        values = np.asarray(values, dtype=float).ravel()
+        if values.size == 0:
+            return
+        if np.any((values < 0) | (values > 1)) or np.any(np.isnan(values)):
+            raise ValueError("values must lie in [0, 1]")
+        if self.t + values.size > self.population:
+            raise ValueError("more draws than the population holds")
+        k = values.size
+        bets = np.empty(k)
+        before = np.empty(k)
+        for j, x in enumerate(values):  # scalar recursions; the grid work is vectorised below
+            i = self.t + 1
+            bets[j] = self._bet(i)
+            before[j] = self.total
+            self.t = i
+            self.total += x
+            self.total_sq += x * x
+        start = self.t - k  # draws already seen before this update
+        remaining = self.population - (start + np.arange(k))  # N - i + 1
+        # Totals already rejected stay rejected: only the grid above the largest one is carried on.
+        lo = self.rejected + 1
+        totals = self.totals[lo:]
+        means = (totals[None, :] - before[:, None]) / remaining[:, None]
+        factors = np.maximum(1.0 + bets[:, None] * (values[:, None] - means), 0.0)
+        with np.errstate(divide="ignore"):
+            path = np.cumsum(np.log(factors), axis=0) + self.log_capital[lo:][None, :]
+        self.log_capital[lo:] = path[-1]
+        hit = np.flatnonzero((path >= self.threshold).any(axis=0))
+        if hit.size:
+            self.rejected = max(self.rejected, lo + int(hit.max()))
+
+    @property
+    def draws(self) -> int:
+        return self.t
+
+    def lower_total(self) -> float:
+        """Lower bound on the population total, valid simultaneously for every t (never decreases)."""
+        bound = self.totals[self.rejected] if self.rejected >= 0 else 0.0
+        return max(self.total, bound)
+
+    def lower_count(self) -> int:
+        """Integer lower bound on the number of ones, for 0/1 values: one more than the largest rejected
+        count (at least the ones already seen)."""
+        if self.rejected < 0:
+            return int(round(self.total))
+        largest = self.totals[self.rejected]
+        return int(max(round(self.total), math.floor(largest) + 1))
+
+    def lower_mean(self) -> float:
+        return self.lower_total() / self.population
+
+
+def betting_lower(values, population: int, alpha: float, horizon: float | None = None, cap: float = 0.9) -> int:
+    """One-shot :class:`BettingCS` lower bound on the count of ones among ``population`` 0/1 items, from
+    ``values`` drawn without replacement in this order. Valid at this sample size and, simultaneously, at
+    every earlier one."""
+    cs = BettingCS(population, alpha, horizon=horizon, cap=cap)
+    cs.update(values)
+    return cs.lower_count()
+
+
+def betting_approx_lower(rate: float, draws: int, population: int | None, alpha: float) -> float:
+    """Planning estimate of :class:`BettingCS`'s lower bound (as a fraction) after ``draws`` draws with the
+    horizon tuned to ``draws``: the finite-population Wilson bound at a smaller level, which tracks the
+    betting bound within about half a point at the sizes that matter. For look-ahead only."""
+    return approx_lower(rate, draws, population, alpha / BETTING_APPROX_FACTOR)
+
+
+BETTING_APPROX_FACTOR = 3.0

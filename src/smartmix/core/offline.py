@@ -9,6 +9,7 @@ second: the instrument for checking the guarantee and for the benchmarks.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -98,6 +99,7 @@ def simulate(
     score: np.ndarray | None = None,
     options: tuple = (),
     predicted: np.ndarray | None = None,
+    calibration: Any = None,
 ) -> TrialOutcome:
     """Run ``method`` on a batch whose per-item outcomes are known, through the driver on an :class:`OfflineSource`.
 
@@ -107,7 +109,7 @@ def simulate(
     """
     spec = BatchSpec(
         n_items=agree.shape[0], models=models, guarantee=guarantee, seed=seed, batch_size=batch_size,
-        options=options, predicted=predicted,
+        options=options, predicted=predicted, calibration=calibration,
     )
     source = OfflineSource(agree, cost, score)
     execution = run_inline(execute(make_policy(method, spec), source))

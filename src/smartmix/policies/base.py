@@ -10,9 +10,12 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from smartmix.calibration import Calibration
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class BatchSpec:
     options: tuple[tuple[str, Any], ...] = ()  # method-specific settings, e.g. (("budget", 0.002),)
     # the router's predicted agreement with the reference, items x models (NaN for the reference)
     predicted: np.ndarray | None = field(default=None, compare=False, repr=False)
+    calibration: Calibration | None = None  # past outputs of the same models: choose the plan shape from them
 
     def option(self, name: str, default: Any = None) -> Any:
         return dict(self.options).get(name, default)

@@ -1,23 +1,37 @@
-"""SMART (Jo & Trummer, 2024) with every statistical step made valid.
+"""SMART (Jo & Trummer, 2024) with every statistical step made valid, and never worse than the reference.
 
-Profiling walks the batch in one uniformly random order, 10 items at a time, calling the reference and
-the candidate models still in play. At planned looks (:class:`~smartmix.stats.LookSchedule`) each model gets
-an exact hypergeometric lower bound on its agreement over the items not yet profiled, at a share of δ fixed
-before any data is seen. Profiling may stop at any look for any reason, so the three methods differ only in
-*when* they stop and *what* they apply to the rest:
+Profiling walks the batch in one uniformly random order, calling the reference and the candidate models still
+in play. It opens with a tiny *pricing pilot* (a few items, every candidate): it only measures what each call
+costs and chooses, from prices alone, which candidates profiling could ever pay for at this batch size; the
+pilot's items never enter a bound. Each chosen candidate then gets an anytime-valid betting confidence sequence
+(:class:`~smartmix.stats.BettingCS`) on its agreement over the items after the pilot, at δ split over the
+chosen candidates only. Because the sequences hold at every sample size at once, bounds may be read after
+every batch and profiling may stop at any time for any reason. The three methods differ only in *when* they
+stop and *what* they apply to the rest:
 
 - ``exhaustive``: SMART's rule — stop when the cheapest model not yet ruled out is certified;
 - ``efficient``: stop as soon as more profiling is not expected to pay for itself (look-ahead on costs);
 - ``mix``: like ``efficient``, but the rest is split among models by the model-mix program, with δ's
   assignment share covering the random split.
 
-Profiled items are answered by the reference and count as agreeing; the guarantee is on the realised
-agreement over the whole batch.
+Never worse: every method stops profiling, and answers the rest with the reference, before the candidate calls
+it made could lift the bill above ``(1 + allowance) ×`` reference-only (``allowance`` = 3% by default): the bill
+if it stopped now plus the next stretch of profiling must stay under that cap, with the best plan certified so
+far answering the rest. When it falls back, ``certificate.details["fallback_reason"]`` says why.
+
+With ``spec.calibration`` (past outputs of the same models on the same task), the plan shape — which model (or
+which pair, for the mix) and how many items to profile — is chosen from the past data alone; the batch then
+profiles exactly that many items and certifies that one shape with a single exact hypergeometric bound at the
+full δ (split only between the shape's models and the mix's random split).
+
+Profiled items are answered by the reference and count as agreeing; the guarantee is on the realised agreement
+over the whole batch.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -25,23 +39,39 @@ import numpy as np
 from smartmix.mixing import mix_unit_cost, solve_mix
 from smartmix.policies.base import Certificate, Plan, Policy, ProfileBatch
 from smartmix.stats import (
+    BettingCS,
     DeltaBudget,
     LookSchedule,
-    approx_lower,
     approx_upper,
+    betting_approx_lower,
     hypergeom_lower,
     rest_agreeing_lower,
     split_lower,
     split_margin_estimate,
 )
 
+DEFAULT_ALLOWANCE = 0.025  # candidate calls a fallback may waste, as a share of the reference-only bill
+
+
+@dataclass(frozen=True)
+class CalibratedShape:
+    """The plan shape chosen from past data: the candidates to certify and the sample size."""
+
+    models: tuple[int, ...]
+    sample: int
+    expected_cost: float  # per item of the batch, in the calibration's prices
+    reference_cost: float  # per item, reference only
+
 
 class Profiler(Policy):
-    """Shared profiling state: random order, planned looks, per-model counts, fees and certified bounds."""
+    """Shared profiling state: random order, pricing pilot, per-model counts, fees, certified bounds."""
 
     assignment_share: ClassVar[float] = 0.0  # fraction of δ kept for the random split of the rest
-    first_look: ClassVar[int] = 100
-    look_ratio: ClassVar[float] = 1.5
+    first_look: ClassVar[int] = 20
+    look_ratio: ClassVar[float] = 1.15
+    allowance: ClassVar[float] = DEFAULT_ALLOWANCE
+    pilot_items: ClassVar[int] = 10  # at most; fewer on small batches (see _pilot_size)
+    sequences_enabled: ClassVar[bool] = False  # the pricing pilot and the betting sequences (model certifiers)
 
     def __init__(self, spec):
         super().__init__(spec)
@@ -49,9 +79,7 @@ class Profiler(Policy):
         self.order = self.rng.permutation(n_items)
         self.schedule = self._make_schedule()
         self.budget = DeltaBudget(
-            spec.guarantee.delta,
-            n_models=len(spec.candidates),
-            n_looks=self.schedule.count,
+            spec.guarantee.delta, n_models=max(1, len(spec.candidates)), n_looks=1,
             assignment=self.assignment_share * spec.guarantee.delta,
         )
         n_models = len(spec.models)
@@ -59,26 +87,134 @@ class Profiler(Policy):
         self.draws = np.zeros(n_models, dtype=np.int64)
         self.successes = np.zeros(n_models, dtype=np.int64)
         self.fees = np.zeros(n_models)
-        # Certification may start after a pilot sample that chose what to certify: only items profiled from
-        # position ``cert_start`` on enter the bounds, as a sample from the items after the pilot.
-        self.cert_start = 0
+        # Certification starts after the pricing pilot: only items profiled from position ``cert_start`` on
+        # enter the bounds, as a sample without replacement from the items after the pilot.
+        self.profiling_allowance = float(spec.option("allowance", self.allowance))
+        self.cert_start = self._pilot_size()
         self.cert_draws = np.zeros(n_models, dtype=np.int64)
         self.cert_successes = np.zeros(n_models, dtype=np.int64)
-        self.k_lower = np.full(n_models, -1, dtype=np.int64)  # certified lower bound on the batch count
+        self.k_lower = np.full(n_models, -1, dtype=np.int64)  # certified lower bound on the post-pilot count
         self.k_lower_draws = np.zeros(n_models, dtype=np.int64)
         self.k_lower_successes = np.zeros(n_models, dtype=np.int64)
         self.active: list[int] = list(spec.candidates)
         self.looks: list[dict] = []
         self.stopped = n_items == 0
+        self.piloted = False
+        self.sequences: dict[int, BettingCS] = {}
+        self.alpha: dict[int, float] = {}
+        self.certified_set: list[int] = []
+        self.fallback_reason: str | None = None
+        self.shape: CalibratedShape | None = None
+        self.exact = False  # True: one exact hypergeometric look at a size fixed in advance (calibration)
+        if not self.stopped:
+            reason = self._pre_check()
+            if reason:
+                self._fall_back(reason)
 
     def _make_schedule(self) -> LookSchedule:
         return LookSchedule(self.spec.n_items, first=self.first_look, ratio=self.look_ratio, step=self.spec.batch_size)
+
+    def _pilot_size(self) -> int:
+        """Few enough items that calling every candidate on them wastes at most the allowance, even if each
+        candidate cost as much as the reference."""
+        if not self.sequences_enabled:
+            return 0
+        k = max(1, len(self.spec.candidates))
+        size = int(self.profiling_allowance * self.spec.n_items / k)
+        return int(min(size, self.pilot_items, self.spec.batch_size, self.spec.n_items))
+
+    # -- never worse ------------------------------------------------------------------------------
+    def _pre_check(self) -> str | None:
+        """Reasons to answer everything with the reference before any call."""
+        spec = self.spec
+        if not spec.candidates:
+            return "no candidate model besides the reference"
+        required = spec.guarantee.required_agreeing(spec.n_items)
+        if required >= spec.n_items:
+            return (
+                f"target {spec.guarantee.target:g} on {spec.n_items:,} items leaves no room for a single "
+                "disagreement: only the reference can meet it"
+            )
+        if self.sequences_enabled and self.cert_start < 1:
+            return (
+                f"batch too small: calling the {len(spec.candidates)} candidate(s) even once could cost more than "
+                f"the {self.profiling_allowance:.1%} profiling allowance of the reference-only bill"
+            )
+        if self.perfect_sample_size() is None:
+            return (
+                f"batch too small: {spec.n_items:,} items cannot certify even a candidate that always agrees "
+                f"at target {spec.guarantee.target:g} and confidence {spec.guarantee.confidence:g}"
+            )
+        return None
+
+    def perfect_sample_size(self) -> int | None:
+        """Fewest post-pilot items that could certify a candidate agreeing on every item (None: none can)."""
+        spec = self.spec
+        population = spec.n_items - self.cert_start
+        required = spec.guarantee.required_agreeing(spec.n_items) - self.cert_start
+        alpha = (spec.guarantee.delta - self.budget.assignment) / 3.0  # the sequence's price, see betting_approx_lower
+        if population <= 0:
+            return None
+        lo, hi = 1, population
+        if hypergeom_lower(hi, hi, population, alpha) < required:
+            return None
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if hypergeom_lower(mid, mid, population, alpha) >= required:
+                hi = mid
+            else:
+                lo = mid
+        return hi if hi < population else None
+
+    def _fall_back(self, reason: str) -> None:
+        self.fallback_reason = reason
+        self.active = []
+        self.stopped = True
+
+    @property
+    def reference_only_estimate(self) -> float:
+        return self.spec.n_items * self.unit_cost(self.spec.reference)
+
+    @property
+    def wasted(self) -> float:
+        """Fees paid to candidates on profiled items: what a fallback to the reference would have wasted."""
+        return float(sum(self.fees[m] for m in self.spec.candidates))
+
+    def affordable(self, kept: list[int], costs: np.ndarray, unit_now: float) -> list[int]:
+        """The largest part of ``kept`` whose next stretch of profiling keeps the bill under
+        ``(1 + allowance) ×`` reference-only, the best plan certified now answering the rest. Models are dropped
+        least promising first: by the plan each would allow alone if its observed agreement rate were certified."""
+        reference = self.spec.reference
+        cap = (1.0 + self.profiling_allowance) * self.reference_only_estimate
+        nxt = self.schedule.next_size(self.n) or self.spec.n_items
+        chunk = max(0, min(nxt, self.spec.n_items) - self.n)
+        spent = float(self.fees.sum())
+        finite = np.where(np.isfinite(costs), costs, 1e9)
+
+        def promise(m: int) -> tuple[float, float]:
+            lower = np.zeros(len(costs))
+            lower[reference] = 1.0
+            lower[m] = approx_upper(self.rate(m), int(self.draws[m]), self.spec.n_items, 0.1)  # optimistic
+            return (self.plan_unit_cost(self.n, lower, finite), costs[m])
+
+        kept = sorted(kept, key=promise)
+        while kept:
+            bill = spent + chunk * (costs[reference] + sum(costs[m] for m in kept)) + (self.rest - chunk) * unit_now
+            if bill <= cap:
+                break
+            kept.pop()
+        return kept
 
     # -- the loop --------------------------------------------------------------------------------
     def next_batch(self) -> ProfileBatch | None:
         if self.stopped or self.n >= self.spec.n_items:
             return None
-        end = min(self.n + self.spec.batch_size, self.schedule.next_size(self.n) or self.spec.n_items)
+        if self.exact:
+            end = min(self.n + self.spec.batch_size, self.cert_start + self.shape.sample)
+        elif not self.piloted and self.n < self.cert_start:
+            end = self.cert_start
+        else:
+            end = min(self.n + self.spec.batch_size, self.schedule.next_size(self.n) or self.spec.n_items)
         models = tuple(sorted(self.active)) + (self.spec.reference,)
         return ProfileBatch(self.order[self.n : end], models)
 
@@ -87,7 +223,7 @@ class Profiler(Policy):
     ) -> None:
         self.record_scores(batch, agree, score)
         k = len(batch.items)
-        certifying = self.n >= self.cert_start  # batches never straddle a look, so never the pilot's end
+        certifying = self.n >= self.cert_start  # batches never straddle the pilot's end
         for j, m in enumerate(batch.models):
             agreeing = int(np.count_nonzero(agree[:, j]))
             self.draws[m] += k
@@ -96,9 +232,18 @@ class Profiler(Policy):
             if certifying:
                 self.cert_draws[m] += k
                 self.cert_successes[m] += agreeing
+                if m in self.sequences:
+                    self.sequences[m].update(agree[:, j].astype(float))
         self.n += k
         if self.n >= self.spec.n_items:
             self.stopped = True
+        elif self.exact:
+            if self.n >= self.cert_start + self.shape.sample:
+                self._certify_exact()
+                self.stopped = True
+        elif not self.piloted and self.n >= self.cert_start and self.sequences_enabled:
+            self.piloted = True
+            self._end_pilot()
         elif self.n in self.schedule.sizes:
             self._certify(self.active)
             self.looks.append(self._look_record())
@@ -108,15 +253,52 @@ class Profiler(Policy):
     def record_scores(self, batch: ProfileBatch, agree: np.ndarray, score: np.ndarray | None) -> None:
         """Hook for policies that learn from per-item outcomes, not only counts."""
 
-    def _certify(self, models: list[int]) -> None:
-        alpha = self.budget.per_look
+    def _end_pilot(self) -> None:
+        """Choose, from prices alone, the candidates profiling could pay for; give them the whole δ."""
+        costs = self.unit_costs()
+        reference = self.spec.reference
+        c_ref = costs[reference]
+        perfect = self.perfect_sample_size() or self.spec.n_items
+        room = self.profiling_allowance * self.reference_only_estimate - self.wasted
+        chosen: list[int] = []
+        for m in sorted(self.active, key=lambda m: costs[m]):  # cheapest first, while the allowance lasts
+            if np.isfinite(costs[m]) and costs[m] < c_ref and perfect * (costs[m] + sum(costs[c] for c in chosen)) <= room:
+                chosen.append(m)
+        chosen = self.affordable(chosen, costs, c_ref)
+        if not chosen:
+            self._fall_back(
+                "no candidate can pay for its profiling at this batch size: each is either not cheaper than the "
+                f"reference or would spend more than the {self.profiling_allowance:.0%} profiling allowance "
+                f"before it could be certified (at least {perfect:,} items)"
+            )
+            return
+        self.active = chosen
+        self.certified_set = list(chosen)
+        self._open_sequences(chosen, horizon=max(4 * perfect, 50))
+
+    def _open_sequences(self, models: list[int], horizon: float) -> None:
         population = self.spec.n_items - self.cert_start
+        share = (self.spec.guarantee.delta - self.budget.assignment) / max(1, len(models))
         for m in models:
-            if self.cert_draws[m] == 0:
+            self.alpha[m] = share
+            self.sequences[m] = BettingCS(population, share, horizon=horizon)
+
+    def _certify(self, models: list[int]) -> None:
+        for m, cs in self.sequences.items():
+            if cs.draws == 0:
                 continue
-            self.k_lower[m] = hypergeom_lower(int(self.cert_successes[m]), int(self.cert_draws[m]), population, alpha)
+            self.k_lower[m] = cs.lower_count()
             self.k_lower_draws[m] = self.cert_draws[m]
             self.k_lower_successes[m] = self.cert_successes[m]
+
+    def _certify_exact(self) -> None:
+        """The calibrated design's single look, at the sample size fixed in advance."""
+        population = self.spec.n_items - self.cert_start
+        for m, alpha in self.alpha.items():
+            if self.cert_draws[m]:
+                self.k_lower[m] = hypergeom_lower(int(self.cert_successes[m]), int(self.cert_draws[m]), population, alpha)
+                self.k_lower_draws[m] = self.cert_draws[m]
+                self.k_lower_successes[m] = self.cert_successes[m]
 
     def _look_record(self) -> dict:
         return {
@@ -129,7 +311,42 @@ class Profiler(Policy):
         """Called at each look: return True to stop profiling."""
         raise NotImplementedError
 
+    def set_horizons(self, n_future: int) -> None:
+        """Tune the bets for the sample size profiling is heading to (a choice from past draws only)."""
+        for cs in self.sequences.values():
+            cs.set_horizon(max(n_future - self.cert_start, cs.draws + self.spec.batch_size))
+
+    # -- calibration ---------------------------------------------------------------------------------
+    def _calibrate(self) -> None:
+        """Choose the plan shape from past data only; certify it with one exact look at the full δ."""
+        from smartmix.calibration import choose_shape
+
+        shape = choose_shape(self, self.spec.calibration)
+        self.shape = shape
+        self.cert_start = 0
+        self.piloted = True
+        if shape is None or not shape.models:
+            self._fall_back(
+                "the calibration data say no plan pays for its profiling at this batch size and target"
+            )
+            return
+        self.exact = True
+        self.active = list(shape.models)
+        self.certified_set = list(shape.models)
+        share = (self.spec.guarantee.delta - self.budget.assignment) / len(shape.models)
+        for m in shape.models:
+            self.alpha[m] = share
+
     # -- quantities --------------------------------------------------------------------------------
+    def plan_unit_cost(self, n: int, lower: np.ndarray, costs: np.ndarray) -> float:
+        """Cost per remaining item of the cheapest plan the bounds ``lower`` allow after ``n`` profiled."""
+        rest = self.spec.n_items - n
+        if rest <= 0:
+            return 0.0
+        need_frac = (self.spec.guarantee.required_agreeing(self.spec.n_items) - n) / rest
+        ok = lower >= need_frac - 1e-12
+        return float(costs[ok].min())
+
     @property
     def rest(self) -> int:
         return self.spec.n_items - self.n
@@ -149,7 +366,7 @@ class Profiler(Policy):
             return 0
         population = self.spec.n_items - self.cert_start
         return rest_agreeing_lower(
-            int(self.k_lower[m]), int(self.k_lower_successes[m]), int(self.k_lower_draws[m]), n - self.cert_start, population
+            int(self.k_lower[m]), int(self.cert_successes[m]), int(self.cert_draws[m]), n - self.cert_start, population
         )
 
     def rest_lower(self, m: int, n: int | None = None) -> float:
@@ -180,6 +397,11 @@ class Profiler(Policy):
     def plan(self) -> Plan:
         spec = self.spec
         counts = self.choose() if self.rest > 0 else np.zeros(len(spec.models), dtype=int)
+        if self.rest > 0 and counts[spec.reference] == self.rest and self.fallback_reason is None:
+            self.fallback_reason = (
+                "no candidate was certified to reach the target on the rest before more profiling stopped paying "
+                "for itself"
+            )
         assignment = np.full(spec.n_items, spec.reference, dtype=np.int64)
         profiled = np.zeros(spec.n_items, dtype=bool)
         profiled[self.order[: self.n]] = True
@@ -198,6 +420,38 @@ class Profiler(Policy):
         shares[names[spec.reference]] = shares.get(names[spec.reference], 0.0) + self.n / spec.n_items
         margin = self.margin_items(counts)
         certified = float(sum(self.rest_lower(m) * counts[m] for m in used))
+        if self.exact:
+            bound = "exact hypergeometric lower bound at one sample size fixed in advance from calibration data"
+        else:
+            bound = (
+                "anytime-valid betting confidence sequence for sampling without replacement (read after every look)"
+            )
+        details = {
+            "bound": bound,
+            "pilot_items": self.cert_start,
+            "certified_models": [names[m] for m in self.certified_set],
+            "alpha_per_model": {names[m]: a for m, a in self.alpha.items()},
+            "delta_split": {"models": self.budget.delta - self.budget.assignment, "assignment": self.budget.assignment},
+            "required_agreeing": spec.guarantee.required_agreeing(spec.n_items),
+            "certified_agreeing": self.n + certified - margin,
+            "unit_costs": {names[m]: self.unit_cost(m) for m in range(len(names)) if self.draws[m]},
+            "profiling_allowance": (
+                f"profiling stops before candidate calls that a fallback would waste could lift the bill above "
+                f"{1 + self.profiling_allowance:.2f}x the reference-only cost"
+            ),
+            "looks": self.looks,
+        }
+        if self.fallback_reason:
+            details["fallback_reason"] = self.fallback_reason
+        if self.shape is not None:
+            details["calibration"] = {
+                "source": spec.calibration.source,
+                "models": [names[m] for m in self.shape.models],
+                "sample": self.shape.sample,
+                "expected_savings": self.shape.reference_cost / self.shape.expected_cost if self.shape.expected_cost else None,
+            }
+        elif spec.calibration is not None:
+            details["calibration"] = {"source": spec.calibration.source, "models": [], "sample": 0}
         return Certificate(
             method=self.name,
             target=spec.guarantee.target,
@@ -208,16 +462,7 @@ class Profiler(Policy):
             bounds={names[m]: self.rest_lower(m) for m in spec.candidates if self.k_lower[m] >= 0},
             shares=shares,
             margin=margin / self.rest if self.rest else 0.0,
-            details={
-                "bound": "exact hypergeometric lower bound (sampling without replacement) at planned looks",
-                "looks_planned": list(self.schedule.sizes),
-                "alpha_per_bound": self.budget.per_look,
-                "delta_split": {"models": self.budget.delta - self.budget.assignment, "assignment": self.budget.assignment},
-                "required_agreeing": spec.guarantee.required_agreeing(spec.n_items),
-                "certified_agreeing": self.n + certified - margin,
-                "unit_costs": {names[m]: self.unit_cost(m) for m in range(len(names)) if self.draws[m]},
-                "looks": self.looks,
-            },
+            details=details,
         )
 
 
@@ -225,33 +470,38 @@ class Exhaustive(Profiler):
     """SMART's profiling rule with valid bounds: profile until the cheapest model not ruled out is certified."""
 
     name = "exhaustive"
+    sequences_enabled = True
 
     def __init__(self, spec):
         super().__init__(spec)
         self.invalid: set[int] = set()
+        if spec.calibration is not None and not self.stopped:
+            self._calibrate()
 
     def decide(self) -> bool:
         need_frac = self.need() / self.rest
-        alpha = self.budget.per_look
         for m in list(self.active):
-            upper = approx_upper(self.rate(m), int(self.draws[m]), self.spec.n_items, alpha)
+            upper = approx_upper(self.rate(m), int(self.draws[m]), self.spec.n_items, self.alpha.get(m, 0.05))
             if upper < need_frac:
                 self.invalid.add(m)
-        satisfied = [m for m in self.spec.candidates if m not in self.invalid and self.rest_lower(m) >= need_frac]
-        open_models = [m for m in self.spec.candidates if m not in self.invalid]
-        if not open_models:
+        pool = [m for m in self.certified_set if m not in self.invalid]
+        satisfied = [m for m in pool if self.rest_lower(m) >= need_frac]
+        if not pool:
             return True
-        cheapest_open = open_models[0]  # candidates are ordered cheapest first
+        cheapest_open = pool[0]  # candidates are ordered cheapest first
         if satisfied and satisfied[0] == cheapest_open:
             return True
         cap = satisfied[0] if satisfied else len(self.spec.models)
-        self.active = [m for m in open_models if m < cap and m not in satisfied]
+        kept = [m for m in pool if m < cap and m not in satisfied]
+        costs = self.unit_costs()
+        unit_now = costs[satisfied[0]] if satisfied else costs[self.spec.reference]
+        self.active = self.affordable(kept, costs, unit_now)
         return not self.active
 
     def choose(self) -> np.ndarray:
         counts = np.zeros(len(self.spec.models), dtype=int)
         need_frac = self.need() / self.rest
-        certified = [m for m in self.spec.candidates if self.rest_lower(m) >= need_frac]
+        certified = [m for m in self.spec.candidates if self.k_lower[m] >= 0 and self.rest_lower(m) >= need_frac]
         counts[certified[0] if certified else self.spec.reference] = self.rest
         return counts
 
@@ -261,20 +511,19 @@ class Efficient(Profiler):
 
     At each look the policy compares the cost of stopping now with the projected cost of profiling up to
     each of the next few looks (profiling fees plus the plan those looks would allow, assuming the observed
-    agreement rates hold), and drops models whose profiling does not pay. This replaces SMART's expected-cost
-    pruning; like any stopping rule it leaves the guarantee intact.
+    agreement rates hold), and drops models whose profiling does not pay. Like any stopping rule it leaves the
+    guarantee intact.
     """
 
     name = "efficient"
     horizon: ClassVar[int] = 32
+    min_draws: ClassVar[int] = 100  # certification draws before the look-ahead may drop a model or stop
+    sequences_enabled = True
 
-    def plan_unit_cost(self, n: int, lower: np.ndarray, costs: np.ndarray) -> float:
-        rest = self.spec.n_items - n
-        if rest <= 0:
-            return 0.0
-        need_frac = (self.spec.guarantee.required_agreeing(self.spec.n_items) - n) / rest
-        ok = lower >= need_frac - 1e-12
-        return float(costs[ok].min())
+    def __init__(self, spec):
+        super().__init__(spec)
+        if spec.calibration is not None and not self.stopped:
+            self._calibrate()
 
     def margin_fraction(self, rest: int) -> float:
         return 0.0
@@ -284,42 +533,60 @@ class Efficient(Profiler):
 
     def projected_lower(self, kept: list[int], n_future: int) -> np.ndarray:
         lower = self.current_lower(n_future)
-        alpha = self.budget.per_look
         rest = self.spec.n_items - n_future
         population = self.spec.n_items - self.cert_start
         for m in kept:
             draws = int(self.cert_draws[m]) + (n_future - max(self.n, self.cert_start))
             p = self.rate(m)
-            k_low = approx_lower(p, draws, population, alpha) * population
+            alpha = self.alpha.get(m, self.budget.per_model)
+            k_low = betting_approx_lower(p, draws, population, alpha) * population
             lower[m] = min(max((k_low - p * draws) / rest, 0.0), 1.0) if rest > 0 else 1.0
         return lower
 
+    def future_sizes(self) -> list[int]:
+        """Sample sizes the look-ahead prices: geometric from the next look to the whole batch."""
+        sizes = list(LookSchedule(self.spec.n_items, first=self.n + self.spec.batch_size, ratio=1.25,
+                                  step=self.spec.batch_size).sizes)
+        return sizes[: self.horizon]
+
     def projected_total(self, kept: list[int], costs: np.ndarray) -> float:
         """Cheapest projected cost of the rest if profiling goes on with ``kept`` (up to ``horizon`` looks)."""
+        return self.projected_plan(kept, costs)[0]
+
+    def projected_plan(self, kept: list[int], costs: np.ndarray) -> tuple[float, int]:
         per_item_profiling = costs[self.spec.reference] + sum(costs[m] for m in kept)
-        best = math.inf
-        future = [s for s in self.schedule.sizes if s > self.n][: self.horizon]
-        for n_future in future:
+        best, best_n = math.inf, self.spec.n_items
+        for n_future in self.future_sizes():
             rest = self.spec.n_items - n_future
             lower = self.projected_lower(kept, n_future)
             total = (n_future - self.n) * per_item_profiling + rest * self.plan_unit_cost(n_future, lower, costs)
-            best = min(best, total)
-        return best
+            if total < best:
+                best, best_n = total, n_future
+        return best, best_n
 
     def decide(self) -> bool:
         costs = self.unit_costs()
-        now = self.rest * self.plan_unit_cost(self.n, self.current_lower(), costs)
+        unit_now = self.plan_unit_cost(self.n, self.current_lower(), costs)
+        now = self.rest * unit_now
         kept = list(self.active)
-        best = self.projected_total(kept, costs)
+        best, best_n = self.projected_plan(kept, costs)
+        if self.n - self.cert_start < self.min_draws:
+            # Rates from a handful of items are too noisy to drop a model or stop on; only the allowance may.
+            self.active = self.affordable(kept, costs, min(unit_now, costs[self.spec.reference]))
+            if self.active:
+                self.set_horizons(best_n)
+            return not self.active
         while kept:
-            trials = [(self.projected_total([k for k in kept if k != m], costs), m) for m in kept]
-            value, drop = min(trials)
+            trials = [(self.projected_plan([k for k in kept if k != m], costs), m) for m in kept]
+            (value, value_n), drop = min(trials, key=lambda t: t[0][0])
             if value >= best:
                 break
-            best = value
+            best, best_n = value, value_n
             kept.remove(drop)
-        self.active = kept
-        return not kept or best >= now
+        self.active = self.affordable(kept, costs, min(unit_now, costs[self.spec.reference]))
+        if self.active:
+            self.set_horizons(best_n)
+        return not self.active or best >= now
 
     def choose(self) -> np.ndarray:
         costs = self.unit_costs()
