@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from smartmix import defaults
 from smartmix.backends.base import Backend, Completion, Request
 from smartmix.errors import BudgetExceeded, ConfigError, ProviderError
 from smartmix.journal import digest_prefix, request_hash
@@ -31,7 +32,7 @@ ProgressCallback = Callable[[dict[str, Any]], None]
 
 @dataclass
 class EngineOptions:
-    concurrency: int = 16
+    concurrency: int = defaults.CONCURRENCY
     batch_size: int = 10
     max_cost: float | None = None
     use_cache: bool = True

@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from smartmix import defaults
 from smartmix.backends.base import Completion
 from smartmix.config import JobConfig, build_pool
 from smartmix.errors import ConfigError
@@ -44,7 +45,7 @@ class Route:
     kind: str  # model | cascade | router
     model: str | None = None
     chain: list[str] = field(default_factory=list)
-    threshold: float = 0.9
+    threshold: float = defaults.CASCADE_THRESHOLD
     predictor: Any = None
     theta: float | None = None
     lam: float | None = None
@@ -65,7 +66,7 @@ def parse_routes(config: JobConfig, pool: Pool) -> dict[str, Route]:
                 pool.spec(m)
             if not chain:
                 raise ConfigError(f"[routes.{name}]: a cascade needs chain = [\"cheap-model\", ...]")
-            routes[name] = Route(name, "cascade", chain=chain, threshold=float(raw.get("threshold", 0.9)))
+            routes[name] = Route(name, "cascade", chain=chain, threshold=float(raw.get("threshold", defaults.CASCADE_THRESHOLD)))
         elif kind == "router":
             routes[name] = _router_route(name, raw, pool)
         else:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from smartmix import defaults
 from smartmix.config import JobConfig
 from smartmix.errors import ConfigError
 
@@ -21,7 +22,7 @@ ENDPOINTS = {"chat": "/chat/completions", "completions": "/completions"}
 
 # Keep-alive connections to the upstreams, all models together. A proxy with many concurrent clients
 # needs about one connection per request in flight; beyond the limit, requests wait for a free one.
-DEFAULT_CONNECTIONS = 1024
+DEFAULT_CONNECTIONS = defaults.UPSTREAM_CONNECTIONS
 
 
 class UpstreamDown(Exception):
@@ -86,7 +87,7 @@ class Upstreams:
                 self.keys[name] = key
         self._targets: dict[str, _Target] = {}
         for name, m in config.models.items():
-            base = (m.base_url or "https://api.openai.com/v1").rstrip("/")
+            base = (m.base_url or defaults.BASE_URL).rstrip("/")
             headers = {"Content-Type": "application/json"}
             if name in self.keys:
                 headers["Authorization"] = f"Bearer {self.keys[name]}"

@@ -38,6 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from smartmix import defaults
 from smartmix.backends.base import Completion, Request
 from smartmix.backends.retry import (
     RETRYABLE_STATUS,
@@ -69,10 +70,10 @@ class EndpointConfig:
     base_url: str | None = None  # None = api.openai.com
     api_key_env: str | None = None  # env var holding the key; None -> "no-key" (local servers)
     api: str = "chat"  # "chat" or "completions"
-    max_concurrency: int = 16
+    max_concurrency: int = defaults.MODEL_CONCURRENCY
     requests_per_minute: float | None = None
-    timeout_s: float = 60.0
-    max_attempts: int = 6
+    timeout_s: float = defaults.TIMEOUT_S
+    max_attempts: int = defaults.MAX_ATTEMPTS
 
     @property
     def sent_model(self) -> str:
@@ -80,7 +81,7 @@ class EndpointConfig:
 
     @property
     def where(self) -> str:
-        return self.base_url or "https://api.openai.com/v1"
+        return self.base_url or defaults.BASE_URL
 
     def validate(self) -> None:
         if self.api not in _APIS:
