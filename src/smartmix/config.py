@@ -230,8 +230,8 @@ def build_pool(config: JobConfig, reference: str | None = None, price_overrides:
                     price_source="given",
                 )
             )
-        elif (found := lookup_price(m.litellm or m.provider_model or name)) is not None:
-            specs.append(ModelSpec(name, found[0], found[1], price_source="genai-prices"))
+        elif (found := lookup_price(ref := m.litellm or m.provider_model or name)) is not None:
+            specs.append(ModelSpec(name, found[0], found[1], price_source="genai-prices", price_ref=ref))
         else:
             from smartmix.errors import PriceError
 

@@ -315,7 +315,7 @@ class Engine:
             inp = estimate_tokens(request.prompt_text) if inp is None else inp
             out = max(1, estimate_tokens(completion.text)) if out is None else out
             completion.extra["usage_estimated"] = True
-        return spec.cost(inp, out)
+        return spec.cost(inp, out, completion.cached_tokens)
 
     async def _reserve(self, model: str, request: Request) -> float:
         """Hold back the worst plausible cost of a call, so --max-cost is never crossed by calls in flight.

@@ -155,6 +155,13 @@ def _usage(body: dict[str, Any]) -> tuple[int | None, int | None]:
     return as_int(usage.get("prompt_tokens")), as_int(usage.get("completion_tokens"))
 
 
+def _cached_tokens(body: dict[str, Any]) -> int | None:
+    """``usage.prompt_tokens_details.cached_tokens`` (OpenAI's prompt cache), when reported."""
+    details = (body.get("usage") or {}).get("prompt_tokens_details") if isinstance(body.get("usage"), dict) else None
+    value = details.get("cached_tokens") if isinstance(details, dict) else None
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _ranked(pairs: list[tuple[str, float]], k: int) -> tuple[tuple[str, float], ...] | None:
     clean = [(str(t), float(lp)) for t, lp in pairs if isinstance(lp, int | float) and not isinstance(lp, bool)]
     if not clean:
@@ -202,7 +209,7 @@ def parse_chat_response(body: dict[str, Any], *, model: str, k: int = 5) -> Comp
         extra["refusal"] = str(message["refusal"])
     return Completion(
         model=model, text=content or "", input_tokens=inp, output_tokens=out,
-        top_logprobs=_chat_top_logprobs(choice, k), extra=extra,
+        top_logprobs=_chat_top_logprobs(choice, k), extra=extra, cached_tokens=_cached_tokens(body),
     )
 
 
@@ -216,6 +223,7 @@ def parse_completions_response(body: dict[str, Any], *, model: str, k: int = 5) 
     return Completion(
         model=model, text=text, input_tokens=inp, output_tokens=out,
         top_logprobs=_completions_top_logprobs(choice, k), extra={"finish_reason": choice.get("finish_reason")},
+        cached_tokens=_cached_tokens(body),
     )
 
 
