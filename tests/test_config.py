@@ -142,6 +142,7 @@ def test_server_table():
     config = parse(MODELS + '[server]\nkeys_env = "CLIENT_KEYS"\njournal = "served.sqlite"\nupstream_connections = 64\n')
     assert config.extra["server"] == {
         "keys_env": "CLIENT_KEYS", "keys": [], "journal": "served.sqlite", "upstream_connections": 64,
+        "max_body_bytes": defaults.MAX_BODY_BYTES,
     }
 
 

@@ -360,6 +360,15 @@ class ServerTable(Table):
         ),
     )
 
+    max_body_bytes: int = Field(
+        defaults.MAX_BODY_BYTES,
+        ge=1,
+        **_doc(
+            "larger request bodies are refused with HTTP 413 before anything is forwarded or paid for",
+            f"`{defaults.MAX_BODY_BYTES}` (4 MiB)",
+        ),
+    )
+
     @field_validator("keys_env")
     @classmethod
     def _keys_env(cls, value: str | None) -> str | None:

@@ -29,3 +29,4 @@ CASCADE_THRESHOLD = 0.9
 
 # [server]
 UPSTREAM_CONNECTIONS = 1024  # keep-alive connections to the upstreams, all models together
+MAX_BODY_BYTES = 4 * 1024 * 1024  # larger request bodies get 413
