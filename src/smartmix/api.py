@@ -9,7 +9,7 @@ from typing import Any
 
 from smartmix import defaults
 from smartmix.backends.base import Backend
-from smartmix.engine import Engine, EngineOptions, ProgressCallback, run_sync
+from smartmix.engine import CallJournal, Engine, EngineOptions, ProgressCallback, run_sync
 from smartmix.errors import ConfigError, DataError
 from smartmix.models import Pool
 from smartmix.policies import Guarantee
@@ -164,7 +164,7 @@ async def arun(
     seed: int = 0,
     out: str | Path | None = None,
     options: EngineOptions | None = None,
-    journal: Any | None = None,
+    journal: CallJournal | None = None,
     run_id: str | None = None,
     progress: ProgressCallback | None = None,
     router: str | Path | None = None,
@@ -176,16 +176,16 @@ async def arun(
         raise ConfigError(f"{exc}; e.g. --target 0.9 --confidence 0.95") from None
     if job is None:
         job = resolve_job(data, reference=reference, models=models, prices=prices, labels=labels, simulated=simulated, seed=seed)
-    options = options or EngineOptions()
-    if method == "router" and "predicted" not in options.method_options:
+    predicted = None
+    if method == "router":
         if router is None:
             raise ConfigError("--method router needs a trained predictor: pass --router router.npz (smartmix router train)")
-        options.method_options["predicted"] = predict_agreement(router, job)
+        predicted = predict_agreement(router, job)
     engine = Engine(
         job.backend, job.pool, job.template, job.comparator, options=options, journal=journal, run_id=run_id, progress=progress
     )
     try:
-        result = await engine.run(job.items, method, guarantee, seed=seed)
+        result = await engine.run(job.items, method, guarantee, seed=seed, predicted=predicted)
     finally:
         await job.backend.aclose()
     if out is not None:

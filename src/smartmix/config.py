@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from smartmix import defaults
-from smartmix.backends.base import Backend, Completion, Request
+from smartmix.backends.base import Backend
 from smartmix.config_schema import (
     CascadeRoute,
     GuaranteeTable,
@@ -25,6 +25,7 @@ from smartmix.config_schema import (
     ServerTable,
     TaskTable,
 )
+from smartmix.domain import Completion, Request
 from smartmix.errors import ConfigError, UnknownModelError
 from smartmix.models import ModelSpec, Pool, lookup_price
 
