@@ -84,7 +84,9 @@ def main() -> None:
         f"Command: `{command}`  ",
         f"Code version: `{version(ROOT)}`  ",
         f"Python {sys.version.split()[0]}; {args.repeat} runs per command after one warm-up run; CPU = user + "
-        "system time of the child process. Target: ≤ 0.3 s CPU.",
+        "system time of the child process. Target: ≤ 0.3 s CPU. Load average of the machine (2 cores) when "
+        f"the measurement started: {os.getloadavg()[0]:.1f} — CPU time grows with contention (caches, "
+        "frequency), so compare rows of the same report.",
         "",
         *table(measure(src, args.repeat)),
     ]
