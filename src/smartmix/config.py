@@ -2,113 +2,76 @@
 
 from __future__ import annotations
 
-import re
+import difflib
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ValidationError
+
+from smartmix import defaults
 from smartmix.backends.base import Backend
+from smartmix.config_schema import (
+    CascadeRoute,
+    GuaranteeTable,
+    JobFile,
+    ModelRoute,
+    ModelTable,
+    Route,
+    RouterRoute,
+    RunTable,
+    ServerTable,
+    TaskTable,
+)
 from smartmix.domain import Completion, Request
 from smartmix.errors import ConfigError, UnknownModelError
 from smartmix.models import ModelSpec, Pool, lookup_price
 
 PER_MILLION = 1e-6
-_SECTIONS = {"models", "task", "guarantee", "run", "routes", "server"}
+ModelConfig = ModelTable  # the name the rest of the code knows a model's settings by
 
-# What each key must hold: a TOML typo or a wrong type is a one-line error here, not a traceback later (or,
-# worse, silently wrong: labels = "yes" would be the labels y, e, s; a misspelt max_cost no cap at all).
-_TEXT, _PRICE, _COUNT, _POSITIVE = "text", "a number >= 0", "a whole number >= 1", "a number > 0"
-_TEXTS, _WHOLE, _SHARE, _PROBABILITY = "a list of text", "a whole number", "a number in (0, 1]", "a number in (0, 1)"
-_MODEL_TYPES = {
-    "base_url": _TEXT, "provider_model": _TEXT, "litellm": _TEXT, "api_key_env": _TEXT, "api": _TEXT,
-    "input_price": _PRICE, "output_price": _PRICE, "call_price": _PRICE, "max_concurrency": _COUNT,
-    "requests_per_minute": _POSITIVE, "timeout_s": _POSITIVE, "max_attempts": _COUNT,
-}
-_MODEL_KEYS = set(_MODEL_TYPES)
-_SECTION_TYPES = {
-    "task": {"template": _TEXT, "system": _TEXT, "labels": _TEXTS, "max_tokens": _COUNT, "id_field": _TEXT},
-    "guarantee": {"target": _SHARE, "confidence": _PROBABILITY, "method": _TEXT, "reference": _TEXT},
-    "run": {"seed": _WHOLE, "concurrency": _COUNT, "max_cost": _PRICE, "dir": _TEXT},
-}
-
-
-def _fits(value: Any, kind: str) -> bool:
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    if kind == _TEXT:
-        return isinstance(value, str)
-    if kind == _TEXTS:
-        return isinstance(value, list) and bool(value) and all(isinstance(v, str) and v.strip() for v in value)
-    if kind == _WHOLE:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == _COUNT:
-        return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-    if not number:
-        return False
-    if kind == _PRICE:
-        return value >= 0
-    if kind == _POSITIVE:
-        return value > 0
-    if kind == _SHARE:
-        return 0 < value <= 1
-    return 0 < value < 1  # _PROBABILITY
-
-
-def _check_table(table: Mapping[str, Any], types: Mapping[str, str], name: str, where: str) -> None:
-    if not isinstance(table, Mapping):
-        raise ConfigError(f"[{name}]{where} must be a table")
-    bad = sorted(set(table) - set(types))
-    if bad:
-        hint = ""
-        if any("key" in k.lower() and not k.endswith("_env") for k in bad):
-            hint = " API keys never go in the file: put the key in an environment variable and name it with api_key_env."
-        raise ConfigError(f"[{name}]{where}: unknown key(s) {bad}; allowed: {sorted(types)}.{hint}")
-    for key, value in table.items():
-        if not _fits(value, types[key]):
-            raise ConfigError(f"[{name}]{where}: {key} must be {types[key]}, not {value!r}")
-
-
-@dataclass
-class ModelConfig:
-    name: str
-    base_url: str | None = None
-    provider_model: str | None = None
-    litellm: str | None = None  # a LiteLLM model string: routes this model through the litellm backend
-    api_key_env: str | None = None
-    api: str = "chat"
-    input_price: float | None = None  # USD per million tokens
-    output_price: float | None = None
-    call_price: float | None = None  # USD per call
-    max_concurrency: int = 16
-    requests_per_minute: float | None = None
-    timeout_s: float = 60.0
-    max_attempts: int = 6
+__all__ = ["JobConfig", "ModelConfig", "PoolBackend", "build_backend", "build_pool", "load_config", "parse_config"]
 
 
 @dataclass
 class JobConfig:
+    """A validated job file, flattened to the settings a run reads (defaults from :mod:`smartmix.defaults`)."""
+
     models: dict[str, ModelConfig]
     reference: str | None = None
     template: str | None = None
     system: str | None = None
     labels: list[str] | None = None
-    max_tokens: int | None = 16
-    id_field: str = "id"
-    target: float = 0.9
-    confidence: float = 0.95
-    method: str = "mix"
-    seed: int = 0
-    concurrency: int = 32
+    max_tokens: int | None = defaults.MAX_TOKENS
+    id_field: str = defaults.ID_FIELD
+    compare: str | None = None  # a comparator name (smartmix.comparators); None: label with labels, else exact
+    compare_options: dict[str, Any] = field(default_factory=dict)
+    target: float = defaults.TARGET
+    confidence: float = defaults.CONFIDENCE
+    method: str = defaults.METHOD
+    seed: int = defaults.SEED
+    concurrency: int = defaults.CONCURRENCY
     max_cost: float | None = None
-    run_dir: str = "runs"
-    extra: dict[str, Any] = field(default_factory=dict)  # sections other parts read (routes, server)
+    run_dir: str = defaults.RUN_DIR
+    calibration: str | None = None
+    routes: dict[str, Route] = field(default_factory=dict)
+    server: ServerTable = field(default_factory=ServerTable)
     path: Path | None = None
 
-    def to_public_dict(self) -> dict[str, Any]:
-        """The config without anything secret (keys are never in it: only env var names)."""
+    @property
+    def extra(self) -> dict[str, Any]:
+        """``routes`` and ``server`` as plain tables (validated, defaults filled in; ``lambda`` by its TOML name)."""
         return {
-            "models": {n: vars(m) for n, m in self.models.items()},
+            "routes": {n: r.model_dump(by_alias=True, exclude_none=True) for n, r in self.routes.items()},
+            "server": self.server.model_dump(exclude_none=True),
+        }
+
+    def to_public_dict(self) -> dict[str, Any]:
+        """What the answers depend on, without anything secret (keys are never in it: only env var names)."""
+        public = {
+            "models": {n: {"name": n, **m.model_dump()} for n, m in self.models.items()},
             "reference": self.reference,
             "template": self.template,
             "system": self.system,
@@ -118,6 +81,10 @@ class JobConfig:
             "confidence": self.confidence,
             "method": self.method,
         }
+        # only when set, so that job files without them keep their run ids
+        optional = {"compare": self.compare, "compare_options": self.compare_options, "calibration": self.calibration}
+        public.update({k: v for k, v in optional.items() if v})
+        return public
 
 
 def load_config(path: str | Path) -> JobConfig:
@@ -132,64 +99,117 @@ def load_config(path: str | Path) -> JobConfig:
 
 
 def parse_config(raw: Mapping[str, Any], path: Path | None = None) -> JobConfig:
+    """Validate a job file's tables against :class:`~smartmix.config_schema.JobFile`; errors are one line."""
     where = f" in {path}" if path else ""
-    unknown = set(raw) - _SECTIONS - {"reference"}
-    if unknown:
-        raise ConfigError(f"unknown section(s) {sorted(unknown)}{where}; expected: {sorted(_SECTIONS)}")
     models_raw = raw.get("models")
     if not isinstance(models_raw, Mapping) or not models_raw:
         raise ConfigError(f"no models{where}: add a [models.NAME] table per model (see docs/config.md)")
-    models = {}
-    reference = raw.get("reference") or raw.get("guarantee", {}).get("reference")
     for name, spec in models_raw.items():
-        if not isinstance(spec, Mapping):
-            raise ConfigError(f"[models.{name}]{where} must be a table")
-        spec = dict(spec)
-        if spec.pop("reference", False):
-            reference = reference or name
-        nested = [k for k, v in spec.items() if isinstance(v, Mapping)]
+        nested = [k for k, v in spec.items() if isinstance(v, Mapping)] if isinstance(spec, Mapping) else []
         if nested:  # [models.llama-3.1-8b] is TOML for models -> "llama-3" -> "1-8b"
             raise ConfigError(
                 f"[models.{name}]{where} holds a table '{nested[0]}': a model name with a dot must be quoted, "
                 f'e.g. [models."{name}.{nested[0]}"]'
             )
-        _check_table(spec, _MODEL_TYPES, f"models.{name}", where)
-        env = spec.get("api_key_env")
-        if env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env):  # never echo it: it may be a key
-            raise ConfigError(
-                f"[models.{name}]{where}: api_key_env must be the NAME of an environment variable (like "
-                "OPENAI_API_KEY), not the key itself. Put the key in that variable: export OPENAI_API_KEY=..."
-            )
-        if spec.get("api", "chat") not in ("chat", "completions"):
-            raise ConfigError(f"[models.{name}]{where}: api must be 'chat' or 'completions'")
-        models[name] = ModelConfig(name=name, **spec)
-    if reference is not None and reference not in models:
-        raise UnknownModelError(f"reference '{reference}'{where} is not among the models: {', '.join(models)}")
-    task = raw.get("task", {})
-    guarantee = raw.get("guarantee", {})
-    run = raw.get("run", {})
-    for section, table in (("task", task), ("guarantee", guarantee), ("run", run)):
-        _check_table(table, _SECTION_TYPES[section], section, where)
-    if not isinstance(reference, str | None):
-        raise ConfigError(f"reference{where} must be a model name (text), not {reference!r}")
+    try:
+        job = JobFile.model_validate(dict(raw))
+    except ValidationError as exc:
+        raise ConfigError(explain(exc, where)) from None
+    reference = job.reference_name()
+    if reference is not None and reference not in job.models:
+        raise UnknownModelError(f"reference '{reference}'{where} is not among the models: {', '.join(job.models)}")
     return JobConfig(
-        models=models,
+        models=dict(job.models),
         reference=reference,
-        template=task.get("template"),
-        system=task.get("system"),
-        labels=task.get("labels"),
-        max_tokens=task.get("max_tokens", 16),
-        id_field=task.get("id_field", "id"),
-        target=guarantee.get("target", 0.9),
-        confidence=guarantee.get("confidence", 0.95),
-        method=guarantee.get("method", "mix"),
-        seed=run.get("seed", 0),
-        concurrency=run.get("concurrency", 32),
-        max_cost=run.get("max_cost"),
-        run_dir=run.get("dir", "runs"),
-        extra={k: raw[k] for k in ("routes", "server") if k in raw},
+        template=job.task.template,
+        system=job.task.system,
+        labels=job.task.labels,
+        max_tokens=job.task.max_tokens,
+        id_field=job.task.id_field,
+        compare=job.task.compare,
+        compare_options=job.task.compare_options,
+        target=job.guarantee.target,
+        confidence=job.guarantee.confidence,
+        method=job.guarantee.method,
+        seed=job.run.seed,
+        concurrency=job.run.concurrency,
+        max_cost=job.run.max_cost,
+        run_dir=job.run.dir,
+        calibration=job.run.calibration,
+        routes=dict(job.routes),
+        server=job.server,
         path=path,
     )
+
+
+_ROUTE_TAGS = {"model", "cascade", "router"}
+
+
+def _table_and_key(loc: tuple[Any, ...]) -> tuple[str, str | None]:
+    """``("models", "gpt-4o", "max_cots")`` -> ``("[models.gpt-4o]", "max_cots")``; a route's union tag dropped."""
+    parts = [str(p) for p in loc]
+    if len(parts) >= 3 and parts[0] == "routes" and parts[2] in _ROUTE_TAGS:
+        del parts[2]
+    if not parts:
+        return "the job file", None
+    if parts[0] in ("models", "routes") and len(parts) >= 2:
+        table, rest = f"[{parts[0]}.{parts[1]}]", parts[2:]
+    elif parts[0] in JobFile.model_fields and parts[0] != "reference" and len(parts) >= 1:
+        table, rest = f"[{parts[0]}]", parts[1:]
+    else:
+        table, rest = "the top level", parts
+    if rest and rest[0] == "compare_options":
+        table, rest = "[task.compare_options]", rest[1:]
+    if len(rest) > 1 and rest[-1].isdigit():  # labels.1 -> labels
+        rest = rest[:-1]
+    return table, ".".join(rest) or None
+
+
+def _allowed(table: str, loc: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] | None = None
+    if table == "the top level":
+        model = JobFile
+    elif table.startswith("[models."):
+        model = ModelTable
+    elif table.startswith("[routes."):
+        model = {"cascade": CascadeRoute, "router": RouterRoute}.get(str(loc[2]) if len(loc) > 2 else "", ModelRoute)
+    else:
+        model = {"[task]": TaskTable, "[guarantee]": GuaranteeTable, "[run]": RunTable, "[server]": ServerTable}.get(table)
+    if model is None:
+        return []
+    return sorted(f.alias or n for n, f in model.model_fields.items())
+
+
+def explain(exc: ValidationError, where: str = "") -> str:
+    """The first problem of a validation error as one line: which table and key, what is wrong, what to do."""
+    error = exc.errors(include_url=False)[0]
+    loc, kind = tuple(error["loc"]), error["type"]
+    table, key = _table_and_key(loc)
+    if kind == "extra_forbidden":
+        allowed = _allowed(table, loc)
+        bad = key or "?"
+        if table == "the top level":
+            return (
+                f"unknown section '{bad}'{where}; a job file has: {', '.join(allowed)} (see docs/config.md)"
+            )
+        close = difflib.get_close_matches(bad.rsplit(".", 1)[-1], allowed, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        if "key" in bad.lower() and not bad.endswith("_env"):
+            hint += (
+                " API keys never go in the file: put the key in an environment variable and name it with "
+                "api_key_env."
+            )
+        return f"{table}{where}: unknown key '{bad}'; allowed: {', '.join(allowed)}.{hint}"
+    if kind == "missing":
+        return f"{table}{where}: {key} is required (see docs/config.md)"
+    message = error["msg"].removeprefix("Value error, ")
+    if kind in ("model_type", "model_attributes_type", "dict_type") and key is None:
+        return f"{table}{where} must be a table, not {error.get('input')!r}"
+    if key is None:
+        return f"{message}{where}" if table == "the job file" else f"{table}{where}: {message}"
+    if kind == "value_error":  # the message names the key; never echo the value: api_key_env may hold a key
+        return f"{table}{where}: {message}"
+    return f"{table}{where}: {key}: {message}, not {error.get('input')!r}"
 
 
 def build_pool(config: JobConfig, reference: str | None = None, price_overrides: Mapping | None = None) -> Pool:
@@ -211,8 +231,8 @@ def build_pool(config: JobConfig, reference: str | None = None, price_overrides:
                     price_source="given",
                 )
             )
-        elif (found := lookup_price(m.litellm or m.provider_model or name)) is not None:
-            specs.append(ModelSpec(name, found[0], found[1], price_source="genai-prices"))
+        elif (found := lookup_price(ref := m.litellm or m.provider_model or name)) is not None:
+            specs.append(ModelSpec(name, found[0], found[1], price_source="genai-prices", price_ref=ref))
         else:
             from smartmix.errors import PriceError
 

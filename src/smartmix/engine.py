@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from smartmix import defaults
 from smartmix.backends.base import Backend
 from smartmix.batch.prices import batch_price_factor
 from smartmix.core.driver import Execution, execute
@@ -38,7 +39,7 @@ ProgressCallback = Callable[[dict[str, Any]], None]
 
 @dataclass
 class EngineOptions:
-    concurrency: int = 16
+    concurrency: int = defaults.CONCURRENCY
     batch_size: int = 10
     max_cost: float | None = None
     use_cache: bool = True
@@ -359,7 +360,7 @@ class Engine:
             inp = estimate_tokens(request.prompt_text) if inp is None else inp
             out = max(1, estimate_tokens(completion.text)) if out is None else out
             completion.extra["usage_estimated"] = True
-        cost = spec.cost(inp, out)
+        cost = spec.cost(inp, out, completion.cached_tokens)
         if completion.extra.get("batch"):  # answered by a provider batch job: the batch price
             cost *= batch_price_factor(spec)[0]
         return cost

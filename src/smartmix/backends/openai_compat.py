@@ -42,6 +42,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from smartmix import defaults
 from smartmix.backends.http import HTTPStatusError, StreamResponse, Transport, dumps, loads
 from smartmix.backends.retry import (
     RETRYABLE_STATUS,
@@ -87,10 +88,10 @@ class EndpointConfig:
     base_url: str | None = None  # None = api.openai.com
     api_key_env: str | None = None  # env var holding the key; None -> "no-key" (local servers)
     api: str = "chat"  # "chat" or "completions"
-    max_concurrency: int = 16
+    max_concurrency: int = defaults.MODEL_CONCURRENCY
     requests_per_minute: float | None = None
-    timeout_s: float = 60.0
-    max_attempts: int = 6
+    timeout_s: float = defaults.TIMEOUT_S
+    max_attempts: int = defaults.MAX_ATTEMPTS
 
     @property
     def sent_model(self) -> str:
@@ -98,7 +99,7 @@ class EndpointConfig:
 
     @property
     def where(self) -> str:
-        return self.base_url or "https://api.openai.com/v1"
+        return self.base_url or defaults.BASE_URL
 
     def validate(self) -> None:
         if self.api not in _APIS:
@@ -185,6 +186,13 @@ def _usage(body: dict[str, Any]) -> tuple[int | None, int | None]:
     return as_int(usage.get("prompt_tokens")), as_int(usage.get("completion_tokens"))
 
 
+def _cached_tokens(body: dict[str, Any]) -> int | None:
+    """``usage.prompt_tokens_details.cached_tokens`` (OpenAI's prompt cache), when reported."""
+    details = (body.get("usage") or {}).get("prompt_tokens_details") if isinstance(body.get("usage"), dict) else None
+    value = details.get("cached_tokens") if isinstance(details, dict) else None
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _ranked(pairs: list[tuple[str, float]], k: int) -> tuple[tuple[str, float], ...] | None:
     clean = [(str(t), float(lp)) for t, lp in pairs if isinstance(lp, int | float) and not isinstance(lp, bool)]
     if not clean:
@@ -231,6 +239,7 @@ def parse_chat_response(body: dict[str, Any], *, model: str, k: int = 5) -> Comp
     return Completion(
         model=model, text=content, input_tokens=inp, output_tokens=out,
         top_logprobs=chat_top_logprobs(choice, k), extra={"finish_reason": choice.get("finish_reason")},
+        cached_tokens=_cached_tokens(body),
     )
 
 
@@ -253,6 +262,7 @@ def parse_completions_response(body: dict[str, Any], *, model: str, k: int = 5) 
     return Completion(
         model=model, text=text, input_tokens=inp, output_tokens=out,
         top_logprobs=completions_top_logprobs(choice, k), extra={"finish_reason": choice.get("finish_reason")},
+        cached_tokens=_cached_tokens(body),
     )
 
 

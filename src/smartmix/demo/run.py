@@ -41,7 +41,6 @@ def run_demo(
     confidence: float = 0.9,
     seed: int = 0,
     out_dir: str | Path = "smartmix-demo",
-    install: bool = True,
     console: Console | None = None,
     progress=None,
 ) -> DemoOutcome:
@@ -53,7 +52,7 @@ def run_demo(
     console = console or Console()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    models = ensure_models(install=install)
+    models = ensure_models()
     reviews = load_reviews(n_items, seed=seed)
     items = [Item(str(r.id), {"text": " ".join(str(r.text).split()), "label": r.label}) for r in reviews.itertuples()]
     cheap_name, ref_name = "smollm2-135m", "gemma3-270m"

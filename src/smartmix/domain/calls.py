@@ -56,6 +56,7 @@ class Completion:
     confidence: float | None = None
     latency_ms: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    cached_tokens: int | None = None  # input tokens the provider read from its prompt cache (billed lower)
 
 
 __all__ = ["Completion", "Message", "Request"]

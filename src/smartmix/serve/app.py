@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from smartmix import defaults
 from smartmix.backends.http import dumps
 from smartmix.backends.openai_compat import MalformedResponse, check_forwarded
 from smartmix.config import JobConfig, build_backend, build_pool
@@ -34,7 +35,7 @@ __all__ = ["SERVER_KEYS", "create_app"]
 log = logging.getLogger("smartmix.serve")
 
 SERVER_KEYS = {"keys", "keys_env", "journal", "max_body_bytes", "upstream_connections"}
-DEFAULT_CONNECTIONS = 1024  # keep-alive connections to the upstreams, all models together
+DEFAULT_CONNECTIONS = defaults.UPSTREAM_CONNECTIONS
 _PASSED_THROUGH = {400, 404, 413, 422}  # the provider's verdict on the client's own request
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+from smartmix import defaults
 from smartmix.backends.http import loads
 from smartmix.errors import ConfigError
 
@@ -16,7 +17,7 @@ __all__ = ["DEFAULT_MAX_BODY_BYTES", "BadRequest", "max_body_bytes", "parse_body
 
 # OpenAI accepts requests of a few MB (long prompts, a few images as data URLs); 4 MiB covers those
 # and stops a runaway client before it is forwarded and billed.
-DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_BODY_BYTES = defaults.MAX_BODY_BYTES
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 PART_TYPES = ("text", "image_url", "input_audio", "file", "refusal")

@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from smartmix import defaults
 from smartmix.config import JobConfig
 from smartmix.errors import ConfigError
 from smartmix.models import Pool
@@ -27,7 +28,7 @@ class Route:
     kind: str  # model | cascade | router
     model: str | None = None
     chain: list[str] = field(default_factory=list)
-    threshold: float = 0.9
+    threshold: float = defaults.CASCADE_THRESHOLD
     predictor: Any = None
     theta: float | None = None
     lam: float | None = None
@@ -48,7 +49,7 @@ def parse_routes(config: JobConfig, pool: Pool) -> dict[str, Route]:
                 pool.spec(m)
             if not chain:
                 raise ConfigError(f"[routes.{name}]: a cascade needs chain = [\"cheap-model\", ...]")
-            threshold = raw.get("threshold", 0.9)
+            threshold = raw.get("threshold", defaults.CASCADE_THRESHOLD)
             if isinstance(threshold, bool) or not isinstance(threshold, int | float) or math.isnan(threshold):
                 raise ConfigError(f"[routes.{name}]: threshold must be a number, not {threshold!r}")
             routes[name] = Route(name, "cascade", chain=chain, threshold=float(threshold))
