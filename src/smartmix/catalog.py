@@ -22,7 +22,13 @@ METHOD_CATALOG: tuple[MethodInfo, ...] = (
     MethodInfo(
         "cascade",
         True,
-        "Guaranteed cascade over a chain of cheaper models ending at the reference (or the mix, if cheaper).",
+        "Guaranteed cascade: the cheap model answers every item, and its most confident ones are kept as far as "
+        "a certified prefix of its scores allows.",
+    ),
+    MethodInfo(
+        "cascade-profiled",
+        True,
+        "Guaranteed cascade over a chain of cheaper models ending at the reference, profiled item by item.",
     ),
     MethodInfo(
         "efficient",

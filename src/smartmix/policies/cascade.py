@@ -149,9 +149,11 @@ class FallbackMix(Mix):
 
 
 class Cascade(Profiler):
-    """Guaranteed cascade over a chain of cheaper models ending at the reference (or the mix, if cheaper),
-    profiled item by item (``cascade-profiled``); ``cascade`` itself scores every item first
-    (:mod:`smartmix.policies.scorefirst`)."""
+    """Guaranteed cascade over a chain of cheaper models ending at the reference, profiled item by item.
+
+    The cascade of version 0.1 (``cascade-profiled``), or the mix if cheaper; ``cascade`` itself scores every
+    item first (:mod:`smartmix.policies.scorefirst`).
+    """
 
     name = "cascade-profiled"
     first_look = 200

@@ -34,7 +34,10 @@ __all__ = ["ScoreFirstCascade"]
 
 
 class ScoreFirstCascade(Policy):
-    """Guaranteed two-tier cascade, score first (see the module doc)."""
+    """Guaranteed cascade: the cheap model answers every item, and its most confident ones are kept as far as a certified prefix of its scores allows.
+
+    See the module doc for why each step is valid.
+    """
 
     name = "cascade"
     pilot_overhead: ClassVar[float] = 0.015  # the pilot's candidate calls, as a share of the reference-only bill
