@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from smartmix.backends.base import Backend
+from smartmix.backends.base import Backend, endpoint_of
 from smartmix.engine import Engine, EngineOptions, ProgressCallback, run_sync
 from smartmix.errors import ConfigError, DataError
 from smartmix.models import Pool
 from smartmix.policies import Guarantee
 from smartmix.result import RunResult
 from smartmix.tasks import Comparator, ExactComparator, Item, LabelComparator, Template, load_items
+
+MessageCallback = Callable[[str], None]
 
 
 @dataclass
@@ -134,62 +138,228 @@ def config_job(
     )
 
 
-def run(data: str | Path | Any | None = None, **options: Any) -> RunResult:
-    """Answer every item at the lowest cost such that, with probability >= ``confidence``, at least
-    ``target`` of the answers equal the reference model's.
-
-    ``data`` is a recorded-outputs JSONL file (replayed), or use ``simulated="imdb"`` for the SMART paper's
-    experiment, or pass a ready ``job`` (items, pool, template, comparator, backend) for real providers.
-
-    Keyword options are those of :func:`arun`: ``target``, ``confidence``, ``method``, ``reference``,
-    ``models``, ``prices``, ``labels``, ``simulated``, ``job``, ``seed``, ``out``, ``options``, ``journal``,
-    ``run_id``, ``progress``, ``router``.
-    """
-    return run_sync(arun(data, **options))
-
-
-async def arun(
+def run(
     data: str | Path | Any | None = None,
     *,
-    target: float = 0.9,
-    confidence: float = 0.95,
-    method: str = "mix",
+    config: str | Path | Any | None = None,
+    run_dir: str | Path | None = None,
+    target: float | None = None,
+    confidence: float | None = None,
+    method: str | None = None,
     reference: str | None = None,
     models: Sequence[str] | None = None,
     prices: Mapping[str, tuple[float, float]] | None = None,
     labels: Sequence[str] | None = None,
     simulated: str | None = None,
     job: Job | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     out: str | Path | None = None,
     options: EngineOptions | None = None,
+    max_cost: float | None = None,
+    use_cache: bool = True,
     journal: Any | None = None,
     run_id: str | None = None,
     progress: ProgressCallback | None = None,
     router: str | Path | None = None,
+    on_event: MessageCallback | None = None,
+    on_warning: MessageCallback | None = None,
+    handle_signals: bool = True,
 ) -> RunResult:
-    """The asynchronous form of :func:`run`."""
+    """Answer every item at the lowest cost such that, with probability >= ``confidence``, at least
+    ``target`` of the answers equal the reference model's.
+
+    ``data`` is a recorded-outputs JSONL file (replayed), or with ``config`` (a job file, or a loaded
+    :class:`~smartmix.config.JobConfig`) any items file for real providers; ``simulated="imdb"`` runs the
+    SMART paper's simulated setting; a ready ``job`` (items, pool, template, comparator, backend) also works.
+
+    With ``run_dir`` (the config's ``[run] dir`` by default when a config is given) the run is journaled
+    and resumable exactly like ``smartmix run``: the same call again reads back what was paid, pays only
+    for what is missing, and writes ``answers.jsonl`` and ``certificate.json`` into ``run_dir/<run id>/``.
+    A second process on the same run is refused (:class:`~smartmix.errors.RunLocked`); Ctrl-C or SIGTERM
+    (``handle_signals``, main thread only) stop issuing calls, let those in flight finish and raise
+    :class:`~smartmix.errors.RunInterrupted`.
+
+    ``target``, ``confidence``, ``method``, ``seed`` and ``max_cost`` default to the config's, else to
+    0.9, 0.95, ``"mix"``, 0 and no cap. ``on_event`` receives one-line notices (run started or resumed),
+    ``on_warning`` warnings about money likely wasted (also in ``RunResult.warnings``).
+    """
+    return run_sync(
+        arun(
+            data, config=config, run_dir=run_dir, target=target, confidence=confidence, method=method,
+            reference=reference, models=models, prices=prices, labels=labels, simulated=simulated, job=job,
+            seed=seed, out=out, options=options, max_cost=max_cost, use_cache=use_cache, journal=journal,
+            run_id=run_id, progress=progress, router=router, on_event=on_event, on_warning=on_warning,
+            handle_signals=handle_signals,
+        )
+    )
+
+
+async def arun(
+    data: str | Path | Any | None = None,
+    *,
+    config: str | Path | Any | None = None,
+    run_dir: str | Path | None = None,
+    target: float | None = None,
+    confidence: float | None = None,
+    method: str | None = None,
+    reference: str | None = None,
+    models: Sequence[str] | None = None,
+    prices: Mapping[str, tuple[float, float]] | None = None,
+    labels: Sequence[str] | None = None,
+    simulated: str | None = None,
+    job: Job | None = None,
+    seed: int | None = None,
+    out: str | Path | None = None,
+    options: EngineOptions | None = None,
+    max_cost: float | None = None,
+    use_cache: bool = True,
+    journal: Any | None = None,
+    run_id: str | None = None,
+    progress: ProgressCallback | None = None,
+    router: str | Path | None = None,
+    on_event: MessageCallback | None = None,
+    on_warning: MessageCallback | None = None,
+    handle_signals: bool = False,
+) -> RunResult:
+    """The asynchronous form of :func:`run` (same arguments; ``handle_signals`` is off by default here,
+    since an application that owns the event loop usually owns its signals too)."""
+    from smartmix.runs import (
+        RunDirectory,
+        check_outputs,
+        file_digest,
+        open_run,
+        status_for,
+        write_run_outputs,
+    )
+
+    cfg = _as_config(config)
+    target = _pick(target, cfg and cfg.target, 0.9)
+    confidence = _pick(confidence, cfg and cfg.confidence, 0.95)
+    method = _pick(method, cfg and cfg.method, "mix")
+    seed = _pick(seed, cfg and cfg.seed, 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed must be a whole number >= 0, not {seed!r}")
     try:
         guarantee = Guarantee(target, confidence)
     except ValueError as exc:
         raise ConfigError(f"{exc}; e.g. --target 0.9 --confidence 0.95") from None
+    if run_dir is None and cfg is not None and journal is None:
+        run_dir = cfg.run_dir
+    directory = RunDirectory(run_dir) if run_dir is not None and journal is None else None
+    inputs = [data, getattr(cfg, "path", None), router, directory.journal_path if directory else None]
+    check_outputs([out], inputs)  # before any call: never overwrite what the run reads
     if job is None:
-        job = resolve_job(data, reference=reference, models=models, prices=prices, labels=labels, simulated=simulated, seed=seed)
-    options = options or EngineOptions()
+        if cfg is not None:
+            if models:
+                cfg = _only_models(cfg, list(models), reference)
+            job = config_job(cfg, data, reference=reference, prices=prices, labels=labels)
+        else:
+            job = resolve_job(
+                data, reference=reference, models=models, prices=prices, labels=labels, simulated=simulated, seed=seed
+            )
+    if options is None:
+        options = EngineOptions(
+            concurrency=_pick(cfg and cfg.concurrency, 16),
+            max_cost=_pick(max_cost, cfg and cfg.max_cost, None),
+            use_cache=use_cache,
+            params={"max_tokens": cfg.max_tokens} if cfg is not None and cfg.max_tokens else {},
+        )
+    elif max_cost is not None:
+        options = replace(options, max_cost=max_cost)
+
+    async def execute(journal: Any, run_id: str | None) -> RunResult:
+        return await _execute(
+            job, method, guarantee, seed, options, journal=journal, run_id=run_id, progress=progress, router=router,
+            on_warning=on_warning, handle_signals=handle_signals, on_event=on_event,
+        )
+
+    if directory is None:
+        result = await execute(journal, run_id)
+    else:
+        settings = {
+            "source": job.source,
+            "data": file_digest(data) if isinstance(data, str | Path) and Path(data).is_file() else None,
+            "config": cfg.to_public_dict() if cfg is not None else None,
+            "models": job.pool.names,
+            "endpoints": {name: endpoint_of(job.backend, name) for name in job.pool.names},
+            "method": method, "target": target, "confidence": confidence, "seed": seed,
+            "params": options.params, "labels": list(labels) if labels else None,
+        }
+        with open_run(directory, settings, seed) as opened:
+            if on_event is not None:
+                if opened.resumed:
+                    on_event(f"Resuming run {opened.run_id}: calls already paid are read back from "
+                             f"{directory.journal_path}.")
+                else:
+                    on_event(f"Run {opened.run_id} (journal: {directory.journal_path}).")
+            result = await execute(opened.journal, opened.run_id)
+            opened.status = status_for(None, len(result.failures))
+            from smartmix.report import certificate_dict
+
+            result.outputs = write_run_outputs(opened, result, certificate_dict)
+    if out is not None:
+        result.write(out)
+    return result
+
+
+async def _execute(
+    job: Job, method: str, guarantee: Guarantee, seed: int, options: EngineOptions, *, journal: Any,
+    run_id: str | None, progress: ProgressCallback | None, router: str | Path | None,
+    on_warning: MessageCallback | None, handle_signals: bool, on_event: MessageCallback | None,
+) -> RunResult:
+    """One attempt of the run: the engine over the job, under the signal handlers when asked."""
+    from smartmix.errors import RunInterrupted
+    from smartmix.interrupts import stop_on_signals
+
     if method == "router" and "predicted" not in options.method_options:
         if router is None:
             raise ConfigError("--method router needs a trained predictor: pass --router router.npz (smartmix router train)")
         options.method_options["predicted"] = predict_agreement(router, job)
     engine = Engine(
-        job.backend, job.pool, job.template, job.comparator, options=options, journal=journal, run_id=run_id, progress=progress
+        job.backend, job.pool, job.template, job.comparator, options=options, journal=journal, run_id=run_id,
+        progress=progress, on_warning=on_warning,
     )
+    signals = stop_on_signals(engine.stop, say=on_warning) if handle_signals else contextlib.nullcontext()
     try:
-        result = await engine.run(job.items, method, guarantee, seed=seed)
+        with signals:
+            return await engine.run(job.items, method, guarantee, seed=seed)
+    except asyncio.CancelledError:
+        if engine.stopping is None:
+            raise
+        raise RunInterrupted(f"{engine.stopping}; aborted with calls still in flight") from None
     finally:
         await job.backend.aclose()
-    if out is not None:
-        result.write(out)
-    return result
+
+
+def _pick(*values: Any) -> Any:
+    for value in values:
+        if value is not None:
+            return value
+    return None
+
+
+def _as_config(config: str | Path | Any | None) -> Any:
+    if config is None or not isinstance(config, str | Path):
+        return config
+    from smartmix.config import load_config
+
+    return load_config(config)
+
+
+def _only_models(config: Any, names: list[str], reference: str | None) -> Any:
+    """The config's pool cut down to ``names`` (the reference always stays in it)."""
+    import dataclasses
+
+    from smartmix.errors import UnknownModelError
+
+    unknown = [n for n in names if n not in config.models]
+    if unknown:
+        raise UnknownModelError(
+            f"--models names {', '.join(unknown)}, not in the config {config.path or ''}; "
+            f"its models are: {', '.join(config.models)}"
+        )
+    keep = set(names) | {reference or config.reference}
+    return dataclasses.replace(config, models={n: m for n, m in config.models.items() if n in keep})
 
 
 def predict_agreement(path: str | Path, job: Job):

@@ -68,27 +68,14 @@ def _job(config, data, simulated, reference, models, price, labels, seed):
 
     if config is not None:
         if models:  # --models overrides the config's pool too (the reference always stays in it)
+            from smartmix.api import _only_models
+
             config = _only_models(config, _split(models), reference)
         return config_job(config, data, reference=reference, prices=_prices(price), labels=_split(labels))
     return resolve_job(
         data, reference=reference, models=_split(models), prices=_prices(price), labels=_split(labels),
         simulated=simulated, seed=seed,
     )
-
-
-def _only_models(config, names: list[str], reference: str | None):
-    import dataclasses
-
-    from smartmix.errors import UnknownModelError
-
-    unknown = [n for n in names if n not in config.models]
-    if unknown:
-        raise UnknownModelError(
-            f"--models names {', '.join(unknown)}, not in the config {config.path or ''}; "
-            f"its models are: {', '.join(config.models)}"
-        )
-    keep = set(names) | {reference or config.reference}
-    return dataclasses.replace(config, models={n: m for n, m in config.models.items() if n in keep})
 
 
 @app.command()
@@ -103,7 +90,7 @@ def run(
     target: Annotated[float | None, typer.Option(help="Fraction of answers that must equal the reference's [0.9].")] = None,
     confidence: Annotated[float | None, typer.Option(help="Probability with which the target must hold [0.95].")] = None,
     method: MethodOpt = None,
-    seed: Annotated[int | None, typer.Option(help="Seed: the same seed reproduces the same run [0].")] = None,
+    seed: Annotated[int | None, typer.Option(min=0, help="Seed: the same seed reproduces the same run [0].")] = None,
     out: Annotated[Path | None, typer.Option(help="Write answers here (.jsonl, .csv or .parquet).")] = None,
     report: Annotated[Path | None, typer.Option(help="Write the certificate and bill as JSON here.")] = None,
     concurrency: Annotated[int | None, typer.Option(help="Calls in flight at once [16; config: run.concurrency].")] = None,
@@ -125,13 +112,15 @@ def run(
     from smartmix.engine import EngineOptions
     from smartmix.progress import ProgressDisplay
     from smartmix.report import certificate_dict, render
+    from smartmix.runs import check_outputs, write_text_atomic
 
+    check_outputs([out, report], [data, config, router])  # before anything: never overwrite an input
     cfg = _load_config(config)
     target = _pick(target, cfg and cfg.target, 0.9)
     confidence = _pick(confidence, cfg and cfg.confidence, 0.95)
     method = _pick(method, cfg and cfg.method, "mix")
     seed = _pick(seed, cfg and cfg.seed, 0)
-    job = _job(cfg, data, simulated, reference, models, price, labels, seed)
+    job = None if cfg is not None else _job(None, data, simulated, reference, models, price, labels, seed)
     options = EngineOptions(
         concurrency=_pick(concurrency, cfg and cfg.concurrency, 16),
         batch_size=batch_size,
@@ -139,55 +128,37 @@ def run(
         use_cache=not no_cache,
         params={"max_tokens": cfg.max_tokens} if cfg and cfg.max_tokens else {},
     )
-    journal = run_id = None
-    directory = None
-    if run_dir is not None or cfg is not None:
-        from smartmix.runs import RunDirectory, file_digest, run_id_for
-
-        directory = RunDirectory(run_dir or Path(cfg.run_dir))
-        settings = {
-            "source": job.source,
-            "data": file_digest(data) if data is not None and Path(data).is_file() else None,
-            "config": cfg.to_public_dict() if cfg else None,
-            "models": job.pool.names,
-            "method": method, "target": target, "confidence": confidence, "seed": seed,
-            "params": options.params, "labels": labels,
-        }
-        run_id = run_id_for(settings)
-        journal = directory.open_journal()
-        if journal.start_run(run_id, settings, seed):
-            stdout.print(f"Resuming run {run_id}: calls already paid are read back from {directory.journal_path}.")
-        else:
-            stdout.print(f"Run {run_id} (journal: {directory.journal_path}).")
-    status = "failed"
-    try:
-        with ProgressDisplay(len(job.items), enabled=not quiet) as progress:
-            result = run_api(
-                job=job, target=target, confidence=confidence, method=method, seed=seed, out=out,
-                options=options, journal=journal, run_id=run_id, progress=progress.update, router=router,
-            )
-        status = "done" if not result.failures else "done-with-failures"
-    except (KeyboardInterrupt, SmartmixError):
-        status = "interrupted"
-        raise
-    finally:
-        if journal is not None:
-            journal.finish_run(run_id, status)
-            journal.close()
+    if run_dir is None and cfg is None:  # replays and simulations are journaled only when asked
+        run_dir_arg = None
+    else:
+        run_dir_arg = run_dir or Path(cfg.run_dir)
+    with ProgressDisplay(len(job.items) if job else 0, enabled=not quiet) as progress:
+        result = run_api(
+            data, config=cfg, run_dir=run_dir_arg, job=job, target=target, confidence=confidence, method=method,
+            seed=seed, reference=reference, models=_split(models), prices=_prices(price), labels=_split(labels),
+            out=out, options=options, progress=progress.update, router=router,
+            on_event=lambda text: stdout.print(text, markup=False, highlight=False),
+            on_warning=_warn, handle_signals=True,
+        )
     render(result, stdout)
-    if directory is not None:
-        folder = directory.outputs(run_id)
-        result.write(folder / "answers.jsonl")
-        (folder / "certificate.json").write_text(json.dumps(certificate_dict(result), indent=2, default=str))
-        stdout.print(f"Run outputs in {folder}/ (answers.jsonl, certificate.json).")
+    if result.outputs is not None:
+        stdout.print(f"Run outputs in {result.outputs}/ (answers.jsonl, certificate.json).")
     if out is not None:
         stdout.print(f"Answers written to {out} ({len(result.items):,} rows).")
     if report is not None:
-        report.write_text(json.dumps(certificate_dict(result), indent=2, default=str))
+        write_text_atomic(report, json.dumps(certificate_dict(result), indent=2, default=str))
         stdout.print(f"Certificate written to {report}.")
+    for warning in result.warnings:
+        _warn(warning)
     if result.failures:
         _explain_failures(result.failures)
         raise typer.Exit(3)
+
+
+def _warn(text: str) -> None:
+    from rich.markup import escape
+
+    console.print(f"[bold yellow]warning:[/] {escape(text)}")
 
 
 def _explain_failures(failures) -> None:

@@ -235,6 +235,12 @@ class PoolBackend:
             raise UnknownModelError(f"no backend serves model '{request.model}'") from None
         return await backend.complete(request)
 
+    def endpoint(self, model: str) -> str | None:
+        from smartmix.backends.base import endpoint_of
+
+        backend = self.backends.get(model)
+        return None if backend is None else endpoint_of(backend, model)
+
     async def aclose(self) -> None:
         for backend in {id(b): b for b in self.backends.values()}.values():
             await backend.aclose()

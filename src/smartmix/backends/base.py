@@ -22,12 +22,15 @@ class Request:
 
     ``item_id`` lets offline backends (replay, simulated) find the recorded answer; real providers ignore it.
     ``params`` holds generation settings (max_tokens, temperature, logprobs, top_logprobs, endpoint).
+    ``endpoint`` says who answers it (what :meth:`Backend.endpoint` returns for the model: base URL and
+    provider model, a LiteLLM model string, a recorded file); it keys the journal with the rest.
     """
 
     model: str
     messages: tuple[Message, ...]
     item_id: str | None = None
     params: tuple[tuple[str, Any], ...] = ()
+    endpoint: str | None = None
 
     def param(self, name: str, default: Any = None) -> Any:
         return dict(self.params).get(name, default)
@@ -65,3 +68,13 @@ class Backend(Protocol):
     async def complete(self, request: Request) -> Completion: ...
 
     async def aclose(self) -> None: ...
+
+
+def endpoint_of(backend: Any, model: str) -> str | None:
+    """Who answers ``model`` through ``backend`` (``backend.endpoint(model)``), or None when it cannot say.
+
+    Two requests with the same model name, messages and params but different endpoints are different
+    requests: the journal never serves one's answer for the other.
+    """
+    method = getattr(backend, "endpoint", None)
+    return str(method(model)) if callable(method) else None
