@@ -326,7 +326,10 @@ async def _execute(
     except asyncio.CancelledError:
         if engine.stopping is None:
             raise
-        raise RunInterrupted(f"{engine.stopping}; aborted with calls still in flight") from None
+        raise RunInterrupted(
+            f"{engine.stopping}, then aborted with calls still in flight (their answers are lost; a provider may "
+            "bill them). Rerun the same command to continue: calls already journaled are not paid again."
+        ) from None
     finally:
         await job.backend.aclose()
 

@@ -241,6 +241,9 @@ def logs(
                 table.add_row(r.run_id, str(r.created), r.status, f"{r.n_calls:,}", f"{r.cost_usd:.4f}")
             stdout.print(table)
         else:
+            if journal.run(run_id) is None:
+                known = ", ".join(r.run_id for r in journal.runs()[-5:]) or "none"
+                raise SmartmixError(f"no run '{run_id}' in {path} (latest runs: {known}); `smartmix logs` lists them all")
             table = Table(title=f"Calls of run {run_id}")
             for col in ("item", "model", "phase", "answer", "USD"):
                 table.add_column(col)
@@ -369,7 +372,7 @@ _register_optional_commands()
 def main() -> None:
     try:
         # Without standalone mode click *returns* the code of a typer.Exit instead of raising it.
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="smartmix")
         if isinstance(code, int) and code:
             sys.exit(code)
     except SmartmixError as exc:
@@ -389,13 +392,21 @@ def main() -> None:
     except KeyboardInterrupt:
         console.print("interrupted: paid calls are kept in the journal when one is used; rerun to continue")
         sys.exit(130)
-    except Exception as exc:  # click usage errors and the like
-        import click
+    except typer.TyperException as exc:  # usage errors from typer's own click: one line, exit 2
+        sys.exit(_usage_error(exc))
 
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+
+def _usage_error(exc: Exception) -> int:
+    """Print a command-line mistake as one line (with where to get help); return its exit code."""
+    from rich.markup import escape
+
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    message = " ".join(str(message).split())
+    ctx = getattr(exc, "ctx", None)
+    where = f" (see '{ctx.command_path} --help')" if ctx is not None and getattr(ctx, "command_path", None) else ""
+    console.print(f"[bold red]error:[/] {escape(message)}{escape(where)}", soft_wrap=True)
+    code = getattr(exc, "exit_code", 2)
+    return code if isinstance(code, int) and code else 2
 
 
 if __name__ == "__main__":

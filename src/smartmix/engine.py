@@ -263,13 +263,13 @@ class Engine:
 
     def _after_profiling(self, plan: Plan, models: tuple[str, ...]) -> None:
         self._check_answers(final=True)
-        rest = ~plan.profiled
         reference = len(models) - 1
-        if len(models) > 1 and rest.any() and not plan.chain and bool(np.all(plan.assignment[rest] == reference)):
+        on_candidates = sum(c for (m, _), c in self.ledger.entries.items() if m != models[-1])
+        if len(models) > 1 and not plan.chain and bool(np.all(plan.assignment == reference)) and on_candidates > 0:
             self._warn(
-                "only the reference can meet this target on this data: every remaining item goes to the "
-                f"reference, so profiling (${self.ledger.total:.4f} so far) bought nothing; a lower --target "
-                "or --method reference would cost less."
+                "only the reference can meet this target on this data: every item is answered by the "
+                f"reference, so the ${on_candidates:.4f} spent on the other models bought nothing; a lower "
+                "--target, or --method reference, would cost less."
             )
 
     # -- phases --------------------------------------------------------------------------------
@@ -416,7 +416,9 @@ class Engine:
     def _check_stop(self) -> None:
         if self._stopping is not None:
             raise RunInterrupted(
-                f"{self._stopping}: no new calls were started; the calls in flight finished and are in the journal"
+                f"{self._stopping}: no new calls were started, and the calls in flight finished and were "
+                "journaled (when a journal is used). Rerun the same command to continue: calls already paid are "
+                "read back, not paid again."
             )
 
     def _maybe_journaled(self, request: Request) -> bool:

@@ -87,7 +87,7 @@ def _router_route(name: str, raw: dict, pool: Pool) -> Route:
         route.lam = float(raw.get("lambda", math.nan))
         if math.isnan(route.lam):
             raise ConfigError(
-                f"[routes.{name}]: a budget route needs the lambda tuned for it: smartmix router tune prints it"
+                f"[routes.{name}]: a budget route needs lambda = <number> too (the weight of cost against agreement)"
             )
     else:
         raise ConfigError(f"[routes.{name}]: a router needs theta = 0.8 or budget + lambda")
