@@ -23,16 +23,30 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from openai_fixtures import openai_server, provider  # noqa: F401
-from openai_server import free_port
+from openai_server import RunningServer, free_port, run_server
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 SRC = REPO / "src"
 PRICES = {"cheap": (0.1, 0.4), "big": (10.0, 40.0)}
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RunningServer]:
+    with run_server() as running:
+        yield running
+
+
+@pytest.fixture
+def provider(server: RunningServer) -> Iterator[RunningServer]:
+    """The module's server, well-behaved, with an empty request log."""
+    server.control.reset()
+    yield server
+    server.control.reset()
 
 
 def write_items(path: Path, n: int, *, copies: int = 1) -> Path:
