@@ -247,7 +247,7 @@ async def arun(
         run_dir = cfg.run_dir
     directory = RunDirectory(run_dir) if run_dir is not None and journal is None else None
     inputs = [data, getattr(cfg, "path", None), router, directory.journal_path if directory else None]
-    check_outputs([out], inputs)  # before any call: never overwrite what the run reads
+    check_outputs([out], inputs, answers=out)  # before any call: never overwrite what the run reads
     if job is None:
         if cfg is not None:
             if models:

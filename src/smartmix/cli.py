@@ -114,7 +114,7 @@ def run(
     from smartmix.report import certificate_dict, render
     from smartmix.runs import check_outputs, write_text_atomic
 
-    check_outputs([out, report], [data, config, router])  # before anything: never overwrite an input
+    check_outputs([out, report], [data, config, router], answers=out)  # before anything: never overwrite an input
     cfg = _load_config(config)
     target = _pick(target, cfg and cfg.target, 0.9)
     confidence = _pick(confidence, cfg and cfg.confidence, 0.95)
@@ -400,9 +400,12 @@ def _usage_error(exc: Exception) -> int:
     """Print a command-line mistake as one line (with where to get help); return its exit code."""
     from rich.markup import escape
 
+    ctx = getattr(exc, "ctx", None)
+    if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:  # a bare command: its help
+        print(ctx.get_help())
+        return 2
     message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
     message = " ".join(str(message).split())
-    ctx = getattr(exc, "ctx", None)
     where = f" (see '{ctx.command_path} --help')" if ctx is not None and getattr(ctx, "command_path", None) else ""
     console.print(f"[bold red]error:[/] {escape(message)}{escape(where)}", soft_wrap=True)
     code = getattr(exc, "exit_code", 2)

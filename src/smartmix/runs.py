@@ -22,6 +22,7 @@ from typing import Any
 from smartmix.errors import BudgetExceeded, ConfigError, RunInterrupted, RunLocked
 
 JOURNAL_NAME = "journal.sqlite"
+ANSWER_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".parquet", ".pq")
 
 
 def file_digest(path: str | Path) -> str:
@@ -139,8 +140,13 @@ def open_run(directory: RunDirectory, settings: dict[str, Any], seed: int) -> It
 # ------------------------------------------------------------------------------------------- outputs
 
 
-def check_outputs(outputs: Iterable[str | Path | None], inputs: Iterable[str | Path | None]) -> None:
-    """Refuse, before anything is spent, an output path that is one of the inputs (or another output)."""
+def check_outputs(
+    outputs: Iterable[str | Path | None], inputs: Iterable[str | Path | None], *, answers: str | Path | None = None
+) -> None:
+    """Refuse, before anything is spent, an output path that is one of the inputs (or another output), or
+    an ``answers`` file whose format cannot be written."""
+    if answers is not None and Path(answers).suffix.lower() not in ANSWER_SUFFIXES:
+        raise ConfigError(f"cannot write answers to '{answers}': use a .jsonl, .csv or .parquet file name")
     seen: dict[Path, str] = {}
     for path in inputs:
         if path is not None and not _is_frame(path):
