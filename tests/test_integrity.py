@@ -394,3 +394,27 @@ def test_identical_prompts_are_paid_once_and_the_bill_is_what_the_server_was_pai
     assert result.total_cost == pytest.approx(sum(map(billed, paid)), rel=1e-9) == pytest.approx(recorded, rel=1e-9)
     assert sum(result.ledger.calls.values()) == len(paid) == rows
     assert sum(r.cost for r in result.items) == pytest.approx(result.total_cost, rel=1e-9)
+
+
+# --------------------------------------------------------------------- the Python API owns the run (issue 13)
+
+
+def test_the_python_api_runs_a_job_file_and_resumes_like_the_cli(provider, tmp_path):
+    import smartmix
+
+    items = write_items(tmp_path / "items.csv", 40)
+    runs = tmp_path / "runs"
+    job = write_job(tmp_path / "job.toml", provider.base_url, runs)
+    notices: list[str] = []
+    first = smartmix.run(items, config=job, on_event=notices.append, handle_signals=False)
+    paid = len(provider.control.paid)
+    assert paid and first.run_id and notices == [f"Run {first.run_id} (journal: {runs / 'journal.sqlite'})."]
+    assert (first.outputs / "answers.jsonl").exists() and (first.outputs / "certificate.json").exists()
+    again = smartmix.run(items, config=job, on_event=notices.append, handle_signals=False)
+    assert again.run_id == first.run_id and notices[-1].startswith(f"Resuming run {first.run_id}")
+    assert len(provider.control.paid) == paid  # read back from the journal, nothing paid again
+    assert [r.answer for r in again.items] == [r.answer for r in first.items]
+    assert again.total_cost == pytest.approx(first.total_cost, rel=1e-12)
+    cli_run = cli("run", "--config", job, "--data", items, "-q")  # the CLI resumes the same run
+    assert cli_run.returncode == 0 and f"Resuming run {first.run_id}" in cli_run.stdout, cli_run.stderr
+    assert len(provider.control.paid) == paid
