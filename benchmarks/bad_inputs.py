@@ -195,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     source = SHARED / "mmlu-qwen-oai" / "test.jsonl"
     recorded = "".join(source.read_text().splitlines(keepends=True)[:40])
     t0 = time.monotonic()
+    version = code_version()
     rows = []
     with start_server_process() as server, tempfile.TemporaryDirectory(prefix="smartmix-bad-") as tmp:
         closed = f"http://127.0.0.1:{free_port()}/v1"
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         "# Bad inputs",
         "",
         "Command: `PYTHONPATH=src python benchmarks/bad_inputs.py`  ",
-        f"Code version: `{code_version()}`  ",
+        f"Code version: `{version}` (at the start)  ",
         f"{len(rows)} cases, {len(flagged)} flagged, {time.monotonic() - t0:.0f} s. Flags: a traceback, exit 0 on a "
         "wrong result, an exit code other than expected, an input changed, a temporary or half-written output left.",
         "",

@@ -271,12 +271,12 @@ COLUMNS = ("scenario", "paid_twice", "items_lost", "items_duplicated", "bill_usd
            "cap_overshoot_usd", "journal_rows", "server_paid_calls", "notes")
 
 
-def render(rows: list[dict[str, Any]], command: str, seconds: float) -> str:
+def render(rows: list[dict[str, Any]], command: str, seconds: float, version: str) -> str:
     lines = [
         "# Fault harness",
         "",
         f"Command: `{command}`  ",
-        f"Code version: `{code_version()}`  ",
+        f"Code version: `{version}` (at the start)  ",
         f"Wall time: {seconds:.0f} s; one trial per scenario (the kill and signal scenarios deliver 10 and 5 each).",
         "",
         "Counted at the upstream (`tests/openai_server.py`, its own process, every request logged). Targets: "
@@ -305,6 +305,7 @@ def main(argv: list[str] | None = None) -> None:
     keys = set(args.only.split(",")) if args.only else {"kill", "sigint", "sigterm", "concurrent", "storm", "cap",
                                                          "serve"}
     t0 = time.monotonic()
+    version = code_version()
     rows: list[dict[str, Any]] = []
     plan = [
         ("kill", lambda: signals_scenario("kill -9 x10", signal.SIGKILL, 10, args.items)),
@@ -328,7 +329,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.only:
         command += f" --only {args.only}"
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(rows, command, time.monotonic() - t0))
+    args.out.write_text(render(rows, command, time.monotonic() - t0, version))
     print(f"wrote {args.out}")
 
 
