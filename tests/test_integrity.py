@@ -105,7 +105,7 @@ def journal_rows(journal: Path) -> int:
         return 0
 
 
-def wait_for_rows(proc: subprocess.Popen, journal: Path, n: int, timeout: float = 60) -> None:
+def wait_for_rows(proc: subprocess.Popen, journal: Path, n: int, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while journal_rows(journal) < n:
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -253,7 +253,7 @@ def test_a_second_ctrl_c_aborts_at_once(provider, tmp_path):
     provider.control.delay_s = 20.0  # calls in flight would take 20 s to finish
     proc = popen(*args)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 180  # starting the CLI can take long on a busy machine
         while provider.control.in_flight < 1:
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.01)
