@@ -325,12 +325,17 @@ def main(argv: list[str] | None = None) -> None:
             continue
         rows.append(row)
         print(json.dumps(row), flush=True)
+        write_report(args, rows, time.monotonic() - t0, version)  # each scenario's row survives a later stop
+    write_report(args, rows, time.monotonic() - t0, version)
+    print(f"wrote {args.out}")
+
+
+def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], seconds: float, version: str) -> None:
     command = "PYTHONPATH=src python benchmarks/faults.py" + (f" --items {args.items}" if args.items != 200 else "")
     if args.only:
         command += f" --only {args.only}"
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(rows, command, time.monotonic() - t0, version))
-    print(f"wrote {args.out}")
+    args.out.write_text(render(rows, command, seconds, version))
 
 
 if __name__ == "__main__":

@@ -188,7 +188,7 @@ def test_a_second_process_on_the_same_run_is_refused_and_a_dead_ones_lock_is_tak
     items = write_items(tmp_path / "items.csv", 120)
     runs = tmp_path / "runs"
     args = ["run", "--config", write_job(tmp_path / "job.toml", provider.base_url, runs), "--data", items, "-q"]
-    provider.control.delay_s = 0.3  # the first run lasts seconds: the second starts while it runs
+    provider.control.delay_s = 2.0  # the first run lasts minutes: the second starts while it runs
     first = popen(*args)
     try:
         wait_for_rows(first, runs / "journal.sqlite", 5)

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from smartmix.backends.base import Backend, endpoint_of
-from smartmix.engine import Engine, EngineOptions, ProgressCallback, run_sync
+from smartmix.engine import CallJournal, Engine, EngineOptions, ProgressCallback, run_sync
 from smartmix.errors import ConfigError, DataError
 from smartmix.models import Pool
+from smartmix.modes import application_backend
 from smartmix.policies import Guarantee
 from smartmix.result import RunResult
 from smartmix.tasks import Comparator, ExactComparator, Item, LabelComparator, Template, load_items
@@ -30,6 +32,8 @@ class Job:
     comparator: Comparator
     backend: Backend
     source: str
+    # builds the same backend again (in a Ray worker); None when the job cannot be rebuilt elsewhere
+    backend_factory: Callable[[], Backend] | None = None
 
 
 def is_recorded_outputs(path: str | Path) -> bool:
@@ -85,6 +89,7 @@ def replay_job(
         comparator=make_comparator(labels),
         backend=ReplayBackend(recorded, pool),
         source=str(path),
+        backend_factory=_Rebuild(_replay_backend, str(path), pool),
     )
 
 
@@ -135,7 +140,32 @@ def config_job(
         comparator=make_comparator(labels or config.labels),
         backend=build_backend(config),
         source=str(data),
+        backend_factory=_Rebuild(build_backend, config),
     )
+
+
+def _replay_backend(path: str, pool: Pool) -> Backend:
+    from smartmix.backends.replay import ReplayBackend
+
+    return ReplayBackend(_recorded(path), pool)
+
+
+@functools.lru_cache(maxsize=4)
+def _recorded(path: str) -> Any:
+    """A recorded file, parsed once per process (a Ray worker runs many partitions of the same job)."""
+    from smartmix.backends.replay import RecordedOutputs
+
+    return RecordedOutputs.load(path)
+
+
+class _Rebuild:
+    """A picklable ``lambda: build(*args)`` (a Ray worker builds its own backend from the job's config)."""
+
+    def __init__(self, build: Callable[..., Backend], *args: Any):
+        self.build, self.args = build, args
+
+    def __call__(self) -> Backend:
+        return self.build(*self.args)
 
 
 def run(
@@ -157,13 +187,16 @@ def run(
     options: EngineOptions | None = None,
     max_cost: float | None = None,
     use_cache: bool = True,
-    journal: Any | None = None,
+    journal: CallJournal | None = None,
     run_id: str | None = None,
     progress: ProgressCallback | None = None,
     router: str | Path | None = None,
     on_event: MessageCallback | None = None,
     on_warning: MessageCallback | None = None,
     handle_signals: bool = True,
+    mode: str = "sync",
+    batch_settings: Any = None,
+    ray_settings: Any = None,
 ) -> RunResult:
     """Answer every item at the lowest cost such that, with probability >= ``confidence``, at least
     ``target`` of the answers equal the reference model's.
@@ -181,7 +214,8 @@ def run(
 
     ``target``, ``confidence``, ``method``, ``seed`` and ``max_cost`` default to the config's, else to
     0.9, 0.95, ``"mix"``, 0 and no cap. ``on_event`` receives one-line notices (run started or resumed),
-    ``on_warning`` warnings about money likely wasted (also in ``RunResult.warnings``).
+    ``on_warning`` warnings about money likely wasted (also in ``RunResult.warnings``). ``mode`` sends the
+    application phase through a bulk channel (``"batch"``: provider batch jobs, ``"ray"``), with its settings.
     """
     return run_sync(
         arun(
@@ -189,7 +223,7 @@ def run(
             reference=reference, models=models, prices=prices, labels=labels, simulated=simulated, job=job,
             seed=seed, out=out, options=options, max_cost=max_cost, use_cache=use_cache, journal=journal,
             run_id=run_id, progress=progress, router=router, on_event=on_event, on_warning=on_warning,
-            handle_signals=handle_signals,
+            handle_signals=handle_signals, mode=mode, batch_settings=batch_settings, ray_settings=ray_settings,
         )
     )
 
@@ -213,13 +247,16 @@ async def arun(
     options: EngineOptions | None = None,
     max_cost: float | None = None,
     use_cache: bool = True,
-    journal: Any | None = None,
+    journal: CallJournal | None = None,
     run_id: str | None = None,
     progress: ProgressCallback | None = None,
     router: str | Path | None = None,
     on_event: MessageCallback | None = None,
     on_warning: MessageCallback | None = None,
     handle_signals: bool = False,
+    mode: str = "sync",
+    batch_settings: Any = None,
+    ray_settings: Any = None,
 ) -> RunResult:
     """The asynchronous form of :func:`run` (same arguments; ``handle_signals`` is off by default here,
     since an application that owns the event loop usually owns its signals too)."""
@@ -271,6 +308,7 @@ async def arun(
         return await _execute(
             job, method, guarantee, seed, options, journal=journal, run_id=run_id, progress=progress, router=router,
             on_warning=on_warning, handle_signals=handle_signals, on_event=on_event,
+            channel_settings=(mode, batch_settings, ray_settings),
         )
 
     if directory is None:
@@ -306,23 +344,30 @@ async def _execute(
     job: Job, method: str, guarantee: Guarantee, seed: int, options: EngineOptions, *, journal: Any,
     run_id: str | None, progress: ProgressCallback | None, router: str | Path | None,
     on_warning: MessageCallback | None, handle_signals: bool, on_event: MessageCallback | None,
+    channel_settings: tuple[str, Any, Any] = ("sync", None, None),
 ) -> RunResult:
     """One attempt of the run: the engine over the job, under the signal handlers when asked."""
     from smartmix.errors import RunInterrupted
     from smartmix.interrupts import stop_on_signals
 
-    if method == "router" and "predicted" not in options.method_options:
+    predicted = None
+    if method == "router":
         if router is None:
             raise ConfigError("--method router needs a trained predictor: pass --router router.npz (smartmix router train)")
-        options.method_options["predicted"] = predict_agreement(router, job)
+        predicted = predict_agreement(router, job)
+    mode, batch_settings, ray_settings = channel_settings
+    channel = application_backend(
+        mode, backend=job.backend, journal_path=getattr(journal, "path", None), run_id=run_id,
+        backend_factory=job.backend_factory, batch_settings=batch_settings, ray_settings=ray_settings,
+    )
     engine = Engine(
         job.backend, job.pool, job.template, job.comparator, options=options, journal=journal, run_id=run_id,
-        progress=progress, on_warning=on_warning,
+        progress=progress, application_backend=channel, on_warning=on_warning,
     )
     signals = stop_on_signals(engine.stop, say=on_warning) if handle_signals else contextlib.nullcontext()
     try:
         with signals:
-            return await engine.run(job.items, method, guarantee, seed=seed)
+            result = await engine.run(job.items, method, guarantee, seed=seed, predicted=predicted)
     except asyncio.CancelledError:
         if engine.stopping is None:
             raise
@@ -332,6 +377,11 @@ async def _execute(
         ) from None
     finally:
         await job.backend.aclose()
+        if channel is not None:
+            await channel.aclose()
+    if channel is not None and hasattr(channel, "transport"):
+        channel.transport.forget()  # every answer is in the run's journal now
+    return result
 
 
 def _pick(*values: Any) -> Any:
