@@ -288,7 +288,7 @@ async def arun(
     if job is None:
         if cfg is not None:
             if models:
-                cfg = _only_models(cfg, list(models), reference)
+                cfg = only_models(cfg, list(models), reference)
             job = config_job(cfg, data, reference=reference, prices=prices, labels=labels)
         else:
             job = resolve_job(
@@ -399,7 +399,7 @@ def _as_config(config: str | Path | Any | None) -> Any:
     return load_config(config)
 
 
-def _only_models(config: Any, names: list[str], reference: str | None) -> Any:
+def only_models(config: Any, names: list[str], reference: str | None) -> Any:
     """The config's pool cut down to ``names`` (the reference always stays in it)."""
     import dataclasses
 

@@ -68,9 +68,9 @@ def _job(config, data, simulated, reference, models, price, labels, seed):
 
     if config is not None:
         if models:  # --models overrides the config's pool too (the reference always stays in it)
-            from smartmix.api import _only_models
+            from smartmix.api import only_models
 
-            config = _only_models(config, _split(models), reference)
+            config = only_models(config, _split(models), reference)
         return config_job(config, data, reference=reference, prices=_prices(price), labels=_split(labels))
     return resolve_job(
         data, reference=reference, models=_split(models), prices=_prices(price), labels=_split(labels),
