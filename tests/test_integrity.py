@@ -139,7 +139,7 @@ def test_an_answer_from_one_endpoint_is_never_served_for_another(provider, tmp_p
 
 
 def test_the_request_hash_covers_the_endpoint():
-    from smartmix.backends.base import Message, Request
+    from smartmix.domain import Message, Request
     from smartmix.journal import request_hash
 
     a = Request("m", (Message("user", "2+2?"),), endpoint="openai-compatible chat http://127.0.0.1:1/v1 m")
