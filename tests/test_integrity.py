@@ -280,7 +280,7 @@ def test_an_output_that_is_an_input_is_refused_before_any_call(provider, tmp_pat
     before = items.read_bytes()
     job = write_job(tmp_path / "job.toml", provider.base_url, tmp_path / "runs")
     for extra in (["--out", "./items.csv"], ["--out", tmp_path / "sub" / ".." / "items.csv"],
-                  ["--report", "job.toml"], ["--out", "runs/journal.sqlite"]):
+                  ["--report", "job.toml"], ["--out", "runs/journal.sqlite"], ["--report", "runs/journal.sqlite"]):
         r = cli("run", "--config", "job.toml", "--data", "items.csv", "-q", *extra, cwd=tmp_path)
         assert r.returncode == 2, (extra, r.stdout, r.stderr)
         assert r.stderr.startswith("error:") and "refusing to write" in r.stderr and "Traceback" not in r.stderr

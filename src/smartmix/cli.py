@@ -114,8 +114,11 @@ def run(
     from smartmix.report import certificate_dict, render
     from smartmix.runs import check_outputs, write_text_atomic
 
-    check_outputs([out, report], [data, config, router], answers=out)  # before anything: never overwrite an input
     cfg = _load_config(config)
+    journal_dir = run_dir or (Path(cfg.run_dir) if cfg is not None else None)
+    journal_file = journal_dir / "journal.sqlite" if journal_dir is not None else None
+    # before anything is spent: never overwrite an input (data, job file, predictor, the journal)
+    check_outputs([out, report], [data, config, router, journal_file], answers=out)
     target = _pick(target, cfg and cfg.target, 0.9)
     confidence = _pick(confidence, cfg and cfg.confidence, 0.95)
     method = _pick(method, cfg and cfg.method, "mix")

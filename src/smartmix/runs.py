@@ -145,8 +145,6 @@ def check_outputs(
 ) -> None:
     """Refuse, before anything is spent, an output path that is one of the inputs (or another output), or
     an ``answers`` file whose format cannot be written."""
-    if answers is not None and Path(answers).suffix.lower() not in ANSWER_SUFFIXES:
-        raise ConfigError(f"cannot write answers to '{answers}': use a .jsonl, .csv or .parquet file name")
     seen: dict[Path, str] = {}
     for path in inputs:
         if path is not None and not _is_frame(path):
@@ -162,6 +160,8 @@ def check_outputs(
         if target.is_dir():
             raise ConfigError(f"cannot write {path}: it is a folder; give a file name")
         seen[target] = f"another output ({path})"
+    if answers is not None and Path(answers).suffix.lower() not in ANSWER_SUFFIXES:
+        raise ConfigError(f"cannot write answers to '{answers}': use a .jsonl, .csv or .parquet file name")
 
 
 def _is_frame(value: Any) -> bool:
