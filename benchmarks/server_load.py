@@ -45,6 +45,14 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="error", acc
 '''
 
 
+def code_version() -> str:
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -75,8 +83,11 @@ def own_cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def measured(url: str, clients: int, seconds: float, key: str | None, pids: dict[str, int]) -> dict:
-    """:func:`load`, plus the CPU milliseconds per request of this load generator and of ``pids``."""
+def measured(url: str, clients: int, seconds: float, key: str | None, pids: dict[str, int], warmup: float = 0.0) -> dict:
+    """:func:`load`, plus the CPU milliseconds per request of this load generator and of ``pids``; after
+    ``warmup`` seconds of the same load, not counted (connections opened, lazy imports done)."""
+    if warmup > 0:
+        asyncio.run(load(url, clients, warmup, key))
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     own = own_cpu_seconds()
     result = asyncio.run(load(url, clients, seconds, key))
@@ -129,6 +140,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds of uncounted load before each measurement")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "server_load.md")
     args = parser.parse_args()
 
@@ -138,7 +150,9 @@ def main() -> None:
     key = "bench-client-key"
     (tmp / "job.toml").write_text(
         f'reference = "fixed"\n[models.fixed]\nbase_url = "http://127.0.0.1:{up_port}/v1"\n'
-        'input_price = 1.0\noutput_price = 2.0\n[server]\nkeys_env = "SMARTMIX_BENCH_KEYS"\n'
+        # a proxy in front of a local server: let every client's request be in flight at once
+        f'input_price = 1.0\noutput_price = 2.0\nmax_concurrency = {max(16, args.clients * 2)}\n'
+        '[server]\nkeys_env = "SMARTMIX_BENCH_KEYS"\n'
     )
     env = dict(os.environ, SMARTMIX_BENCH_KEYS=key)
     procs = [subprocess.Popen([sys.executable, str(tmp / "upstream.py"), str(up_port)])]
@@ -150,18 +164,21 @@ def main() -> None:
         ))
         wait_port(sm_port)
         direct = measured(f"http://127.0.0.1:{up_port}/v1/chat/completions", args.clients, args.seconds, None,
-                          {"upstream": procs[0].pid})
+                          {"upstream": procs[0].pid}, args.warmup)
         routed = measured(f"http://127.0.0.1:{sm_port}/v1/chat/completions", args.clients, args.seconds, key,
-                          {"upstream": procs[0].pid, "smartmix": procs[1].pid})
+                          {"upstream": procs[0].pid, "smartmix": procs[1].pid}, args.warmup)
     finally:
         for p in procs:
             p.terminate()
             p.wait(timeout=10)
     rows = [("upstream directly", direct), ("through smartmix", routed)]
     lines = [
-        f"Command: `python benchmarks/server_load.py --seconds {args.seconds:g} --clients {args.clients}`",
+        f"Command: `python benchmarks/server_load.py --seconds {args.seconds:g} --clients {args.clients} --warmup {args.warmup:g}`",
         "",
-        f"{args.clients} concurrent clients for {args.seconds:g} s each, loopback, 2 cores shared by upstream, server and load generator.",
+        f"Code version: {code_version()}",
+        "",
+        f"{args.clients} concurrent clients for {args.seconds:g} s each (after {args.warmup:g} s of uncounted warm-up), "
+        "loopback, 2 cores shared by upstream, server and load generator; directly first, then through smartmix.",
         "",
         "| target | requests | errors | req/s | p50 ms | p99 ms |",
         "| --- | --- | --- | --- | --- | --- |",

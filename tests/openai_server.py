@@ -6,8 +6,8 @@ It speaks ``/v1/chat/completions``, ``/v1/completions`` and ``/v1/models`` in th
 is exactly what ``OpenAIBackend`` sends to ``/completions`` (system first), so both APIs see the same.
 
 A :class:`Control` object (in-process) or ``POST /control`` (subprocess) tells it to misbehave:
-answer 429 with ``Retry-After``, 5xx, be slow, drop the connection, send malformed JSON, garbage or a
-body without choices — for the next N requests or a seeded fraction of them. Every request is logged
+answer 429 with ``Retry-After``, 5xx, be slow, drop the connection, send malformed JSON, garbage, a
+body without choices, an answer whose content is null, empty or a JSON object, or a refusal — for the next N requests or a seeded fraction of them. Every request is logged
 with ``paid`` = it was answered with a completion (what a provider would bill), in memory and, with
 ``--log FILE``, as JSON lines flushed one by one so the log survives a crash of the client.
 
@@ -50,6 +50,10 @@ from fastapi import Request as HTTPRequest
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 FAULT_KINDS = ("rate_limit", "error", "slow", "drop", "malformed", "garbage", "no_choices")
+# A 200 with a well-formed body whose answer is no answer: content null, "", or a JSON object (text on
+# /completions). Billed like any answer.
+CONTENT_FAULTS = {"null_content": None, "empty_content": "", "object_content": {"answer": "yes", "nested": [1, 2]}}
+FAULT_KINDS += (*CONTENT_FAULTS, "refusal")  # refusal: content null with a "refusal" message (chat)
 LOGPROB_MODES = ("ok", "omit", "reject")
 
 AnswerFn = Callable[[str, str], str]
@@ -351,6 +355,22 @@ def create_app(control: Control) -> FastAPI:
         if fault and kind == "no_choices":
             entry["outcome"] = "no_choices"
             return JSONResponse({"id": "cmpl-x", "object": "chat.completion", "usage": usage})
+
+        if fault and kind == "refusal":
+            entry["outcome"] = "refusal"
+            choice = {"index": 0, "message": {"role": "assistant", "content": None, "refusal": "I can't help with that."},
+                      "finish_reason": "stop"}
+            return JSONResponse({"id": f"cmpl-{len(control.log)}", "object": "chat.completion", "model": model,
+                                 "choices": [choice], "usage": usage})
+        if fault and kind in CONTENT_FAULTS:
+            entry["outcome"] = kind
+            odd = CONTENT_FAULTS[kind]
+            if endpoint == "chat":
+                choice = {"index": 0, "message": {"role": "assistant", "content": odd}, "finish_reason": "stop"}
+            else:
+                choice = {"index": 0, "text": odd, "finish_reason": "stop"}
+            return JSONResponse({"id": f"cmpl-{len(control.log)}", "object": "chat.completion", "model": model,
+                                 "choices": [choice], "usage": usage})
 
         entry["outcome"] = "slow_ok" if kind == "slow" else "ok"
         if body.get("stream"):

@@ -12,7 +12,7 @@ import uvicorn
 from openai_server import run_server
 
 from smartmix.config import parse_config
-from smartmix.server import create_app
+from smartmix.serve import create_app
 
 KEY = "sk-client-secret-123"
 
@@ -43,11 +43,12 @@ def upstream():
         yield srv
 
 
-def job(upstream_url: str, tmp_path, *, threshold: float = 0.5) -> dict:
+def job(upstream_url: str, tmp_path, *, threshold: float = 0.5, max_attempts: int = 2) -> dict:
+    limits = {"max_attempts": max_attempts, "max_concurrency": 256}
     return {
         "models": {
-            "cheap": {"base_url": upstream_url, "input_price": 0.1, "output_price": 0.4},
-            "big": {"base_url": upstream_url, "input_price": 5.0, "output_price": 15.0, "reference": True},
+            "cheap": {"base_url": upstream_url, "input_price": 0.1, "output_price": 0.4, **limits},
+            "big": {"base_url": upstream_url, "input_price": 5.0, "output_price": 15.0, "reference": True, **limits},
         },
         "routes": {"auto": {"type": "cascade", "chain": ["cheap"], "threshold": threshold}},
         "server": {"keys": [KEY], "journal": str(tmp_path / "server.sqlite")},
@@ -119,7 +120,8 @@ def test_wrong_key_unknown_route_and_upstream_down(smartmix_server, tmp_path):
     with Served(dead) as down:
         with pytest.raises(openai.APIStatusError) as err:
             client(down.base_url).chat.completions.create(model="big", messages=[{"role": "user", "content": "x"}])
-        assert err.value.status_code == 502 and "unreachable" in str(err.value)
+        assert err.value.status_code == 502 and "failed after 2 attempts" in str(err.value)
+        assert "connection failed" in str(err.value) and "Traceback" not in str(err.value)
 
 
 def test_journal_has_costs_but_no_prompt_or_key(smartmix_server, tmp_path):
@@ -204,24 +206,33 @@ def test_every_request_is_journaled_incl_the_shutdown_flush(upstream, tmp_path):
     assert len(calls) == n // 2 + 2 * (n // 2)
     assert sum(c["model"] == "cheap" for c in calls) == n // 2
     assert runs[0].status == "stopped" and runs[0].n_calls == len(calls)
-    assert runs[0].cost_usd == pytest.approx(sum(costs) + sum(c["cost_usd"] for c in calls if c["model"] == "cheap"))
+    # what clients were told they paid (an escalated request: the cheap call too) is what the journal holds
+    assert runs[0].cost_usd == pytest.approx(sum(costs))
+    big_alone = min(costs[1::2])
+    cheap_call = min(c["cost_usd"] for c in calls if c["model"] == "cheap")
+    assert all(cost == pytest.approx(big_alone + cheap_call) for cost in costs[0::2])
 
 
 def test_journal_writer_commits_everything_queued_on_close(tmp_path):
+    from smartmix.domain import Completion, Message, Request
     from smartmix.journal import Journal
-    from smartmix.server_journal import JournalWriter
+    from smartmix.journal_writer import BackgroundJournalWriter
 
     journal = Journal(tmp_path / "j.sqlite")
     journal.start_run("r", {}, 0)
-    writer = JournalWriter(journal, "r", max_batch=64)
+    writer = BackgroundJournalWriter(journal, "r", max_batch=64)
+
+    def call(i):
+        return Request("m", (Message("user", f"id-{i}"),)), Completion("m", "answer"), "serve", 0.001
+
     with journal._lock:  # the database is busy: rows pile up in the queue, requests do not wait
         t0 = time.perf_counter()
         for i in range(1000):
-            writer.record("m", f"id-{i}", "answer", 0.001)
+            writer.record(*call(i))
         assert time.perf_counter() - t0 < 1.0
         assert writer.written < 1000
     writer.close()
-    writer.record("m", "late", "answer", 0.001)  # after close: written at once
+    writer.record(*call("late"))  # after close: written at once
     assert writer.written == 1001 and writer.failed == 0
     calls = journal.calls("r")
     assert len(calls) == 1001 and sum(c["cost_usd"] for c in calls) == pytest.approx(1.001)
@@ -239,16 +250,24 @@ def test_requests_do_not_wait_for_the_journal(smartmix_server):
         assert reply.choices[0].message.content == "quick"
 
 
-def test_upstream_errors_answer_502_with_the_reason(smartmix_server):
+def test_upstream_errors_are_retried_then_answer_502_with_the_reason(smartmix_server):
     served, upstream = smartmix_server
     c = client(served.base_url)
-    for kind, reason in [("error", "answered HTTP 500"), ("garbage", "not JSON"), ("malformed", "not JSON"),
-                         ("drop", "unreachable")]:
-        upstream.control.add_fault(kind, count=1)
+    upstream.control.set_answers(lambda model, prompt: "fine")
+    kinds = [("error", "HTTP 500"), ("garbage", "not a JSON object"), ("malformed", "not a JSON object"),
+             ("drop", "connection failed"), ("no_choices", "no choices"), ("null_content", "content is null"),
+             ("empty_content", "content is empty"), ("object_content", "content is dict, not text")]
+    for kind, reason in kinds:
+        upstream.control.add_fault(kind, count=1)  # one bad answer: retried, the client never sees it
+        reply = c.chat.completions.create(model="big", messages=[{"role": "user", "content": "x"}])
+        assert reply.choices[0].message.content == "fine", kind
+        upstream.control.add_fault(kind, count=2)  # as many as max_attempts: a clear 502
         with pytest.raises(openai.APIStatusError) as err:
             c.chat.completions.create(model="big", messages=[{"role": "user", "content": "x"}])
         assert err.value.status_code == 502 and reason in str(err.value), (kind, str(err.value))
-    assert c.chat.completions.create(model="big", messages=[{"role": "user", "content": "x"}]).choices
+        assert "failed after 2 attempts" in str(err.value)
+        paid = float(err.value.response.headers["x-smartmix-cost-usd"])  # billed garbage is reported too
+        assert (paid > 0) == (kind in ("null_content", "empty_content", "object_content", "no_choices")), kind
 
 
 def test_bad_request_bodies(smartmix_server):

@@ -353,7 +353,7 @@ def serve(
             raise MissingExtraError("smartmix serve", "server", package)
     import uvicorn
 
-    from smartmix.server import create_app
+    from smartmix.serve import create_app
 
     cfg = _load_config(config)
     app_ = create_app(cfg, reference=reference, journal_path=str(journal) if journal else None)

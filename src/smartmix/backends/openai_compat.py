@@ -17,27 +17,32 @@ How a request becomes an HTTP call:
   logprobs) is asked again at once without it, and never asked for logprobs again by this backend.
   One that silently omits them gives ``top_logprobs=None``.
 
-The openai SDK does the HTTP (auth, URLs, errors); its own retries are off (``max_retries=0``) so that
-attempts are counted once, by :func:`smartmix.backends.retry.call_with_retries`, which owns backoff,
-``Retry-After`` and the attempt budget. The response body is parsed here from the raw JSON rather than
-through the SDK's models so that garbage (non-JSON, no ``choices``) is detected and retried, and
-providers that stray from the schema still work.
+HTTP goes through :mod:`smartmix.backends.http` (one keep-alive aiohttp session, orjson); attempts are
+counted once, by :func:`smartmix.backends.retry.call_with_retries`, which owns backoff, ``Retry-After``
+and the attempt budget. The response body is parsed here from the raw JSON so that garbage is detected
+and retried like a 5xx: a body that is not JSON, has no ``choices``, or whose answer is not text or is
+empty (``content: null``, ``""``, a JSON object). A provider bills such an answer, but it is no answer:
+after ``max_attempts`` the item fails with a :class:`~smartmix.errors.ProviderError`, it never becomes a
+paid ``""``. A refusal (``content: null`` with ``refusal``) fails at once: asking again would be refused again.
 
-API keys are read from the environment when the backend is built, are handed only to the SDK client,
-and are scrubbed from every message this module produces.
+:meth:`OpenAIBackend.forward` and :meth:`OpenAIBackend.open_stream` send a client's request body as it
+is (``smartmix serve``), under the same gates, timeout, retries and answer checks as :meth:`complete`.
+
+API keys are read from the environment when the backend is built, are sent only in the Authorization
+header, and are scrubbed from every message this module produces.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from smartmix.backends.http import HTTPStatusError, StreamResponse, Transport, dumps, loads
 from smartmix.backends.retry import (
     RETRYABLE_STATUS,
     Backoff,
@@ -51,14 +56,24 @@ from smartmix.domain import Completion, Request
 from smartmix.errors import ConfigError, ProviderError, UnknownModelError
 
 __all__ = [
-    "EndpointConfig", "ModelState", "OpenAIBackend", "chat_top_logprobs", "completions_top_logprobs", "load_body",
-    "parse_chat_response", "parse_completions_response",
+    "ENDPOINTS",
+    "EndpointConfig",
+    "MalformedResponse",
+    "ModelState",
+    "OpenAIBackend",
+    "chat_top_logprobs",
+    "check_forwarded",
+    "completions_top_logprobs",
+    "load_body",
+    "parse_chat_response",
+    "parse_completions_response",
 ]
 
 log = logging.getLogger("smartmix.backends")
 
 NO_KEY = "no-key"
 _APIS = ("chat", "completions")
+ENDPOINTS = {"chat": "/chat/completions", "completions": "/completions"}
 _PASSTHROUGH_PARAMS = ("stop", "seed", "top_p")
 
 
@@ -126,15 +141,27 @@ class MalformedResponse(TransientError):
     """The provider answered 2xx with something that is not a usable completion."""
 
 
-def load_body(content: bytes) -> dict[str, Any]:
-    """A response body as a JSON object, or :class:`MalformedResponse` (retried like any garbage)."""
+class Refused(Exception):
+    """The model refused to answer (``content: null`` with ``refusal``): not retried, the item fails."""
+
+
+def _as_body(answer: bytes | dict[str, Any]) -> dict[str, Any] | None:
+    """A 2xx answer as a JSON object, or None when it is not one (garbage a provider still billed)."""
+    if isinstance(answer, dict):
+        return answer
     try:
-        body = json.loads(content)
-    except (ValueError, UnicodeDecodeError):
-        snippet = content[:80].decode("utf-8", "replace")
-        raise MalformedResponse(f"malformed response: body is not JSON ({snippet!r})") from None
-    if not isinstance(body, dict):
-        raise MalformedResponse("malformed response: body is not a JSON object")
+        body = loads(answer)
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def load_body(content: bytes | dict[str, Any]) -> dict[str, Any]:
+    """A response body as a JSON object, or :class:`MalformedResponse` (retried like any garbage)."""
+    body = _as_body(content)
+    if body is None:
+        snippet = bytes(content)[:80].decode("utf-8", "replace") if not isinstance(content, dict) else ""
+        raise MalformedResponse(f"malformed response: body is not a JSON object ({snippet!r})")
     return body
 
 
@@ -197,29 +224,56 @@ def parse_chat_response(body: dict[str, Any], *, model: str, k: int = 5) -> Comp
     if not isinstance(message, dict):
         raise MalformedResponse("malformed response: choices[0] has no message")
     content = message.get("content")
-    if content is not None and not isinstance(content, str):
-        raise MalformedResponse("malformed response: message content is not text")
+    if not isinstance(content, str) and message.get("refusal"):
+        raise Refused(str(message["refusal"])[:300])
+    _check_text(content, "message content")
     inp, out = _usage(body)
-    extra: dict[str, Any] = {"finish_reason": choice.get("finish_reason")}
-    if content is None and message.get("refusal"):
-        extra["refusal"] = str(message["refusal"])
     return Completion(
-        model=model, text=content or "", input_tokens=inp, output_tokens=out,
-        top_logprobs=chat_top_logprobs(choice, k), extra=extra,
+        model=model, text=content, input_tokens=inp, output_tokens=out,
+        top_logprobs=chat_top_logprobs(choice, k), extra={"finish_reason": choice.get("finish_reason")},
     )
+
+
+def _check_text(value: Any, what: str) -> None:
+    """An answer must be non-blank text: null, "", whitespace, a number or a JSON object is garbage."""
+    if value is None:
+        raise MalformedResponse(f"malformed response: {what} is null")
+    if not isinstance(value, str):
+        raise MalformedResponse(f"malformed response: {what} is {type(value).__name__}, not text")
+    if not value.strip():
+        raise MalformedResponse(f"malformed response: {what} is empty")
 
 
 def parse_completions_response(body: dict[str, Any], *, model: str, k: int = 5) -> Completion:
     """A (legacy) completions JSON body as a :class:`Completion`; raises ``MalformedResponse`` on garbage."""
     choice = _first_choice(body)
     text = choice.get("text")
-    if not isinstance(text, str):
-        raise MalformedResponse("malformed response: choices[0] has no text")
+    _check_text(text, "choices[0].text")
     inp, out = _usage(body)
     return Completion(
         model=model, text=text, input_tokens=inp, output_tokens=out,
         top_logprobs=completions_top_logprobs(choice, k), extra={"finish_reason": choice.get("finish_reason")},
     )
+
+
+def check_forwarded(body: dict[str, Any] | None, api: str) -> dict[str, Any]:
+    """A forwarded request's answer, checked like :meth:`OpenAIBackend.complete` checks its own: a JSON
+    object with a first choice whose answer is non-blank text; on chat, a tool call or a refusal in
+    place of text is an answer too. Raises ``MalformedResponse`` (retried) otherwise."""
+    if body is None:
+        raise MalformedResponse("malformed response: body is not a JSON object")
+    choice = _first_choice(body)
+    if api == "completions":
+        _check_text(choice.get("text"), "choices[0].text")
+        return body
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        raise MalformedResponse("malformed response: choices[0] has no message")
+    content = message.get("content")
+    if content is None and (message.get("tool_calls") or message.get("function_call") or message.get("refusal")):
+        return body
+    _check_text(content, "message content")
+    return body
 
 
 # ------------------------------------------------------------------------------------- error classifying
@@ -240,12 +294,13 @@ def _error_text(exc: BaseException) -> str:
         message = str(body["error"].get("message") or message)
     elif isinstance(body, dict) and isinstance(body.get("message"), str):
         message = body["message"]
-    return " ".join(str(message).split())[:300]
+    message = str(message).split("Traceback (most recent call last)")[0]  # litellm embeds its own tracebacks
+    return " ".join(message.split())[:300]
 
 
 def _is_transport_error(exc: BaseException) -> bool:
     module = type(exc).__module__.split(".")[0]
-    return isinstance(exc, TimeoutError | ConnectionError) or module in {"httpx", "httpx2", "httpcore", "h11", "anyio"}
+    return isinstance(exc, TimeoutError | ConnectionError) or module in {"httpx", "httpx2", "httpcore", "h11", "anyio", "aiohttp"}
 
 
 def classify_error(
@@ -255,12 +310,15 @@ def classify_error(
     import openai
 
     status = getattr(exc, "status_code", None)
-    if isinstance(exc, openai.APIStatusError) or isinstance(status, int):
+    if isinstance(exc, HTTPStatusError | openai.APIStatusError) or isinstance(status, int):
         status = int(status) if status is not None else getattr(exc.response, "status_code", None)
         text = redact(_error_text(exc), secrets)
         response = getattr(exc, "response", None)
         # litellm keeps the provider's headers apart; the openai SDK on the response
-        headers = getattr(exc, "litellm_response_headers", None) or getattr(response, "headers", None)
+        headers = (
+            getattr(exc, "litellm_response_headers", None) or getattr(response, "headers", None)
+            or getattr(exc, "headers", None)
+        )
         if status == 429 and getattr(exc, "code", None) == "insufficient_quota":
             err = ProviderError(
                 f"model '{config.model}' at {config.where}: the account is out of credit or over its quota "
@@ -328,6 +386,34 @@ class ModelState:
         self.gate = ModelGate(config.max_concurrency, config.requests_per_minute)
         self.logprobs_ok = True
         self.max_tokens_name = "max_tokens"
+        base = (config.base_url or "https://api.openai.com/v1").rstrip("/")
+        self.urls = {api: base + path for api, path in ENDPOINTS.items()}
+        self.headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+        self.http_timeout: Any = None  # the transport's per-request timeout, made on first use
+
+
+class _GatedStream:
+    """A stream that holds its model's concurrency slot until it is closed."""
+
+    def __init__(self, inner: Any, release: Callable[[], None]):
+        self._inner = inner
+        self._release = release
+        self.status: int = inner.status
+        self.headers: dict[str, str] = getattr(inner, "headers", {})
+
+    def chunks(self) -> Any:
+        return self._inner.chunks()
+
+    def close(self) -> None:
+        try:
+            self._inner.close()
+        finally:
+            release, self._release = self._release, None
+            if release is not None:
+                release()
+
+
+PaidHook = Callable[[str, "dict[str, Any] | None"], None]
 
 
 class OpenAIBackend:
@@ -335,7 +421,7 @@ class OpenAIBackend:
 
     ``endpoints`` maps smartmix model names to :class:`EndpointConfig`. Keys are read from the
     environment now (a missing variable is a :class:`~smartmix.errors.ConfigError` before anything is
-    spent); SDK clients are created on first use, on the running event loop. Use one backend per event
+    spent); the HTTP session is opened on first use, on the running event loop. Use one backend per event
     loop and ``await backend.aclose()`` (or ``async with``) at the end.
 
     ``Completion.extra["attempts"]`` counts the HTTP requests sent for that completion (a once-per-model
@@ -349,10 +435,14 @@ class OpenAIBackend:
         for name, config in endpoints.items():
             config.validate()
             self._states[name] = ModelState(config, read_api_key(config))
-        self._clients: dict[tuple[str | None, str, float], Any] = {}
+        self.transport = Transport()
 
     def __repr__(self) -> str:  # never the keys
         return f"OpenAIBackend(models={sorted(self._states)})"
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return tuple(self._states)
 
     @property
     def _secrets(self) -> tuple[str, ...]:
@@ -366,19 +456,6 @@ class OpenAIBackend:
                 f"model '{model}' has no endpoint configured in this backend (configured: "
                 f"{', '.join(sorted(self._states)) or 'none'}); add it to the pool's endpoints."
             ) from None
-
-    def _client(self, state: ModelState) -> Any:
-        config = state.config
-        cache_key = (config.base_url, state.key, config.timeout_s)
-        client = self._clients.get(cache_key)
-        if client is None:
-            import openai
-
-            client = openai.AsyncOpenAI(
-                api_key=state.key, base_url=config.base_url, timeout=config.timeout_s, max_retries=0
-            )
-            self._clients[cache_key] = client
-        return client
 
     def endpoint(self, model: str) -> str:
         """Who answers ``model``: the API, base URL and provider model name (part of the journal's key)."""
@@ -460,7 +537,21 @@ class OpenAIBackend:
         api = request.param("endpoint") or state.config.api
         k = int(request.param("top_logprobs", 5) or 5)
         parse = parse_chat_response if api == "chat" else parse_completions_response
-        return parse(body, model=request.model, k=k)
+        try:
+            return parse(body, model=request.model, k=k)
+        except Refused as refusal:
+            raise self._refused(state, str(refusal)) from None
+
+    def _mapped(self, exc: Exception, state: ModelState, kwargs: Mapping[str, Any] = {}) -> BaseException:  # noqa: B006
+        """A failed exchange as what to do about it (see :func:`classify_error`); a 429 with Retry-After
+        also pauses the model."""
+        mapped = classify_error(
+            exc, state.config, self._secrets,
+            sent_logprobs="logprobs" in kwargs, sent_max_tokens="max_tokens" in kwargs,
+        )
+        if isinstance(mapped, TransientError) and mapped.status == 429 and mapped.retry_after:
+            state.gate.limiter.defer(min(mapped.retry_after, self.backoff.max_retry_after_s))
+        return mapped
 
     async def _send(self, state: ModelState, request: Request) -> Completion:
         """One HTTP request: build it, send it under the timeout, classify failures, parse the answer."""
@@ -471,41 +562,114 @@ class OpenAIBackend:
         kwargs, k = self._build_kwargs(state, request, api)
         t0 = time.perf_counter()
         try:
-            async with asyncio.timeout(config.timeout_s):
-                body = await self._post(state, api, kwargs)
+            body = load_body(await self._exchange(state, api, kwargs))
         except TransientError:
             raise
         except Exception as exc:  # classified below; re-raised unchanged if not a provider failure
-            mapped = classify_error(
-                exc, config, self._secrets,
-                sent_logprobs="logprobs" in kwargs, sent_max_tokens="max_tokens" in kwargs,
-            )
-            if isinstance(mapped, TransientError) and mapped.status == 429 and mapped.retry_after:
-                state.gate.limiter.defer(min(mapped.retry_after, self.backoff.max_retry_after_s))
+            mapped = self._mapped(exc, state, kwargs)
             if mapped is exc:
                 raise
             raise mapped from None
         latency_ms = (time.perf_counter() - t0) * 1000.0
         parse = parse_chat_response if api == "chat" else parse_completions_response
-        completion = parse(body, model=request.model, k=k)
+        try:
+            completion = parse(body, model=request.model, k=k)
+        except Refused as refusal:
+            raise self._refused(state, str(refusal)) from None
         completion.latency_ms = latency_ms
         return completion
 
-    async def _post(self, state: ModelState, api: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Send through the openai SDK and return the JSON body (raises MalformedResponse on garbage)."""
-        client = self._client(state)
-        resource = client.chat.completions if api == "chat" else client.completions
-        raw = await resource.with_raw_response.create(**kwargs)
-        return load_body(raw.content)
+    def _refused(self, state: ModelState, text: str) -> ProviderError:
+        err = ProviderError(
+            f"model '{state.config.model}' refused to answer ({redact(text, self._secrets)}). Not retried: it "
+            "would refuse again. The item has no answer from this model."
+        )
+        err.model, err.status, err.attempts = state.config.model, 200, 1  # type: ignore[attr-defined]
+        return err
+
+    async def _exchange(self, state: ModelState, api: str, payload: dict[str, Any]) -> bytes | dict[str, Any]:
+        """Send one request within the model's ``timeout_s``; the body of a 2xx answer (raw bytes here; a
+        dict from litellm)."""
+        if state.http_timeout is None:
+            state.http_timeout = self.transport.timeout(state.config.timeout_s)
+        return await self.transport.post_json(state.urls[api], dumps(payload), state.headers, state.http_timeout)
+
+    # -------------------------------------------------------------------------- forwarding (serve)
+
+    async def forward(
+        self, model: str, body: Mapping[str, Any], api: str, *, on_paid: PaidHook | None = None
+    ) -> dict[str, Any]:
+        """Send a client's request ``body`` to ``model`` as it is (``model`` replaced by the provider's
+        name) and return the provider's JSON answer, with this model's concurrency bound, rate limit,
+        timeout and retries. A garbage answer (see :func:`check_forwarded`) is retried like a 5xx.
+
+        ``on_paid(model, answer)`` is called for every 2xx answer, usable or not (``None`` when it is not
+        a JSON object): each is a call the provider bills. Raises
+        :class:`~smartmix.errors.ProviderError` when the attempts run out or the provider refuses the request.
+        """
+        state = self._state(model)
+        config = state.config
+        if api not in _APIS:
+            raise ConfigError(f"request for '{model}': endpoint must be 'chat' or 'completions', not {api!r}")
+        payload = dict(body, model=config.sent_model)
+
+        async def attempt(_n: int) -> dict[str, Any]:
+            async with state.gate.slot():
+                try:
+                    raw = await self._exchange(state, api, payload)
+                except TransientError:
+                    raise
+                except Exception as exc:
+                    mapped = self._mapped(exc, state)
+                    if mapped is exc:
+                        raise
+                    raise mapped from None
+            answer = _as_body(raw)
+            if on_paid is not None:
+                on_paid(model, answer)
+            return check_forwarded(answer, api)
+
+        result, _ = await call_with_retries(
+            attempt, model=config.model, max_attempts=config.max_attempts, backoff=self.backoff, where=config.where
+        )
+        return result
+
+    async def open_stream(self, model: str, body: Mapping[str, Any], api: str) -> _GatedStream:
+        """Send a client's streaming request to ``model`` and return the answer unread: ``status``,
+        ``chunks()`` (server-sent events as bytes) and ``close()``. The model's concurrency slot is held
+        until ``close()``. Retried like :meth:`forward` until the answer starts; not after."""
+        state = self._state(model)
+        config = state.config
+        payload = dict(body, model=config.sent_model)
+
+        async def attempt(_n: int) -> _GatedStream:
+            await state.gate.semaphore.acquire()
+            try:
+                await state.gate.limiter.acquire()
+                async with asyncio.timeout(config.timeout_s):
+                    inner = await self._open_stream(state, api, payload)
+            except BaseException as exc:
+                state.gate.semaphore.release()
+                if isinstance(exc, Exception) and not isinstance(exc, TransientError):
+                    mapped = self._mapped(exc, state)
+                    if mapped is not exc:
+                        raise mapped from None
+                raise
+            return _GatedStream(inner, state.gate.semaphore.release)
+
+        stream, _ = await call_with_retries(
+            attempt, model=config.model, max_attempts=config.max_attempts, backoff=self.backoff, where=config.where
+        )
+        return stream
+
+    async def _open_stream(self, state: ModelState, api: str, payload: dict[str, Any]) -> StreamResponse | Any:
+        return await self.transport.open_stream(state.urls[api], dumps(payload), state.headers)
 
     async def aclose(self) -> None:
-        clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            await client.close()
+        await self.transport.aclose()
 
     async def __aenter__(self) -> OpenAIBackend:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
-
