@@ -354,7 +354,8 @@ def test_money_going_to_waste_is_warned_about(provider, tmp_path):
 
     provider.control.set_answers(lambda model, prompt: "")
     blank = go()
-    assert any("blank" in w for w in blank.warnings), blank.warnings
+    # an empty answer is retried, then fails its item (never a silent paid ""); either way nobody is misled
+    assert any("blank" in w for w in blank.warnings) or len(blank.failures) == len(blank.items), blank.warnings
 
     def cheap_is_wrong_half_the_time(model: str, prompt: str) -> str:
         from openai_server import default_answer
