@@ -295,8 +295,11 @@ def _phases(journal: Path) -> dict[str, int]:
         return {}
 
 
-def _run_until_killed(args: list, journal: Path, when: Callable[[dict[str, int]], bool], what: str) -> float:
-    """Start ``smartmix run``; SIGKILL it once ``when(calls per phase)`` holds; return the kill instant."""
+def _run_until_killed(
+    args: list, journal: Path, when: Callable[[dict[str, int]], bool], what: str
+) -> tuple[float, float]:
+    """Start ``smartmix run``; SIGKILL it once ``when(calls per phase)`` holds; return the instants just
+    before the kill and once the process was dead."""
     proc = subprocess.Popen(_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
                             cwd=REPO)
     try:
@@ -306,11 +309,12 @@ def _run_until_killed(args: list, journal: Path, when: Callable[[dict[str, int]]
                 out, err = proc.communicate()
                 pytest.fail(f"the run ended (or stalled) before {what}: {phases}\n{out}\n{err}")
             time.sleep(0.01)
-        t_kill = time.time()
+        t_kill = time.time()  # requests that finished before this were answered to a live client
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
+        t_dead = time.time()  # read once the process is certainly dead: no request of it starts later
         assert proc.returncode == -signal.SIGKILL
-        return t_kill
+        return t_kill, t_dead
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -355,7 +359,8 @@ def test_kill9_in_profiling_and_in_application_then_resume(server, clean, items_
     assert all(n <= 2 for n in paid.values())
     for key in twice:
         e = first_paid[key]
-        assert any(e["t"] <= t_kill and e["t_done"] >= t_kill - 0.5 for t_kill in kills), (key, e, kills)
+        # it started before the process was dead and finished no earlier than just before the kill
+        assert any(e["t"] <= t_dead and e["t_done"] >= t_kill - 0.5 for t_kill, t_dead in kills), (key, e, kills)
     assert len(twice) <= 2 * 32  # at most the calls in flight (run.concurrency) at each of the two kills
     with sqlite3.connect(journal) as db:  # the client itself never recorded (= received) a request twice
         dup = db.execute("SELECT request_hash FROM calls WHERE run_id = ? GROUP BY request_hash "

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from smartmix import defaults
-from smartmix.backends.base import Backend
+from smartmix.backends.base import Backend, endpoint_of
 from smartmix.engine import CallJournal, Engine, EngineOptions, ProgressCallback, run_sync
 from smartmix.errors import ConfigError, DataError
 from smartmix.models import Pool
@@ -17,6 +19,8 @@ from smartmix.modes import application_backend
 from smartmix.policies import Guarantee
 from smartmix.result import RunResult
 from smartmix.tasks import Comparator, ExactComparator, Item, LabelComparator, Template, load_items
+
+MessageCallback = Callable[[str], None]
 
 
 @dataclass
@@ -165,83 +169,263 @@ class _Rebuild:
         return self.build(*self.args)
 
 
-def run(data: str | Path | Any | None = None, **options: Any) -> RunResult:
-    """Answer every item at the lowest cost such that, with probability >= ``confidence``, at least
-    ``target`` of the answers equal the reference model's.
-
-    ``data`` is a recorded-outputs JSONL file (replayed), or use ``simulated="imdb"`` for the SMART paper's
-    experiment, or pass a ready ``job`` (items, pool, template, comparator, backend) for real providers.
-
-    Keyword options are those of :func:`arun`: ``target``, ``confidence``, ``method``, ``reference``,
-    ``models``, ``prices``, ``labels``, ``simulated``, ``job``, ``seed``, ``out``, ``options``, ``journal``,
-    ``run_id``, ``progress``, ``router``.
-    """
-    return run_sync(arun(data, **options))
-
-
-async def arun(
+def run(
     data: str | Path | Any | None = None,
     *,
-    target: float = defaults.TARGET,
-    confidence: float = defaults.CONFIDENCE,
-    method: str = defaults.METHOD,
+    config: str | Path | Any | None = None,
+    run_dir: str | Path | None = None,
+    target: float | None = None,
+    confidence: float | None = None,
+    method: str | None = None,
     reference: str | None = None,
     models: Sequence[str] | None = None,
     prices: Mapping[str, tuple[float, float]] | None = None,
     labels: Sequence[str] | None = None,
     simulated: str | None = None,
     job: Job | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     out: str | Path | None = None,
     options: EngineOptions | None = None,
+    max_cost: float | None = None,
+    use_cache: bool = True,
     journal: CallJournal | None = None,
     run_id: str | None = None,
     progress: ProgressCallback | None = None,
     router: str | Path | None = None,
-    mode: str = "sync",
+    on_event: MessageCallback | None = None,
+    on_warning: MessageCallback | None = None,
+    handle_signals: bool = True,
+    mode: str | None = None,
     batch_settings: Any = None,
     ray_settings: Any = None,
     calibration: str | Path | None = None,
 ) -> RunResult:
-    """The asynchronous form of :func:`run`. ``calibration``: recorded outputs of the same models on earlier
-    items of the same task (replay layout); the plan shape is chosen from them, not from this batch."""
+    """Answer every item at the lowest cost such that, with probability >= ``confidence``, at least
+    ``target`` of the answers equal the reference model's.
+
+    ``data`` is a recorded-outputs JSONL file (replayed), or with ``config`` (a job file, or a loaded
+    :class:`~smartmix.config.JobConfig`) any items file for real providers; ``simulated="imdb"`` runs the
+    SMART paper's simulated setting; a ready ``job`` (items, pool, template, comparator, backend) also works.
+
+    With ``run_dir`` (the config's ``[run] dir`` by default when a config is given) the run is journaled
+    and resumable exactly like ``smartmix run``: the same call again reads back what was paid, pays only
+    for what is missing, and writes ``answers.jsonl`` and ``certificate.json`` into ``run_dir/<run id>/``.
+    A second process on the same run is refused (:class:`~smartmix.errors.RunLocked`); Ctrl-C or SIGTERM
+    (``handle_signals``, main thread only) stop issuing calls, let those in flight finish and raise
+    :class:`~smartmix.errors.RunInterrupted`.
+
+    ``target``, ``confidence``, ``method``, ``seed`` and ``max_cost`` default to the config's, else to
+    0.9, 0.95, ``"mix"``, 0 and no cap. ``on_event`` receives one-line notices (run started or resumed),
+    ``on_warning`` warnings about money likely wasted (also in ``RunResult.warnings``). ``mode`` sends the
+    application phase through a bulk channel (``"batch"``: provider batch jobs, ``"ray"``), with its settings
+    (default: the config's ``[run] mode``, else ``"sync"``). ``calibration``: recorded outputs of the same models
+    on earlier items of the same task (replay layout); the plan shape is chosen from them, not from this batch.
+    """
+    return run_sync(
+        arun(
+            data, config=config, run_dir=run_dir, target=target, confidence=confidence, method=method,
+            reference=reference, models=models, prices=prices, labels=labels, simulated=simulated, job=job,
+            seed=seed, out=out, options=options, max_cost=max_cost, use_cache=use_cache, journal=journal,
+            run_id=run_id, progress=progress, router=router, on_event=on_event, on_warning=on_warning,
+            handle_signals=handle_signals, mode=mode, batch_settings=batch_settings, ray_settings=ray_settings,
+            calibration=calibration,
+        )
+    )
+
+
+async def arun(
+    data: str | Path | Any | None = None,
+    *,
+    config: str | Path | Any | None = None,
+    run_dir: str | Path | None = None,
+    target: float | None = None,
+    confidence: float | None = None,
+    method: str | None = None,
+    reference: str | None = None,
+    models: Sequence[str] | None = None,
+    prices: Mapping[str, tuple[float, float]] | None = None,
+    labels: Sequence[str] | None = None,
+    simulated: str | None = None,
+    job: Job | None = None,
+    seed: int | None = None,
+    out: str | Path | None = None,
+    options: EngineOptions | None = None,
+    max_cost: float | None = None,
+    use_cache: bool = True,
+    journal: CallJournal | None = None,
+    run_id: str | None = None,
+    progress: ProgressCallback | None = None,
+    router: str | Path | None = None,
+    on_event: MessageCallback | None = None,
+    on_warning: MessageCallback | None = None,
+    handle_signals: bool = False,
+    mode: str | None = None,
+    batch_settings: Any = None,
+    ray_settings: Any = None,
+    calibration: str | Path | None = None,
+) -> RunResult:
+    """The asynchronous form of :func:`run` (same arguments; ``handle_signals`` is off by default here,
+    since an application that owns the event loop usually owns its signals too)."""
+    from smartmix.runs import (
+        RunDirectory,
+        check_outputs,
+        file_digest,
+        open_run,
+        status_for,
+        write_run_outputs,
+    )
+
+    cfg = _as_config(config)
+    target = _pick(target, cfg and cfg.target, defaults.TARGET)
+    confidence = _pick(confidence, cfg and cfg.confidence, defaults.CONFIDENCE)
+    method = _pick(method, cfg and cfg.method, defaults.METHOD)
+    seed = _pick(seed, cfg and cfg.seed, defaults.SEED)
+    mode = _pick(mode, getattr(cfg, "mode", None), "sync")
+    calibration = _pick(calibration, getattr(cfg, "calibration", None))
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed must be a whole number >= 0, not {seed!r}")
     try:
         guarantee = Guarantee(target, confidence)
     except ValueError as exc:
         raise ConfigError(f"{exc}; e.g. --target 0.9 --confidence 0.95") from None
+    if run_dir is None and cfg is not None and journal is None:
+        run_dir = cfg.run_dir
+    directory = RunDirectory(run_dir) if run_dir is not None and journal is None else None
+    inputs = [data, getattr(cfg, "path", None), router, directory.journal_path if directory else None]
+    check_outputs([out], inputs, answers=out)  # before any call: never overwrite what the run reads
     if job is None:
-        job = resolve_job(data, reference=reference, models=models, prices=prices, labels=labels, simulated=simulated, seed=seed)
+        if cfg is not None:
+            if models:
+                cfg = only_models(cfg, list(models), reference)
+            job = config_job(cfg, data, reference=reference, prices=prices, labels=labels)
+        else:
+            job = resolve_job(
+                data, reference=reference, models=models, prices=prices, labels=labels, simulated=simulated, seed=seed
+            )
+    if options is None:
+        options = EngineOptions(
+            concurrency=_pick(cfg and cfg.concurrency, defaults.CONCURRENCY),
+            max_cost=_pick(max_cost, cfg and cfg.max_cost, None),
+            use_cache=use_cache,
+            params={"max_tokens": cfg.max_tokens} if cfg is not None and cfg.max_tokens else {},
+        )
+    elif max_cost is not None:
+        options = replace(options, max_cost=max_cost)
+    if calibration is not None:
+        from smartmix.calibration import load_calibration
+
+        options = replace(options, calibration=load_calibration(calibration, job.pool.names, job.comparator))
+
+    async def execute(journal: Any, run_id: str | None) -> RunResult:
+        return await _execute(
+            job, method, guarantee, seed, options, journal=journal, run_id=run_id, progress=progress, router=router,
+            on_warning=on_warning, handle_signals=handle_signals, on_event=on_event,
+            channel_settings=(mode, batch_settings, ray_settings),
+        )
+
+    if directory is None:
+        result = await execute(journal, run_id)
+    else:
+        settings = {
+            "source": job.source,
+            "data": file_digest(data) if isinstance(data, str | Path) and Path(data).is_file() else None,
+            "config": cfg.to_public_dict() if cfg is not None else None,
+            "models": job.pool.names,
+            "endpoints": {name: endpoint_of(job.backend, name) for name in job.pool.names},
+            "method": method, "target": target, "confidence": confidence, "seed": seed,
+            "params": options.params, "labels": list(labels) if labels else None,
+            "calibration": file_digest(calibration) if calibration is not None else None,
+        }
+        with open_run(directory, settings, seed) as opened:
+            if on_event is not None:
+                if opened.resumed:
+                    on_event(f"Resuming run {opened.run_id}: calls already paid are read back from "
+                             f"{directory.journal_path}.")
+                else:
+                    on_event(f"Run {opened.run_id} (journal: {directory.journal_path}).")
+            result = await execute(opened.journal, opened.run_id)
+            opened.status = status_for(None, len(result.failures))
+            from smartmix.report import certificate_dict
+
+            result.outputs = write_run_outputs(opened, result, certificate_dict)
+    if out is not None:
+        result.write(out)
+    return result
+
+
+async def _execute(
+    job: Job, method: str, guarantee: Guarantee, seed: int, options: EngineOptions, *, journal: Any,
+    run_id: str | None, progress: ProgressCallback | None, router: str | Path | None,
+    on_warning: MessageCallback | None, handle_signals: bool, on_event: MessageCallback | None,
+    channel_settings: tuple[str, Any, Any] = ("sync", None, None),
+) -> RunResult:
+    """One attempt of the run: the engine over the job, under the signal handlers when asked."""
+    from smartmix.errors import RunInterrupted
+    from smartmix.interrupts import stop_on_signals
+
     predicted = None
     if method == "router":
         if router is None:
             raise ConfigError("--method router needs a trained predictor: pass --router router.npz (smartmix router train)")
         predicted = predict_agreement(router, job)
-    if calibration is not None:
-        import dataclasses
-
-        from smartmix.calibration import load_calibration
-
-        past = load_calibration(calibration, job.pool.names, job.comparator)
-        options = dataclasses.replace(options or EngineOptions(), calibration=past)
+    mode, batch_settings, ray_settings = channel_settings
     channel = application_backend(
         mode, backend=job.backend, journal_path=getattr(journal, "path", None), run_id=run_id,
         backend_factory=job.backend_factory, batch_settings=batch_settings, ray_settings=ray_settings,
     )
     engine = Engine(
         job.backend, job.pool, job.template, job.comparator, options=options, journal=journal, run_id=run_id,
-        progress=progress, application_backend=channel,
+        progress=progress, application_backend=channel, on_warning=on_warning,
     )
+    signals = stop_on_signals(engine.stop, say=on_warning) if handle_signals else contextlib.nullcontext()
     try:
-        result = await engine.run(job.items, method, guarantee, seed=seed, predicted=predicted)
+        with signals:
+            result = await engine.run(job.items, method, guarantee, seed=seed, predicted=predicted)
+    except asyncio.CancelledError:
+        if engine.stopping is None:
+            raise
+        raise RunInterrupted(
+            f"{engine.stopping}, then aborted with calls still in flight (their answers are lost; a provider may "
+            "bill them). Rerun the same command to continue: calls already journaled are not paid again."
+        ) from None
     finally:
         await job.backend.aclose()
         if channel is not None:
             await channel.aclose()
     if channel is not None and hasattr(channel, "transport"):
         channel.transport.forget()  # every answer is in the run's journal now
-    if out is not None:
-        result.write(out)
     return result
+
+
+def _pick(*values: Any) -> Any:
+    for value in values:
+        if value is not None:
+            return value
+    return None
+
+
+def _as_config(config: str | Path | Any | None) -> Any:
+    if config is None or not isinstance(config, str | Path):
+        return config
+    from smartmix.config import load_config
+
+    return load_config(config)
+
+
+def only_models(config: Any, names: list[str], reference: str | None) -> Any:
+    """The config's pool cut down to ``names`` (the reference always stays in it)."""
+    import dataclasses
+
+    from smartmix.errors import UnknownModelError
+
+    unknown = [n for n in names if n not in config.models]
+    if unknown:
+        raise UnknownModelError(
+            f"--models names {', '.join(unknown)}, not in the config {config.path or ''}; "
+            f"its models are: {', '.join(config.models)}"
+        )
+    keep = set(names) | {reference or config.reference}
+    return dataclasses.replace(config, models={n: m for n, m in config.models.items() if n in keep})
 
 
 def predict_agreement(path: str | Path, job: Job):

@@ -131,27 +131,14 @@ def _job(config, data, simulated, reference, models, price, labels, seed):
 
     if config is not None:
         if models:  # --models overrides the config's pool too (the reference always stays in it)
-            config = _only_models(config, _split(models), reference)
+            from smartmix.api import only_models
+
+            config = only_models(config, _split(models), reference)
         return config_job(config, data, reference=reference, prices=_prices(price), labels=_split(labels))
     return resolve_job(
         data, reference=reference, models=_split(models), prices=_prices(price), labels=_split(labels),
         simulated=simulated, seed=seed,
     )
-
-
-def _only_models(config, names: list[str], reference: str | None):
-    import dataclasses
-
-    from smartmix.errors import UnknownModelError
-
-    unknown = [n for n in names if n not in config.models]
-    if unknown:
-        raise UnknownModelError(
-            f"--models names {', '.join(unknown)}, not in the config {config.path or ''}; "
-            f"its models are: {', '.join(config.models)}"
-        )
-    keep = set(names) | {reference or config.reference}
-    return dataclasses.replace(config, models={n: m for n, m in config.models.items() if n in keep})
 
 
 @app.command()
@@ -166,7 +153,7 @@ def run(
     target: Annotated[float | None, typer.Option(help=f"Fraction of answers that must equal the reference's [{defaults.TARGET}].")] = None,
     confidence: Annotated[float | None, typer.Option(help=f"Probability with which the target must hold [{defaults.CONFIDENCE}].")] = None,
     method: MethodOpt = None,
-    seed: Annotated[int | None, typer.Option(help="Seed: the same seed reproduces the same run [0].")] = None,
+    seed: Annotated[int | None, typer.Option(min=0, help="Seed: the same seed reproduces the same run [0].")] = None,
     out: Annotated[Path | None, typer.Option(help="Write answers here (.jsonl, .csv or .parquet).")] = None,
     report: Annotated[Path | None, typer.Option(help="Write the certificate and bill as JSON here.")] = None,
     concurrency: Annotated[int | None, typer.Option(help=f"Calls in flight at once [{defaults.CONCURRENCY}; config: run.concurrency].")] = None,
@@ -180,6 +167,11 @@ def run(
     calibration: Annotated[
         Path | None, typer.Option(help="Recorded outputs of the same models on earlier items: choose the plan from them.")
     ] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option(help="How the application phase runs: sync (default), batch (provider batch jobs: about half "
+                     "price, answers within the provider's window) or ray (a Ray Data pipeline). See docs/scale.md."),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Answer every item with the cheapest plan that keeps the guarantee; print the certificate and the bill.
@@ -191,13 +183,18 @@ def run(
     from smartmix.engine import EngineOptions
     from smartmix.progress import ProgressDisplay
     from smartmix.report import certificate_dict, render
+    from smartmix.runs import check_outputs, write_text_atomic
 
     cfg = _load_config(config)
+    journal_dir = run_dir or (Path(cfg.run_dir) if cfg is not None else None)
+    journal_file = journal_dir / "journal.sqlite" if journal_dir is not None else None
+    # before anything is spent: never overwrite an input (data, job file, predictor, the journal)
+    check_outputs([out, report], [data, config, router, calibration, journal_file], answers=out)
     target = _pick(target, cfg and cfg.target, defaults.TARGET)
     confidence = _pick(confidence, cfg and cfg.confidence, defaults.CONFIDENCE)
     method = _pick(method, cfg and cfg.method, defaults.METHOD)
     seed = _pick(seed, cfg and cfg.seed, defaults.SEED)
-    job = _job(cfg, data, simulated, reference, models, price, labels, seed)
+    job = None if cfg is not None else _job(None, data, simulated, reference, models, price, labels, seed)
     options = EngineOptions(
         concurrency=_pick(concurrency, cfg and cfg.concurrency, defaults.CONCURRENCY),
         batch_size=batch_size,
@@ -205,56 +202,37 @@ def run(
         use_cache=not no_cache,
         params={"max_tokens": cfg.max_tokens} if cfg and cfg.max_tokens else {},
     )
-    journal = run_id = None
-    directory = None
-    if run_dir is not None or cfg is not None:
-        from smartmix.runs import RunDirectory, file_digest, run_id_for
-
-        directory = RunDirectory(run_dir or Path(cfg.run_dir))
-        settings = {
-            "source": job.source,
-            "data": file_digest(data) if data is not None and Path(data).is_file() else None,
-            "config": cfg.to_public_dict() if cfg else None,
-            "models": job.pool.names,
-            "method": method, "target": target, "confidence": confidence, "seed": seed,
-            "params": options.params, "labels": labels,
-        }
-        run_id = run_id_for(settings)
-        journal = directory.open_journal()
-        if journal.start_run(run_id, settings, seed):
-            stdout.print(f"Resuming run {run_id}: calls already paid are read back from {directory.journal_path}.")
-        else:
-            stdout.print(f"Run {run_id} (journal: {directory.journal_path}).")
-    status = "failed"
-    try:
-        with ProgressDisplay(len(job.items), enabled=not quiet) as progress:
-            result = run_api(
-                job=job, target=target, confidence=confidence, method=method, seed=seed, out=out,
-                options=options, journal=journal, run_id=run_id, progress=progress.update, router=router,
-                calibration=calibration,
-            )
-        status = "done" if not result.failures else "done-with-failures"
-    except (KeyboardInterrupt, SmartmixError):
-        status = "interrupted"
-        raise
-    finally:
-        if journal is not None:
-            journal.finish_run(run_id, status)
-            journal.close()
+    if run_dir is None and cfg is None:  # replays and simulations are journaled only when asked
+        run_dir_arg = None
+    else:
+        run_dir_arg = run_dir or Path(cfg.run_dir)
+    with ProgressDisplay(len(job.items) if job else 0, enabled=not quiet) as progress:
+        result = run_api(
+            data, config=cfg, run_dir=run_dir_arg, job=job, target=target, confidence=confidence, method=method,
+            seed=seed, reference=reference, models=_split(models), prices=_prices(price), labels=_split(labels),
+            out=out, options=options, progress=progress.update, router=router,
+            on_event=lambda text: stdout.print(text, markup=False, highlight=False),
+            on_warning=_warn, handle_signals=True, calibration=calibration, mode=mode,
+        )
     render(result, stdout)
-    if directory is not None:
-        folder = directory.outputs(run_id)
-        result.write(folder / "answers.jsonl")
-        (folder / "certificate.json").write_text(json.dumps(certificate_dict(result), indent=2, default=str))
-        stdout.print(f"Run outputs in {folder}/ (answers.jsonl, certificate.json).")
+    if result.outputs is not None:
+        stdout.print(f"Run outputs in {result.outputs}/ (answers.jsonl, certificate.json).")
     if out is not None:
         stdout.print(f"Answers written to {out} ({len(result.items):,} rows).")
     if report is not None:
-        report.write_text(json.dumps(certificate_dict(result), indent=2, default=str))
+        write_text_atomic(report, json.dumps(certificate_dict(result), indent=2, default=str))
         stdout.print(f"Certificate written to {report}.")
+    for warning in result.warnings:
+        _warn(warning)
     if result.failures:
         _explain_failures(result.failures)
         raise typer.Exit(3)
+
+
+def _warn(text: str) -> None:
+    from rich.markup import escape
+
+    console.print(f"[bold yellow]warning:[/] {escape(text)}")
 
 
 def _explain_failures(failures) -> None:
@@ -337,6 +315,9 @@ def logs(
                 table.add_row(r.run_id, str(r.created), r.status, f"{r.n_calls:,}", f"{r.cost_usd:.4f}")
             stdout.print(table)
         else:
+            if journal.run(run_id) is None:
+                known = ", ".join(r.run_id for r in journal.runs()[-5:]) or "none"
+                raise SmartmixError(f"no run '{run_id}' in {path} (latest runs: {known}); `smartmix logs` lists them all")
             table = Table(title=f"Calls of run {run_id}")
             for col in ("item", "model", "phase", "answer", "USD"):
                 table.add_column(col)
@@ -476,7 +457,7 @@ def serve(
 def main() -> None:
     try:
         # Without standalone mode click *returns* the code of a typer.Exit instead of raising it.
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="smartmix")
         if isinstance(code, int) and code:
             sys.exit(code)
     except SmartmixError as exc:
@@ -496,13 +477,24 @@ def main() -> None:
     except KeyboardInterrupt:
         console.print("interrupted: paid calls are kept in the journal when one is used; rerun to continue")
         sys.exit(130)
-    except Exception as exc:  # click usage errors and the like
-        import click
+    except typer.TyperException as exc:  # usage errors from typer's own click: one line, exit 2
+        sys.exit(_usage_error(exc))
 
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+
+def _usage_error(exc: Exception) -> int:
+    """Print a command-line mistake as one line (with where to get help); return its exit code."""
+    from rich.markup import escape
+
+    ctx = getattr(exc, "ctx", None)
+    if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:  # a bare command: its help
+        print(ctx.get_help())
+        return 2
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    message = " ".join(str(message).split())
+    where = f" (see '{ctx.command_path} --help')" if ctx is not None and getattr(ctx, "command_path", None) else ""
+    console.print(f"[bold red]error:[/] {escape(message)}{escape(where)}", soft_wrap=True)
+    code = getattr(exc, "exit_code", 2)
+    return code if isinstance(code, int) and code else 2
 
 
 if __name__ == "__main__":

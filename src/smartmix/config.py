@@ -56,6 +56,7 @@ class JobConfig:
     max_cost: float | None = None
     run_dir: str = defaults.RUN_DIR
     calibration: str | None = None
+    mode: str = "sync"
     routes: dict[str, Route] = field(default_factory=dict)
     server: ServerTable = field(default_factory=ServerTable)
     path: Path | None = None
@@ -136,6 +137,7 @@ def parse_config(raw: Mapping[str, Any], path: Path | None = None) -> JobConfig:
         max_cost=job.run.max_cost,
         run_dir=job.run.dir,
         calibration=job.run.calibration,
+        mode=job.run.mode,
         routes=dict(job.routes),
         server=job.server,
         path=path,
@@ -220,7 +222,7 @@ def build_pool(config: JobConfig, reference: str | None = None, price_overrides:
     for name, m in config.models.items():
         if price_overrides and name in price_overrides:
             p_in, p_out = price_overrides[name]
-            specs.append(ModelSpec(name, p_in, p_out, price_source="given"))
+            specs.append(ModelSpec(name, p_in, p_out, price_source="given", batch_price_factor=m.batch_price_factor))
         elif m.input_price is not None or m.output_price is not None or m.call_price is not None:
             specs.append(
                 ModelSpec(
@@ -229,10 +231,12 @@ def build_pool(config: JobConfig, reference: str | None = None, price_overrides:
                     None if m.output_price is None else m.output_price * PER_MILLION,
                     call_price=m.call_price,
                     price_source="given",
+                    batch_price_factor=m.batch_price_factor,
                 )
             )
         elif (found := lookup_price(ref := m.litellm or m.provider_model or name)) is not None:
-            specs.append(ModelSpec(name, found[0], found[1], price_source="genai-prices", price_ref=ref))
+            specs.append(ModelSpec(name, found[0], found[1], price_source="genai-prices", price_ref=ref,
+                                   batch_price_factor=m.batch_price_factor))
         else:
             from smartmix.errors import PriceError
 
@@ -255,6 +259,12 @@ class PoolBackend:
         except KeyError:
             raise UnknownModelError(f"no backend serves model '{request.model}'") from None
         return await backend.complete(request)
+
+    def endpoint(self, model: str) -> str | None:
+        from smartmix.backends.base import endpoint_of
+
+        backend = self.backends.get(model)
+        return None if backend is None else endpoint_of(backend, model)
 
     async def aclose(self) -> None:
         for backend in {id(b): b for b in self.backends.values()}.values():

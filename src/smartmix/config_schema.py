@@ -102,6 +102,15 @@ class ModelTable(Table):
     )
     output_price: float | None = Field(None, ge=0, description="USD per **million** output tokens")
     call_price: float | None = Field(None, ge=0, description="USD per call, for providers that bill per request")
+    batch_price_factor: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        **_doc(
+            "price of a provider batch call ÷ price of the same synchronous call (`--mode batch`)",
+            "genai-prices' batch price where it knows one, else 1",
+        ),
+    )
     max_concurrency: int = Field(
         defaults.MODEL_CONCURRENCY, ge=1, description="requests in flight to this model at once"
     )
@@ -251,6 +260,13 @@ class RunTable(Table):
             "past data the policy may learn its plan from: a recorded-outputs JSONL file or a run journal "
             "(relative to the current directory)",
             "none",
+        ),
+    )
+    mode: Literal["sync", "batch", "ray"] = Field(
+        "sync",
+        description=(
+            'how the application phase runs: `"sync"` (concurrent calls), `"batch"` (provider batch jobs: about '
+            'half price, answers within the provider\'s window) or `"ray"` (a Ray Data pipeline); see docs/scale.md'
         ),
     )
 

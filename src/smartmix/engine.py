@@ -6,6 +6,12 @@ policy asks for, on every item of the batch); each paid answer is written to the
 one, before anything uses it; agreement with the reference is judged by the task's comparator. A ledger
 keeps the money per model and phase, and every item carries what was spent on it, so the ``cost`` column
 sums to the bill.
+
+Money is counted over the whole run, every attempt: a resumed run reads back what earlier attempts paid
+(the journal), the ``--max-cost`` cap covers it all, and calls paid by an earlier attempt that this one
+no longer uses are billed in an ``unused`` phase (charged to their items). Identical requests within a
+run are sent once; every item that asked gets the answer. :meth:`Engine.stop` (the CLI's Ctrl-C and
+SIGTERM) stops issuing calls; those in flight finish and are journaled.
 """
 
 from __future__ import annotations
@@ -20,13 +26,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from smartmix import defaults
-from smartmix.backends.base import Backend
+from smartmix.backends.base import Backend, endpoint_of
 from smartmix.batch.prices import batch_price_factor
 from smartmix.core.driver import Execution, execute
 from smartmix.core.source import Answers, Observation
 from smartmix.deferred import DeferredBackend, run_deferred
 from smartmix.domain import Completion, Request
-from smartmix.errors import BudgetExceeded, ConfigError, ProviderError
+from smartmix.errors import BudgetExceeded, ConfigError, ProviderError, RunInterrupted
 from smartmix.journal import digest_prefix, request_hash
 from smartmix.models import Pool, estimate_tokens
 from smartmix.policies import BatchSpec, Guarantee, Plan, make_policy
@@ -35,6 +41,7 @@ from smartmix.scores import confidence_score
 from smartmix.tasks import Comparator, Item, LabelComparator, Template
 
 ProgressCallback = Callable[[dict[str, Any]], None]
+WarningCallback = Callable[[str], None]
 
 
 @dataclass
@@ -93,6 +100,7 @@ class Engine:
         run_id: str | None = None,
         progress: ProgressCallback | None = None,
         application_backend: DeferredBackend | None = None,
+        on_warning: WarningCallback | None = None,
     ):
         self.backend = backend
         # The application phase may go through a bulk channel (provider batch jobs, a Ray pipeline): the
@@ -120,6 +128,17 @@ class Engine:
         self._profiled: dict[tuple[int, str], _Answer] = {}
         self._applied: list[tuple[str | None, str | None] | None] = []
         self.execution: Execution | None = None  # what the last run decided: plan, who answered, costs
+        self.on_warning = on_warning
+        self.warnings: list[str] = []
+        self._endpoints: dict[str, str | None] = {}
+        self._shared: dict[str, asyncio.Future] = {}  # request hash -> its answer in this attempt
+        self._stopping: str | None = None  # why no new call may start (a signal)
+        # Journal rows of this run paid before this attempt and not read back yet: id -> (model, item, cost).
+        # Their total (_spent_outside) plus the ledger is what the run has paid, all attempts together.
+        self._unread: dict[int, tuple[str, str | None, float]] = {}
+        self._spent_outside = 0.0
+        self._answers_seen: dict[str, list[int]] = {}  # model -> [answers, blank, unparsed]
+        self._labels_seen: set[str] = set()
 
     # -- public --------------------------------------------------------------------------------
     async def run(
@@ -134,6 +153,7 @@ class Engine:
             # what the journal holds now (this run's calls, and with the cache on every run's): a call not
             # in it skips the look-up, a SQLite query that costs as much as the rest of the engine
             self._journaled = self.journal.request_digests(run_id=None if self.options.use_cache else self.run_id)
+        self._begin()
         models = tuple(self.pool.names)
         spec = BatchSpec(
             len(items), models, guarantee, seed=seed, batch_size=self.options.batch_size,
@@ -150,6 +170,7 @@ class Engine:
         execution = self.execution = await execute(policy, self)
         results = [self._result(item, i, execution) for i, item in enumerate(items)]
         reference_cost, measured = self._reference_cost(execution.plan, results, len(items))
+        self._settle(results, reference_cost)
         return RunResult(
             items=results,
             certificate=execution.certificate,
@@ -159,7 +180,109 @@ class Engine:
             method=method,
             seed=seed,
             run_id=self.run_id,
+            warnings=list(self.warnings),
         )
+
+    @property
+    def stopping(self) -> str | None:
+        """Why the run was asked to stop (None: it was not)."""
+        return self._stopping
+
+    def stop(self, reason: str = "interrupted") -> None:
+        """Start no new call from now on (calls in flight finish and are journaled); the run then raises
+        :class:`~smartmix.errors.RunInterrupted`. Safe to call from a signal handler on the event loop."""
+        self._stopping = reason
+        if self._released is not None:  # calls waiting for budget wake up and see the stop
+            self._released.set()
+
+    # -- whole-run accounting and warnings ---------------------------------------------------------
+    def _begin(self) -> None:
+        """What earlier attempts of this run paid (from the journal): the cap and the bill include it."""
+        self._shared = {}
+        self._unread = {}
+        if self.journal is not None and self.run_id is not None and hasattr(self.journal, "paid_calls"):
+            self._unread = {cid: (m, item, cost) for cid, m, item, cost in self.journal.paid_calls(self.run_id)}
+        self._spent_outside = sum(cost for _, _, cost in self._unread.values())
+
+    def _read_back(self, completion: Completion) -> float:
+        """The cost of an answer this run paid before, counted once however many items read it."""
+        if not hasattr(self.journal, "paid_calls"):  # a journal-like object that cannot say: as recorded
+            return float(completion.cost_usd or 0.0)
+        row = self._unread.pop(completion.extra.get("journal_call_id"), None)
+        if row is None:
+            return 0.0
+        self._spent_outside -= row[2]
+        return row[2]
+
+    def _settle(self, results: list[ItemResult], reference_cost: float) -> None:
+        """Bill what earlier attempts paid and this one did not use (phase ``unused``, charged to the items
+        they were made for), so the bill and the ``cost`` column cover everything the run paid."""
+        by_id = {r.id: r for r in results}
+        for model, item_id, cost in self._unread.values():
+            self.ledger.add(model, "unused", cost)
+            if item_id in by_id:
+                by_id[item_id].cost += cost
+            elif results:
+                results[0].cost += cost  # an item no longer in the data: still the run's money
+        self._unread, self._spent_outside = {}, 0.0
+        total = self.ledger.total
+        if math.isfinite(reference_cost) and reference_cost > 0 and total > reference_cost * (1 + 1e-9):
+            self._warn(
+                f"this run cost ${total:.4f}, more than the reference alone (${reference_cost:.4f}): profiling "
+                "did not pay for itself here; --method reference is cheaper for a job like this."
+            )
+
+    def _warn(self, message: str) -> None:
+        if message in self.warnings:
+            return
+        self.warnings.append(message)
+        if self.on_warning is not None:
+            self.on_warning(message)
+
+    def _note_answer(self, model: str, text: str | None, parsed: str | None) -> None:
+        seen = self._answers_seen.setdefault(model, [0, 0, 0])
+        seen[0] += 1
+        seen[1] += not (text or "").strip()
+        seen[2] += parsed is None
+        if parsed is not None:
+            self._labels_seen.add(parsed)
+
+    def _check_answers(self, final: bool) -> None:
+        """Warn about answers that cannot lead anywhere: all blank, none parseable, labels never given."""
+        n = sum(s[0] for s in self._answers_seen.values())
+        if n == 0:
+            return
+        blank = sum(s[1] for s in self._answers_seen.values())
+        unparsed = sum(s[2] for s in self._answers_seen.values())
+        if blank == n:
+            self._warn(
+                f"all {n} answers so far are blank: check max_tokens, the template and the endpoint; "
+                "blank answers never agree with anything."
+            )
+        elif unparsed == n:
+            self._warn(
+                f"none of the {n} answers so far could be read as an answer (labels: "
+                f"{', '.join(getattr(self.comparator, 'labels', ()) or ['-'])}): check the labels and the prompt."
+            )
+        labels = getattr(self.comparator, "labels", None) if isinstance(self.comparator, LabelComparator) else None
+        if final and labels and self._labels_seen and n >= 20:
+            never = [label for label in labels if label not in self._labels_seen]
+            if never:
+                self._warn(
+                    f"label(s) {', '.join(repr(x) for x in never)} never occurred in {n} answers: a typo in "
+                    "labels? Answers that match no label count as disagreeing."
+                )
+
+    def _after_profiling(self, plan: Plan, models: tuple[str, ...]) -> None:
+        self._check_answers(final=True)
+        reference = len(models) - 1
+        on_candidates = sum(c for (m, _), c in self.ledger.entries.items() if m != models[-1])
+        if len(models) > 1 and not plan.chain and bool(np.all(plan.assignment == reference)) and on_candidates > 0:
+            self._warn(
+                "only the reference can meet this target on this data: every item is answered by the "
+                f"reference, so the ${on_candidates:.4f} spent on the other models bought nothing; a lower "
+                "--target, or --method reference, would cost less."
+            )
 
     # -- the live answer source (smartmix.core.source.AnswerSource) --------------------------------
     @property
@@ -210,7 +333,7 @@ class Engine:
         )
 
     def planned(self, plan: Plan) -> None:
-        return None
+        self._after_profiling(plan, tuple(self.pool.names))
 
     def report(self, phase: str, done: int, total: int | None) -> None:
         self._report(phase, done, total)
@@ -272,10 +395,41 @@ class Engine:
 
     def _request(self, item: Item, model: str) -> Request:
         params = tuple(sorted(self._params.items()))
-        return Request(model=model, messages=self.template.render(item), item_id=item.id, params=params)
+        if model not in self._endpoints:
+            self._endpoints[model] = endpoint_of(self.backend, model)
+        endpoint = self._endpoints[model]
+        if endpoint is not None and getattr(self.backend, "answers_per_item", False):
+            endpoint = f"{endpoint} item={item.id}"  # recorded outputs answer an item, not a prompt
+        return Request(
+            model=model, messages=self.template.render(item), item_id=item.id, params=params, endpoint=endpoint,
+        )
+
 
     async def _call(self, item: Item, model: str, phase: str) -> _Answer:
+        """One answer of ``model`` for ``item``; an identical request already made in this attempt (another
+        item with the same prompt) is not sent again: its answer is shared, at no further cost."""
         request = self._request(item, model)
+        key = request_hash(request)
+        first = self._shared.get(key)
+        if first is not None:
+            got = await asyncio.shield(first)
+            return _Answer(got.text, got.parsed, 0.0, got.error, got.completion, got.score)
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._shared[key] = future
+        try:
+            answer = await self._call_once(request, model, phase)
+        except BaseException as exc:
+            self._shared.pop(key, None)
+            if isinstance(exc, asyncio.CancelledError):
+                future.cancel()
+            elif not future.done():
+                future.set_exception(exc)
+                future.exception()  # retrieved: whoever shares it gets it too
+            raise
+        future.set_result(answer)
+        return answer
+
+    async def _call_once(self, request: Request, model: str, phase: str) -> _Answer:
         deferred = phase == "application" and self.application_backend is not None
         backend = self.application_backend if deferred else self.backend
         async with contextlib.nullcontext() if deferred else self._semaphore:
@@ -284,12 +438,14 @@ class Engine:
                 hit = self.journal.lookup(request, run_id=self.run_id, or_any_run=self.options.use_cache)
                 if hit is not None and hit.extra.get("journal_run_id") == self.run_id:
                     # paid in this run before an interruption: read back, never paid again
-                    return self._accept(model, phase, hit, float(hit.cost_usd or 0.0))
+                    return self._accept(model, phase, hit, self._read_back(hit))
                 if hit is not None:  # the same request in an earlier run: free this time
                     await self._record(request, hit, phase, 0.0)
                     return self._accept(model, phase, hit, 0.0)
+            self._check_stop()
             estimate = await self._reserve(model, request)
             try:
+                self._check_stop()
                 completion = await backend.complete(request)
             except ProviderError as exc:
                 return _Answer(None, None, 0.0, error=str(exc))
@@ -302,6 +458,14 @@ class Engine:
                 return self._accept(model, phase, completion, cost, paid=True)
             finally:
                 self._release(estimate)
+
+    def _check_stop(self) -> None:
+        if self._stopping is not None:
+            raise RunInterrupted(
+                f"{self._stopping}: no new calls were started, and the calls in flight finished and were "
+                "journaled (when a journal is used). Rerun the same command to continue: calls already paid are "
+                "read back, not paid again."
+            )
 
     def _maybe_journaled(self, request: Request) -> bool:
         return self._journaled is None or digest_prefix(request_hash(request)) in self._journaled
@@ -344,10 +508,9 @@ class Engine:
         self.ledger.add(model, phase, cost)
         if paid or cost > 0:  # a free cache hit says nothing about what the next call will cost
             self._unit_cost.setdefault(model, []).append(cost)
-        return _Answer(
-            completion.text, self.comparator.parse(completion.text), cost, completion=completion,
-            score=confidence_score(completion),
-        )
+        parsed = self.comparator.parse(completion.text)
+        self._note_answer(model, completion.text, parsed)
+        return _Answer(completion.text, parsed, cost, completion=completion, score=confidence_score(completion))
 
     def _price(self, model: str, request: Request, completion: Completion) -> float:
         if completion.cost_usd is not None:
@@ -374,10 +537,11 @@ class Engine:
         if self.options.max_cost is None:
             return 0.0
         estimate = self._estimate(model, request)
-        while self.ledger.total + self._reserved + estimate > self.options.max_cost:
+        while self.spent + self._reserved + estimate > self.options.max_cost:
+            self._check_stop()
             if self._reservations == 0:
                 raise BudgetExceeded(
-                    f"stopping before a call to {model}: spent ${self.ledger.total:.4f} of the --max-cost "
+                    f"stopping before a call to {model}: spent ${self.spent:.4f} of the --max-cost "
                     f"${self.options.max_cost:.4f}, and the next call could cost ~${estimate:.6f}. Everything paid "
                     "so far is kept in the run's journal; rerun the same command with a higher --max-cost to "
                     "continue (calls already paid are read back, not paid again)."
@@ -388,6 +552,11 @@ class Engine:
         self._reserved += estimate
         self._reservations += 1
         return estimate
+
+    @property
+    def spent(self) -> float:
+        """What this run has paid so far, every attempt included (what --max-cost caps)."""
+        return self.ledger.total + self._spent_outside
 
     def _release(self, estimate: float) -> None:
         if self.options.max_cost is None:
@@ -410,8 +579,10 @@ class Engine:
             return 0.0
 
     def _report(self, phase: str, done: int, total: int | None) -> None:
+        if phase == "profiling":
+            self._check_answers(final=False)
         if self.progress is not None:
-            self.progress({"phase": phase, "done": done, "total": total, "spent": self.ledger.total})
+            self.progress({"phase": phase, "done": done, "total": total, "spent": self.spent})
 
 
 def run_sync(coro) -> Any:

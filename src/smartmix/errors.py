@@ -48,6 +48,18 @@ class BudgetExceeded(SmartmixError):
     exit_code = 4
 
 
+class RunInterrupted(SmartmixError):
+    """A signal (Ctrl-C, SIGTERM) stopped the run: calls in flight were let finish and journaled."""
+
+    exit_code = 130
+
+
+class RunLocked(SmartmixError):
+    """Another process is running the same job in the same run directory."""
+
+    exit_code = 5
+
+
 class MissingExtraError(SmartmixError):
     """An optional dependency is needed for this feature."""
 

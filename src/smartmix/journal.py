@@ -84,12 +84,15 @@ _SECRET_VALUE = re.compile(r"^(sk-|sk_|rk-|xai-|gsk_|AIza)[A-Za-z0-9_\-]{8,}")
 
 
 def request_hash(request: Request) -> str:
-    """sha256 over the model, the messages and the params (sorted by name); ``item_id`` is left out."""
-    payload = {
+    """sha256 over the endpoint, the model, the messages and the params (sorted by name); ``item_id`` is
+    left out (identical prompts of different items share an answer)."""
+    payload: dict[str, Any] = {
         "model": request.model,
         "messages": [[m.role, m.content] for m in request.messages],
         "params": sorted([str(k), v] for k, v in request.params),
     }
+    if request.endpoint is not None:  # absent for backends that cannot say who answers
+        payload["endpoint"] = request.endpoint
     data = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr)
     return hashlib.sha256(data.encode("utf-8")).hexdigest()
 
@@ -330,7 +333,8 @@ class Journal:
         call = self._row_dict(row)
         extra = dict(call["extra"] or {})
         extra.update(
-            attempts=call["attempts"], from_journal=True, journal_run_id=call["run_id"], journal_phase=call["phase"]
+            attempts=call["attempts"], from_journal=True, journal_run_id=call["run_id"], journal_phase=call["phase"],
+            journal_call_id=call["id"],
         )
         return Completion(
             model=call["model"],
@@ -358,6 +362,14 @@ class Journal:
                 return None
             rows = self._db.execute(f"SELECT request_hash FROM calls {where}", args).fetchall()
         return {digest_prefix(r[0]) for r in rows}
+
+    def paid_calls(self, run_id: str) -> list[tuple[int, str, str | None, float]]:
+        """``(call id, model, item id, cost_usd)`` of every call recorded in a run, all attempts, in order."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, model, item_id, cost_usd FROM calls WHERE run_id = ? ORDER BY id", (run_id,)
+            ).fetchall()
+        return [(int(r[0]), r[1], r[2], float(r[3])) for r in rows]
 
     def calls(self, run_id: str) -> list[dict[str, Any]]:
         """Every call of a run in the order recorded, as dicts (``top_logprobs`` as [[token, logprob], ...])."""

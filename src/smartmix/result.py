@@ -59,6 +59,8 @@ class RunResult:
     method: str
     seed: int
     run_id: str | None = None
+    warnings: list[str] = field(default_factory=list)  # money likely wasted: labels never seen, ...
+    outputs: Path | None = None  # the run's folder in its run directory (answers.jsonl, certificate.json)
 
     @property
     def total_cost(self) -> float:
@@ -92,16 +94,18 @@ class RunResult:
 
     def write(self, path: str | Path) -> Path:
         """Write the answers as JSONL, CSV or Parquet, chosen by the file extension."""
+        from smartmix.runs import atomic_path
+
         path = Path(path)
-        df = self.to_pandas()
         suffix = path.suffix.lower()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if suffix in (".jsonl", ".ndjson"):
-            df.to_json(path, orient="records", lines=True, force_ascii=False)
-        elif suffix == ".csv":
-            df.to_csv(path, index=False)
-        elif suffix in (".parquet", ".pq"):
-            df.to_parquet(path, index=False)
-        else:
+        if suffix not in (".jsonl", ".ndjson", ".csv", ".parquet", ".pq"):
             raise ConfigError(f"cannot write '{path}': use a .jsonl, .csv or .parquet file name")
+        df = self.to_pandas()
+        with atomic_path(path) as tmp:  # written whole, then renamed over the target: never half a file
+            if suffix in (".jsonl", ".ndjson"):
+                df.to_json(tmp, orient="records", lines=True, force_ascii=False)
+            elif suffix == ".csv":
+                df.to_csv(tmp, index=False)
+            else:
+                df.to_parquet(tmp, index=False)
         return path

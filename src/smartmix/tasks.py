@@ -233,7 +233,7 @@ def _items_from_rows(rows: Sequence[dict[str, Any]], *, id_field: str, origin: s
         if item_id in seen:
             raise DataError(
                 f"{origin}: duplicate item id '{item_id}' (row {n}). Ids must be unique; "
-                f"fix the '{id_field}' column or choose another with --id-field."
+                f"fix the '{id_field}' column, or name another one with id_field = \"...\" in the config's [task] table."
             )
         seen.add(item_id)
         items.append(Item(id=item_id, fields=row))

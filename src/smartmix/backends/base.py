@@ -19,3 +19,13 @@ class Backend(Protocol):
     async def complete(self, request: Request) -> Completion: ...
 
     async def aclose(self) -> None: ...
+
+
+def endpoint_of(backend: object, model: str) -> str | None:
+    """Who answers ``model`` through ``backend`` (``backend.endpoint(model)``), or None when it cannot say.
+
+    Two requests with the same model name, messages and params but different endpoints are different
+    requests: the journal never serves one's answer for the other.
+    """
+    method = getattr(backend, "endpoint", None)
+    return str(method(model)) if callable(method) else None

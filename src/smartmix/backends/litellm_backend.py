@@ -54,6 +54,11 @@ class LiteLLMBackend(OpenAIBackend):
     def __repr__(self) -> str:  # never the keys
         return f"LiteLLMBackend(models={sorted(self._states)})"
 
+    def endpoint(self, model: str) -> str:
+        """Who answers ``model``: the LiteLLM model string and api_base (part of the journal's key)."""
+        config = self._state(model).config
+        return f"litellm {config.api} {config.sent_model} {config.base_url or ''}".rstrip()
+
     def _call_kwargs(self, state: ModelState, payload: dict[str, Any]) -> dict[str, Any]:
         config = state.config
         call_kwargs = dict(payload, num_retries=0, timeout=config.timeout_s)

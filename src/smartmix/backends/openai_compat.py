@@ -467,6 +467,11 @@ class OpenAIBackend:
                 f"{', '.join(sorted(self._states)) or 'none'}); add it to the pool's endpoints."
             ) from None
 
+    def endpoint(self, model: str) -> str:
+        """Who answers ``model``: the API, base URL and provider model name (part of the journal's key)."""
+        config = self._state(model).config
+        return f"openai-compatible {config.api} {config.where.rstrip('/')} {config.sent_model}"
+
     async def complete(self, request: Request) -> Completion:
         state = self._state(request.model)
         config = state.config

@@ -369,6 +369,12 @@ class ReplayBackend:
             "exact recorded prompt (use the recorded template) or the item id"
         )
 
+    answers_per_item = True  # the answer depends on the item id, not only on the prompt
+
+    def endpoint(self, model: str) -> str:
+        """The recorded file that answers (part of the journal's key)."""
+        return f"replay {Path(self.recorded.path).resolve()}"
+
     async def complete(self, request: Request) -> Completion:
         item = self._find_item(request)
         out = self.recorded.output(item.id, request.model)

@@ -231,6 +231,12 @@ class SimulatedBackend:
         shift = 1 + random.Random(f"{self.seed}|{key}|{model}|other").randrange(labels - 1)
         return f"label-{(k + shift) % labels}"
 
+    answers_per_item = True  # the answer depends on the item id, not only on the prompt
+
+    def endpoint(self, model: str) -> str:
+        """The simulated profile and seed that answer (part of the journal's key)."""
+        return f"simulated {self.profile.name} seed={self.seed} n={self._arrays.n_items}"
+
     async def complete(self, request: Request) -> Completion:
         key = request.item_id if request.item_id is not None else request.prompt_text
         spec = self.profile.model(request.model)

@@ -22,12 +22,15 @@ class Request:
 
     ``item_id`` lets offline backends (replay, simulated) find the recorded answer; real providers ignore it.
     ``params`` holds generation settings (max_tokens, temperature, logprobs, top_logprobs, endpoint).
+    ``endpoint`` says who answers it (what a backend's ``endpoint(model)`` returns: base URL and provider
+    model, a LiteLLM model string, a recorded file); it keys the journal with the rest.
     """
 
     model: str
     messages: tuple[Message, ...]
     item_id: str | None = None
     params: tuple[tuple[str, Any], ...] = ()
+    endpoint: str | None = None
 
     def param(self, name: str, default: Any = None) -> Any:
         return dict(self.params).get(name, default)
