@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -99,6 +100,10 @@ def test_killed_while_a_batch_is_pending_resumes_without_resubmitting(tmp_path):
         time.sleep(0.3)
         child.kill()
         child.wait()
+        logs = subprocess.run([sys.executable, "-m", "smartmix.cli", "logs", "--run-dir", str(run_dir)],
+                              capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+        assert logs.returncode == 0, logs.stderr
+        assert "still pending" in logs.stdout and "batch-" in logs.stdout  # the pending job is listed
         rerun = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
         assert rerun.returncode == 0, rerun.stderr[-3000:]
         accounting = server.accounting()

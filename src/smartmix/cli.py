@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -314,6 +315,7 @@ def logs(
             for r in journal.runs():
                 table.add_row(r.run_id, str(r.created), r.status, f"{r.n_calls:,}", f"{r.cost_usd:.4f}")
             stdout.print(table)
+            _print_pending_batches(path, None)
         else:
             if journal.run(run_id) is None:
                 known = ", ".join(r.run_id for r in journal.runs()[-5:]) or "none"
@@ -324,8 +326,28 @@ def logs(
             for c in journal.calls(run_id):
                 table.add_row(str(c.get("item_id")), c["model"], c["phase"], str(c.get("answer"))[:40], f"{c['cost_usd']:.6f}")
             stdout.print(table)
+            _print_pending_batches(path, run_id)
     finally:
         journal.close()
+
+
+def _print_pending_batches(path: Path, run_id: str | None) -> None:
+    """Provider batch jobs still running (``--mode batch``): a rerun of their run collects them."""
+    from rich.table import Table
+
+    from smartmix.batch.store import BatchStore
+
+    with BatchStore(path) as store:
+        pending = store.pending(run_id)
+    if not pending:
+        return
+    table = Table(title="Provider batch jobs still pending (rerun the run's command to collect them)")
+    for col in ("run", "model", "batch", "status", "requests", "since"):
+        table.add_column(col)
+    for b in pending:
+        since = datetime.fromtimestamp(b.created, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(b.run_id, b.model, b.batch_id or "(being created)", b.status, f"{b.n_requests:,}", since)
+    stdout.print(table)
 
 
 router_app = typer.Typer(help="Train and inspect the per-prompt router's agreement predictor.", no_args_is_help=True)
