@@ -328,6 +328,15 @@ def test_logs_of_an_unknown_run_is_an_error(provider, tmp_path):
     assert r.returncode == 2 and "no run '0123456789ab'" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_logs_never_writes_into_an_empty_journal_file(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "journal.sqlite").write_bytes(b"")
+    r = cli("logs", "--run-dir", runs)
+    assert r.returncode != 0 and "empty, not a journal" in r.stderr and "Traceback" not in r.stderr
+    assert (runs / "journal.sqlite").stat().st_size == 0
+
+
 def test_no_message_recommends_an_option_or_command_that_does_not_exist():
     for path in SRC.rglob("*.py"):
         text = path.read_text()

@@ -306,6 +306,8 @@ def logs(
     path = Path(run_dir) / "journal.sqlite"
     if not path.exists():
         raise SmartmixError(f"no journal at {path}: runs made with --config (or --run-dir) are journaled there")
+    if path.stat().st_size == 0:  # reading must never write: opening would lay a schema into the file
+        raise SmartmixError(f"{path} is empty, not a journal: nothing was ever run there (or the file was truncated)")
     journal = RunDirectory(run_dir).open_journal()
     try:
         if run_id is None:
