@@ -13,7 +13,8 @@ from smartmix.errors import ConfigError, DataError
 from smartmix.models import Pool
 from smartmix.policies import Guarantee
 from smartmix.result import RunResult
-from smartmix.tasks import Comparator, ExactComparator, Item, LabelComparator, Template, load_items
+from smartmix.comparators import make_comparator
+from smartmix.tasks import Comparator, ExactComparator, Item, Template, load_items
 
 
 @dataclass
@@ -40,10 +41,6 @@ def is_recorded_outputs(path: str | Path) -> bool:
     return False
 
 
-def make_comparator(labels: Sequence[str] | None) -> Comparator:
-    return LabelComparator(list(labels)) if labels else ExactComparator()
-
-
 def replay_job(
     path: str | Path,
     *,
@@ -51,8 +48,14 @@ def replay_job(
     models: Sequence[str] | None = None,
     prices: Mapping[str, tuple[float, float]] | None = None,
     labels: Sequence[str] | None = None,
+    compare: str | None = None,
+    compare_options: Mapping[str, Any] | None = None,
 ) -> Job:
-    """A job that replays recorded outputs: what each model really said and really cost."""
+    """A job that replays recorded outputs: what each model really said and really cost.
+
+    ``compare`` names the comparator (:func:`smartmix.comparators.make_comparator`; default ``label``
+    with ``labels``, else ``exact``) and ``compare_options`` its options.
+    """
     from smartmix.backends.replay import RecordedOutputs, ReplayBackend
 
     recorded = RecordedOutputs.load(path)
@@ -78,7 +81,7 @@ def replay_job(
         items=recorded.items,
         pool=pool,
         template=Template.recorded(),
-        comparator=make_comparator(labels),
+        comparator=make_comparator(compare, labels, **dict(compare_options or {})),
         backend=ReplayBackend(recorded, pool),
         source=str(path),
     )
@@ -112,8 +115,13 @@ def config_job(
     reference: str | None = None,
     prices: Mapping[str, tuple[float, float]] | None = None,
     labels: Sequence[str] | None = None,
+    compare: str | None = None,
+    compare_options: Mapping[str, Any] | None = None,
 ) -> Job:
-    """A job on real providers, described by a :class:`~smartmix.config.JobConfig` and an items file."""
+    """A job on real providers, described by a :class:`~smartmix.config.JobConfig` and an items file.
+
+    ``compare``/``compare_options`` override the config's ``[task] compare`` and ``[task.compare_options]``.
+    """
     from smartmix.config import build_backend, build_pool
 
     if data is None:
@@ -128,7 +136,11 @@ def config_job(
         items=items,
         pool=pool,
         template=template,
-        comparator=make_comparator(labels or config.labels),
+        comparator=make_comparator(
+            compare or getattr(config, "compare", None),
+            labels or config.labels,
+            **dict(compare_options if compare_options is not None else (getattr(config, "compare_options", None) or {})),
+        ),
         backend=build_backend(config),
         source=str(data),
     )
@@ -142,7 +154,7 @@ def run(data: str | Path | Any | None = None, **options: Any) -> RunResult:
     experiment, or pass a ready ``job`` (items, pool, template, comparator, backend) for real providers.
 
     Keyword options are those of :func:`arun`: ``target``, ``confidence``, ``method``, ``reference``,
-    ``models``, ``prices``, ``labels``, ``simulated``, ``job``, ``seed``, ``out``, ``options``, ``journal``,
+    ``models``, ``prices``, ``labels``, ``compare``, ``compare_options``, ``simulated``, ``job``, ``seed``, ``out``, ``options``, ``journal``,
     ``run_id``, ``progress``, ``router``.
     """
     return run_sync(arun(data, **options))
@@ -158,6 +170,8 @@ async def arun(
     models: Sequence[str] | None = None,
     prices: Mapping[str, tuple[float, float]] | None = None,
     labels: Sequence[str] | None = None,
+    compare: str | None = None,
+    compare_options: Mapping[str, Any] | None = None,
     simulated: str | None = None,
     job: Job | None = None,
     seed: int = 0,
@@ -174,7 +188,10 @@ async def arun(
     except ValueError as exc:
         raise ConfigError(f"{exc}; e.g. --target 0.9 --confidence 0.95") from None
     if job is None:
-        job = resolve_job(data, reference=reference, models=models, prices=prices, labels=labels, simulated=simulated, seed=seed)
+        job = resolve_job(
+            data, reference=reference, models=models, prices=prices, labels=labels, simulated=simulated, seed=seed,
+            compare=compare, compare_options=compare_options,
+        )
     options = options or EngineOptions()
     if method == "router" and "predicted" not in options.method_options:
         if router is None:
@@ -220,6 +237,8 @@ def resolve_job(
     labels: Sequence[str] | None = None,
     simulated: str | None = None,
     seed: int = 0,
+    compare: str | None = None,
+    compare_options: Mapping[str, Any] | None = None,
 ) -> Job:
     if simulated is not None:
         return simulated_job(simulated, seed=seed)
@@ -230,11 +249,14 @@ def resolve_job(
         if not path.exists():
             raise DataError(f"data file '{path}' does not exist")
         if is_recorded_outputs(path):
-            return replay_job(path, reference=reference, models=models, prices=prices, labels=labels)
+            return replay_job(
+                path, reference=reference, models=models, prices=prices, labels=labels,
+                compare=compare, compare_options=compare_options,
+            )
     raise ConfigError(
         "plain item files need real models: describe them in a config file (smartmix run --config job.toml "
         "--data items.csv), or pass a recorded-outputs file to replay"
     )
 
 
-__all__ = ["Job", "arun", "config_job", "replay_job", "resolve_job", "run", "simulated_job", "load_items"]
+__all__ = ["Job", "arun", "config_job", "make_comparator", "replay_job", "resolve_job", "run", "simulated_job", "load_items"]

@@ -57,23 +57,55 @@ PriceOpt = Annotated[
     list[str] | None, typer.Option(help="Price override MODEL=IN/OUT in USD per million tokens; repeatable.")
 ]
 LabelsOpt = Annotated[str | None, typer.Option(help="Comma-separated answer labels for classification tasks.")]
+CompareOpt = Annotated[
+    str | None,
+    typer.Option(help="What agreement means: exact | label | numeric | regex | choice | json | semantic [exact; label with --labels]."),
+]
+CompareOptionOpt = Annotated[
+    list[str] | None,
+    typer.Option(help="A comparator option KEY=VALUE (VALUE as JSON, else text), e.g. rel_tol=0.01; repeatable."),
+]
 MethodOpt = Annotated[
     str | None,
     typer.Option(help="reference | exhaustive | efficient | mix | cascade (guaranteed); paper | margin (baselines)."),
 ]
 
 
-def _job(config, data, simulated, reference, models, price, labels, seed):
+def _job(config, data, simulated, reference, models, price, labels, seed, compare=None, compare_option=None):
     from smartmix.api import config_job, resolve_job
 
+    compare_options = _compare_options(compare_option)
     if config is not None:
         if models:  # --models overrides the config's pool too (the reference always stays in it)
             config = _only_models(config, _split(models), reference)
-        return config_job(config, data, reference=reference, prices=_prices(price), labels=_split(labels))
+        return config_job(
+            config, data, reference=reference, prices=_prices(price), labels=_split(labels),
+            compare=compare, compare_options=compare_options,
+        )
     return resolve_job(
         data, reference=reference, models=_split(models), prices=_prices(price), labels=_split(labels),
-        simulated=simulated, seed=seed,
+        simulated=simulated, seed=seed, compare=compare, compare_options=compare_options,
     )
+
+
+def _compare_options(pairs: list[str] | None) -> dict | None:
+    """``--compare-option KEY=VALUE`` pairs as a dict; VALUE is read as JSON when it is JSON, else as text."""
+    import json
+
+    from smartmix.errors import ConfigError
+
+    if not pairs:
+        return None
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--compare-option {pair!r}: expected KEY=VALUE, e.g. rel_tol=0.01")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
 
 
 def _only_models(config, names: list[str], reference: str | None):
@@ -100,6 +132,8 @@ def run(
     models: ModelsOpt = None,
     price: PriceOpt = None,
     labels: LabelsOpt = None,
+    compare: CompareOpt = None,
+    compare_option: CompareOptionOpt = None,
     target: Annotated[float | None, typer.Option(help="Fraction of answers that must equal the reference's [0.9].")] = None,
     confidence: Annotated[float | None, typer.Option(help="Probability with which the target must hold [0.95].")] = None,
     method: MethodOpt = None,
@@ -131,7 +165,7 @@ def run(
     confidence = _pick(confidence, cfg and cfg.confidence, 0.95)
     method = _pick(method, cfg and cfg.method, "mix")
     seed = _pick(seed, cfg and cfg.seed, 0)
-    job = _job(cfg, data, simulated, reference, models, price, labels, seed)
+    job = _job(cfg, data, simulated, reference, models, price, labels, seed, compare, compare_option)
     options = EngineOptions(
         concurrency=_pick(concurrency, cfg and cfg.concurrency, 16),
         batch_size=batch_size,
@@ -153,6 +187,8 @@ def run(
             "method": method, "target": target, "confidence": confidence, "seed": seed,
             "params": options.params, "labels": labels,
         }
+        if compare or compare_option:  # agreement changes the plan: another comparator is another run
+            settings["compare"] = [compare, sorted(compare_option or [])]
         run_id = run_id_for(settings)
         journal = directory.open_journal()
         if journal.start_run(run_id, settings, seed):
@@ -233,6 +269,8 @@ def preview(
     price: PriceOpt = None,
     labels: LabelsOpt = None,
     method: MethodOpt = None,
+    compare: CompareOpt = None,
+    compare_option: CompareOptionOpt = None,
 ) -> None:
     """Estimate, before any call, what the reference alone would cost and the range the method can cost.
 
@@ -242,7 +280,7 @@ def preview(
     from smartmix.preview import estimate, render_preview
 
     cfg = _load_config(config)
-    job = _job(cfg, data, simulated, reference, models, price, labels, 0)
+    job = _job(cfg, data, simulated, reference, models, price, labels, 0, compare, compare_option)
     max_tokens = (cfg.max_tokens if cfg else None) or 16
     render_preview(estimate(job, _pick(method, cfg and cfg.method, "mix"), max_tokens), stdout)
 

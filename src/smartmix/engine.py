@@ -87,6 +87,7 @@ class Engine:
         self._unit_cost: dict[str, list[float]] = {}
         self._pending_records: list[tuple[tuple[Request, Completion, str, float], asyncio.Future]] = []
         self._journaled: set[int] | None = None  # digest prefixes of the requests in the journal; None: unknown
+        self.unparseable: dict[str, int] = {}  # per model: answers the comparator could not read (disagreements)
 
     # -- public --------------------------------------------------------------------------------
     async def run(self, items: Sequence[Item], method: str, guarantee: Guarantee, seed: int = 0) -> RunResult:
@@ -139,7 +140,7 @@ class Engine:
         reference_cost, measured = self._reference_cost(plan, results, len(items))
         return RunResult(
             items=results,
-            certificate=_with_failures(plan.certificate, results),
+            certificate=_with_parse_counts(_with_failures(plan.certificate, results), self.comparator, self.unparseable),
             ledger=self.ledger,
             reference_cost=reference_cost,
             reference_cost_measured=measured,
@@ -298,10 +299,10 @@ class Engine:
         self.ledger.add(model, phase, cost)
         if paid or cost > 0:  # a free cache hit says nothing about what the next call will cost
             self._unit_cost.setdefault(model, []).append(cost)
-        return _Answer(
-            completion.text, self.comparator.parse(completion.text), cost, completion=completion,
-            score=confidence_score(completion),
-        )
+        parsed = self.comparator.parse(completion.text)
+        if parsed is None:
+            self.unparseable[model] = self.unparseable.get(model, 0) + 1
+        return _Answer(completion.text, parsed, cost, completion=completion, score=confidence_score(completion))
 
     def _price(self, model: str, request: Request, completion: Completion) -> float:
         if completion.cost_usd is not None:
@@ -384,6 +385,14 @@ def _with_failures(certificate: Certificate, results: list[ItemResult]) -> Certi
     shares["(failed)"] = failed / n
     details = {**certificate.details, "failed_items": failed, "requested_target": certificate.target}
     return replace(certificate, target=max(0.0, certificate.target - failed / n), shares=shares, details=details)
+
+
+def _with_parse_counts(certificate: Certificate, comparator: Comparator, unparseable: dict[str, int]) -> Certificate:
+    """The certificate with the comparator's name and, per model, how many answers it could not read."""
+    from smartmix.comparators import comparator_name
+
+    details = {**certificate.details, "comparator": comparator_name(comparator), "unparseable": dict(unparseable)}
+    return replace(certificate, details=details)
 
 
 def run_sync(coro) -> Any:

@@ -36,6 +36,21 @@ def certificate_dict(result: RunResult) -> dict[str, Any]:
     }
 
 
+def _agreement_lines(details: dict[str, Any]) -> list[str]:
+    """What agreement meant (the comparator), unreadable answers, and the score each model was judged by."""
+    lines = []
+    if details.get("comparator") not in (None, "exact"):
+        lines.append(f"Agreement: the '{details['comparator']}' comparator.")
+    unparseable = {m: k for m, k in (details.get("unparseable") or {}).items() if k}
+    if unparseable:
+        shown = ", ".join(f"{m}: {k:,}" for m, k in unparseable.items())
+        lines.append(f"Answers the comparator could not read (counted as disagreements): {shown}.")
+    scores = details.get("scores")
+    if scores:
+        lines.append("Scores: " + ", ".join(f"{m}: {s}" for m, s in scores.items()) + ".")
+    return lines
+
+
 def render(result: RunResult, console: Console | None = None) -> None:
     console = console or Console()
     cert = result.certificate
@@ -46,6 +61,7 @@ def render(result: RunResult, console: Console | None = None) -> None:
     if cert.margin:
         lines.append(f"Random-split allowance: {cert.margin:.4f} of the remaining items.")
     lines.append(f"Profiled {cert.profiled:,} of {cert.n_items:,} items (answered by the reference).")
+    lines.extend(_agreement_lines(cert.details))
     if result.failures:
         lines.append(
             f"[bold red]{len(result.failures)} item(s) failed[/] and have no answer; they count as not agreeing. "
