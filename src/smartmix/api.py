@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from smartmix.backends.base import Backend
+from smartmix.comparators import make_comparator
 from smartmix.engine import Engine, EngineOptions, ProgressCallback, run_sync
 from smartmix.errors import ConfigError, DataError
 from smartmix.models import Pool
 from smartmix.policies import Guarantee
 from smartmix.result import RunResult
-from smartmix.comparators import make_comparator
 from smartmix.tasks import Comparator, ExactComparator, Item, Template, load_items
 
 
