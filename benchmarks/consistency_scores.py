@@ -117,9 +117,10 @@ def main(argv: list[str] | None = None) -> int:
                     chain = "fallback: mix" if details.get("fallback") else " > ".join(details.get("chain") or []) or "-"
                     chains[chain] = chains.get(chain, 0) + 1
                 top = max(chains, key=chains.__getitem__)
+                shown = top.replace("|", "\\|")  # a virtual model's name inside a Markdown table
                 row = (
                     f"| {name} | {target:g} | {method} | {np.mean(savings):.2f}x | {np.median(savings):.2f}x | "
-                    f"{np.mean(hits):.3f} | {top} ({chains[top]}/{args.trials}) | "
+                    f"{np.mean(hits):.3f} | {shown} ({chains[top]}/{args.trials}) | "
                     f"{n_virtual if method == 'cascade-consistency' else ''} |"
                 )
                 lines.append(row)
