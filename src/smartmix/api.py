@@ -155,7 +155,11 @@ def run(data: str | Path | Any | None = None, **options: Any) -> RunResult:
 
     Keyword options are those of :func:`arun`: ``target``, ``confidence``, ``method``, ``reference``,
     ``models``, ``prices``, ``labels``, ``compare``, ``compare_options``, ``simulated``, ``job``, ``seed``, ``out``, ``options``, ``journal``,
-    ``run_id``, ``progress``, ``router``.
+    ``run_id``, ``progress``, ``router``, ``scores``.
+
+    ``scores``: for models whose provider gives no confidence, add virtual models that score their answers
+    (``"consistency"``, ``"self-consistency"`` or ``"verbal"``; see :mod:`smartmix.backends.composite`),
+    for ``method="cascade"``.
     """
     return run_sync(arun(data, **options))
 
@@ -181,6 +185,7 @@ async def arun(
     run_id: str | None = None,
     progress: ProgressCallback | None = None,
     router: str | Path | None = None,
+    scores: str | None = None,
 ) -> RunResult:
     """The asynchronous form of :func:`run`."""
     try:
@@ -193,6 +198,8 @@ async def arun(
             compare=compare, compare_options=compare_options,
         )
     options = options or EngineOptions()
+    if scores:
+        job = with_scores(job, scores)
     if method == "router" and "predicted" not in options.method_options:
         if router is None:
             raise ConfigError("--method router needs a trained predictor: pass --router router.npz (smartmix router train)")
@@ -200,13 +207,38 @@ async def arun(
     engine = Engine(
         job.backend, job.pool, job.template, job.comparator, options=options, journal=journal, run_id=run_id, progress=progress
     )
+    if hasattr(job.backend, "attach_journal"):  # virtual models journal each real call they make
+        job.backend.attach_journal(journal, run_id, options.use_cache)
     try:
         result = await engine.run(job.items, method, guarantee, seed=seed)
     finally:
         await job.backend.aclose()
+    from smartmix.backends.composite import describe_scores
+
+    result.certificate.details["scores"] = describe_scores(job.pool, job.backend)
     if out is not None:
         result.write(out)
     return result
+
+
+def with_scores(job: Job, kind: str, **options: Any) -> Job:
+    """The job with one virtual model per candidate that scores its answers (``kind``: consistency,
+    self-consistency or verbal); replays support only consistency (recorded outputs hold one sample)."""
+    from dataclasses import replace
+
+    from smartmix.backends.composite import SCORE_KINDS, CompositeBackend, virtual_models, with_virtual_models
+    from smartmix.backends.replay import ReplayBackend
+
+    if kind not in SCORE_KINDS:
+        raise ConfigError(f"unknown --scores '{kind}'; choose one of: {', '.join(SCORE_KINDS)}")
+    if kind != "consistency" and isinstance(job.backend, ReplayBackend):
+        raise ConfigError(
+            f"--scores {kind} needs live models (recorded outputs hold one answer per model); "
+            "replays can use --scores consistency"
+        )
+    virtual = virtual_models(job.pool, kind, **options)
+    pool = with_virtual_models(job.pool, virtual)
+    return replace(job, pool=pool, backend=CompositeBackend(job.backend, virtual, job.comparator, pool))
 
 
 def predict_agreement(path: str | Path, job: Job):
@@ -259,4 +291,4 @@ def resolve_job(
     )
 
 
-__all__ = ["Job", "arun", "config_job", "make_comparator", "replay_job", "resolve_job", "run", "simulated_job", "load_items"]
+__all__ = ["Job", "arun", "config_job", "make_comparator", "with_scores", "replay_job", "resolve_job", "run", "simulated_job", "load_items"]

@@ -148,6 +148,10 @@ def run(
     ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not reuse answers to identical requests from earlier runs.")] = False,
     router: Annotated[Path | None, typer.Option(help="Trained predictor for --method router (smartmix router train).")] = None,
+    scores: Annotated[
+        str | None,
+        typer.Option(help="Scores for models without logprobs (for --method cascade): consistency | self-consistency | verbal."),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Answer every item with the cheapest plan that keeps the guarantee; print the certificate and the bill.
@@ -189,6 +193,8 @@ def run(
         }
         if compare or compare_option:  # agreement changes the plan: another comparator is another run
             settings["compare"] = [compare, sorted(compare_option or [])]
+        if scores:
+            settings["scores"] = scores
         run_id = run_id_for(settings)
         journal = directory.open_journal()
         if journal.start_run(run_id, settings, seed):
@@ -200,7 +206,7 @@ def run(
         with ProgressDisplay(len(job.items), enabled=not quiet) as progress:
             result = run_api(
                 job=job, target=target, confidence=confidence, method=method, seed=seed, out=out,
-                options=options, journal=journal, run_id=run_id, progress=progress.update, router=router,
+                options=options, journal=journal, run_id=run_id, progress=progress.update, router=router, scores=scores,
             )
         status = "done" if not result.failures else "done-with-failures"
     except (KeyboardInterrupt, SmartmixError):

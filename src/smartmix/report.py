@@ -45,9 +45,12 @@ def _agreement_lines(details: dict[str, Any]) -> list[str]:
     if unparseable:
         shown = ", ".join(f"{m}: {k:,}" for m, k in unparseable.items())
         lines.append(f"Answers the comparator could not read (counted as disagreements): {shown}.")
-    scores = details.get("scores")
-    if scores:
-        lines.append("Scores: " + ", ".join(f"{m}: {s}" for m, s in scores.items()) + ".")
+    scores = details.get("scores") or {}
+    if any(not str(s).startswith("own confidence") for s in scores.values()):
+        by_kind: dict[str, list[str]] = {}
+        for model, how in scores.items():
+            by_kind.setdefault(str(how).split(" (")[0], []).append(model)
+        lines.append("Scores: " + "; ".join(f"{kind}: {', '.join(ms)}" for kind, ms in by_kind.items()) + ".")
     return lines
 
 

@@ -50,6 +50,8 @@ SCORE_KINDS = ("consistency", "self-consistency", "verbal")
 VERBAL_QUESTION = "Is your answer above correct? Reply with one word: yes or no."
 SAMPLE_TEMPERATURE = 0.7
 _PARTS = "/parts"
+PART_PARAM = "score_part_of"  # request parameter marking a virtual model's real call (never sent)
+OWN_CONFIDENCE = "own confidence (first-token logprobs, or recorded), where given"
 
 
 @dataclass(frozen=True)
@@ -78,10 +80,10 @@ class VirtualModel:
 
     def describe(self) -> str:
         if self.kind == "consistency":
-            return f"{self.base}'s answer, score = agreement with {', '.join(self.checkers)}"
+            return f"consistency ({self.base}'s answer checked by {'+'.join(self.checkers)})"
         if self.kind == "self-consistency":
-            return f"{self.base}'s answer, score = agreement of {self.samples} samples (T={self.temperature:g})"
-        return f"{self.base}'s answer, score = its own yes/no on 'is your answer correct?'"
+            return f"self-consistency ({self.samples} samples of {self.base} at T={self.temperature:g})"
+        return f"verbal ({self.base} asked whether its answer is correct)"
 
 
 def virtual_models(pool: Pool, kind: str, *, samples: int = 4, checkers: int = 1) -> list[VirtualModel]:
@@ -180,6 +182,9 @@ class CompositeBackend:
         self.journal = journal
         self.run_id = run_id
         self.use_cache = use_cache
+        if journal is not None and run_id is not None and hasattr(journal, "start_run"):
+            note = f"the real calls of run {run_id}'s virtual models; their cost is counted in that run"
+            journal.start_run(f"{run_id}{_PARTS}", {"parts_of": run_id, "note": note}, None)
 
     def describe(self) -> dict[str, str]:
         """For the certificate: which score each virtual model uses."""
@@ -189,6 +194,9 @@ class CompositeBackend:
         v = self.virtual.get(request.model)
         if v is None:
             return await self.inner.complete(request)
+        # Parts carry the virtual model's name (a parameter no provider is sent) so that they are journaled
+        # and cached apart from plain calls: the policy must see what a virtual call costs when applied.
+        request = replace(request, params=tuple(sorted({**dict(request.params), PART_PARAM: v.name}.items())))
         base = replace(request, model=v.base)
         if v.kind == "consistency":
             parts = await asyncio.gather(self._part(base), *(self._part(replace(request, model=m)) for m in v.checkers))
@@ -236,7 +244,7 @@ class CompositeBackend:
             hit = self.journal.lookup(request, run_id=parts_run, or_any_run=self.use_cache)
             if hit is not None:
                 paid_here = hit.extra.get("journal_run_id") == parts_run
-                # paid by this run's virtual calls before a rerun: counts; by plain calls or other runs: free now
+                # paid by this run before a rerun: counts; by another run: free now (the engine's cache rule)
                 hit.extra["cost_now"] = float(hit.cost_usd or 0.0) if paid_here else 0.0
                 return hit
         completion = await self.inner.complete(request)
@@ -258,6 +266,8 @@ class CompositeBackend:
         return spec.cost(n_in, n_out)
 
     async def aclose(self) -> None:
+        if self.journal is not None and self.run_id is not None and hasattr(self.journal, "finish_run"):
+            self.journal.finish_run(f"{self.run_id}{_PARTS}", "done")
         await self.inner.aclose()
 
 
@@ -267,5 +277,5 @@ def describe_scores(pool: Pool, backend: Any) -> dict[str, str]:
     out = {}
     for spec in pool.candidates:
         v = virtual.get(spec.name)
-        out[spec.name] = v.describe() if v else "its own confidence (first-token logprobs or recorded), where given"
+        out[spec.name] = v.describe() if v else OWN_CONFIDENCE
     return out
