@@ -369,7 +369,8 @@ def methods() -> None:
 
 @app.command()
 def demo(
-    items: Annotated[int, typer.Option(help="How many reviews to classify.")] = 300,
+    task: Annotated[str, typer.Option(help="reviews (sentiment labels) or maths (arithmetic, --compare numeric).")] = "reviews",
+    items: Annotated[int, typer.Option(help="How many reviews (or maths problems) to answer.")] = 300,
     method: Annotated[str, typer.Option(help="mix | cascade | efficient | exhaustive | reference | margin.")] = "mix",
     target: Annotated[float, typer.Option(help="Fraction of answers that must equal the reference's.")] = 0.75,
     confidence: Annotated[float, typer.Option(help="Probability with which the target must hold.")] = 0.9,
@@ -380,8 +381,9 @@ def demo(
 ) -> None:
     """Run smartmix on two real local LLMs (SmolLM2-135M, Gemma 3 270M) served by llama.cpp: offline, no key.
 
-    Classifies Rotten Tomatoes review snippets as positive/negative, prints the certificate, the bill
-    (at illustrative prices) and accuracy against the human labels, and writes a plot.
+    Classifies Rotten Tomatoes review snippets as positive/negative (--task reviews), or solves arithmetic
+    word problems judged on the final number (--task maths, the numeric comparator); prints the
+    certificate, the bill (at illustrative prices) and accuracy, and writes a plot.
     """
     from smartmix.demo.run import run_demo
     from smartmix.progress import ProgressDisplay
@@ -390,13 +392,12 @@ def demo(
     with ProgressDisplay(items, enabled=not quiet) as progress:
         outcome = run_demo(
             n_items=items, method=method, target=target, confidence=confidence, seed=seed, out_dir=out_dir,
-            install=install, console=stdout, progress=progress.update,
+            install=install, console=stdout, progress=progress.update, task=task,
         )
     render(outcome.result, stdout)
     ref = "n/a" if outcome.reference_accuracy is None else f"{outcome.reference_accuracy:.1%}"
-    stdout.print(
-        f"Accuracy against the human labels: {outcome.accuracy:.1%} (the reference on the items it answered: {ref})."
-    )
+    truth = "the true results" if task == "maths" else "the human labels"
+    stdout.print(f"Accuracy against {truth}: {outcome.accuracy:.1%} (the reference on the items it answered: {ref}).")
     stdout.print(f"Answers, summary and plot in {out_dir}/ ({outcome.plot.name if outcome.plot else 'no plot'}).")
 
 

@@ -16,7 +16,10 @@ those calls cost now and whose ``confidence`` is ``log(score)`` (so
 :func:`smartmix.scores.confidence_score` reads the score back, also from the journal). With a journal
 attached, every real call is written to it under the run ``<run_id>/parts`` before it is used, and read
 back on a rerun instead of being paid again; the engine journals the virtual call itself (its cost is the
-sum) in the run, so the run's total counts each dollar once.
+sum) in the run, so the run's total counts each dollar once. A virtual call pays all its real calls, even
+when the same model was also called plainly for the same item (the parts carry a ``score_part_of``
+parameter, which no provider is sent, so they are journaled and cached apart): the policy must see what a
+virtual model costs when it is applied.
 
 The score is an item feature fixed before anything is certified: whichever score a virtual model uses,
 the certificate stays valid; a better score only makes the cascade cheaper.
