@@ -170,6 +170,7 @@ def run_bench(
     command: str = "smartmix bench",
     console: Console | None = None,
     progress: bool = True,
+    compare: str | None = None,
 ) -> dict[str, list]:
     """Run the suites and write their reports under ``out``; returns the rows of each suite."""
     from smartmix.bench import report
@@ -205,10 +206,13 @@ def run_bench(
         if quick and not explicit:
             files = files[:QUICK_DATASETS]
         seen: set[str] = set()
+        from smartmix.comparators import make_comparator
+
+        comparator = make_comparator(compare) if compare else None
         for f in files:
-            ds = load_dataset(f)
+            ds = load_dataset(f, comparator=comparator)
             if ds.name in seen:
-                ds = load_dataset(f, name=f"{ds.name}#{len(seen)}")
+                ds = load_dataset(f, name=f"{ds.name}#{len(seen)}", comparator=comparator)
             seen.add(ds.name)
             datasets.append(ds)
 
@@ -423,6 +427,9 @@ def bench(
     ] = "all",
     out: Annotated[Path, typer.Option("--out", help="Folder for <suite>.csv, .md and .png.")] = Path("benchmarks/results"),
     workers: Annotated[int, typer.Option("--workers", help="Worker processes.")] = 2,
+    compare: Annotated[
+        str | None, typer.Option("--compare", help="Comparator for agreement: exact | numeric | choice | json | ... [exact].")
+    ] = None,
 ) -> None:
     """Benchmark every method against BARGAIN and the hindsight limits; write CSV, Markdown and PNG reports."""
     given = {
@@ -437,6 +444,7 @@ def bench(
         "quick": quick,
         "out": str(out) if out != Path("benchmarks/results") else None,
         "workers": workers if workers != 2 else None,
+        "compare": compare,
     }
     run_bench(
         data=data,
@@ -451,4 +459,5 @@ def bench(
         out=out,
         workers=workers,
         command=command_line(given),
+        compare=compare,
     )

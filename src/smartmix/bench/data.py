@@ -115,8 +115,11 @@ def dataset_name(path: Path) -> str:
     return path.parent.name if stem == "test" else f"{path.parent.name}-{stem}"
 
 
-def load_dataset(path: Path, name: str | None = None) -> BenchData:
-    """Load a recorded-outputs file; models ordered cheapest first by mean recorded cost, the reference last."""
+def load_dataset(path: Path, name: str | None = None, comparator=None) -> BenchData:
+    """Load a recorded-outputs file; models ordered cheapest first by mean recorded cost, the reference last.
+
+    Agreement is judged by ``comparator`` (default: exact match after normalisation).
+    """
     from smartmix.backends.replay import RecordedOutputs
     from smartmix.tasks import ExactComparator
 
@@ -125,7 +128,7 @@ def load_dataset(path: Path, name: str | None = None) -> BenchData:
     models = recorded.pool(reference).names
     if len(models) < 2:
         raise DataError(f"{path}: a benchmark needs at least one model besides the reference ({reference})")
-    arrays = recorded.arrays(models, reference, ExactComparator())
+    arrays = recorded.arrays(models, reference, comparator or ExactComparator())
     return BenchData(
         name=name or dataset_name(Path(path)),
         path=str(path),
