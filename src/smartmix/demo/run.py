@@ -54,7 +54,6 @@ def run_demo(
     from smartmix.demo.llama_server import LlamaServer
     from smartmix.demo.local_models import ensure_models
     from smartmix.demo.reviews import load_reviews
-
     from smartmix.errors import ConfigError
 
     if task not in TASKS:
