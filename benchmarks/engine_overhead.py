@@ -39,8 +39,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from openai_server import start_server_process  # noqa: E402
 
-from smartmix.backends.base import Completion, Message, Request  # noqa: E402
 from smartmix.backends.openai_compat import EndpointConfig, OpenAIBackend  # noqa: E402
+from smartmix.domain import Completion, Message, Request  # noqa: E402
 from smartmix.engine import Engine, EngineOptions  # noqa: E402
 from smartmix.journal import Journal  # noqa: E402
 from smartmix.models import ModelSpec, Pool  # noqa: E402

@@ -5,11 +5,11 @@ import math
 import numpy as np
 import pytest
 
-from smartmix.backends.base import Completion
+from smartmix.core.offline import simulate, synthetic_pool, synthetic_scores
+from smartmix.domain import Completion
 from smartmix.policies import Guarantee
 from smartmix.policies.cascade import ChainCurve, largest_admissible
 from smartmix.scores import confidence_score, margin_from_top_logprobs
-from smartmix.simulate import simulate, synthetic_pool, synthetic_scores
 from smartmix.stats import hypergeom_upper
 
 

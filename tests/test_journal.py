@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from smartmix.backends.base import Completion, Message, Request
+from smartmix.domain import Completion, Message, Request
 from smartmix.errors import ConfigError
 from smartmix.journal import SCHEMA_VERSION, Journal, RunSummary, request_hash, scrub_secrets
 
@@ -122,7 +122,7 @@ def test_durable_after_reopening_and_after_a_killed_process(tmp_path):
     # A process that records and dies without closing anything.
     script = textwrap.dedent(f"""
         import os
-        from smartmix.backends.base import Completion, Message, Request
+        from smartmix.domain import Completion, Message, Request
         from smartmix.journal import Journal
         j = Journal({str(path)!r})
         j.start_run("crashed", {{}}, seed=1)

@@ -11,7 +11,7 @@ import time
 import pytest
 from openai_server import RunningServer, start_server_process
 
-from smartmix.backends.base import Backend, Message, Request
+from smartmix.backends.base import Backend
 from smartmix.backends.openai_compat import (
     EndpointConfig,
     OpenAIBackend,
@@ -20,6 +20,7 @@ from smartmix.backends.openai_compat import (
     parse_completions_response,
 )
 from smartmix.backends.retry import Backoff
+from smartmix.domain import Message, Request
 from smartmix.errors import ConfigError, MissingExtraError, ProviderError, UnknownModelError
 
 FAST = Backoff(base_s=0.01, max_s=0.05)

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
+from smartmix.core.offline import simulate, synthetic_pool
 from smartmix.errors import ConfigError
 from smartmix.policies import METHODS, BatchSpec, Guarantee, make_policy
-from smartmix.simulate import simulate, synthetic_pool
 
 
 def test_registry_has_all_methods():

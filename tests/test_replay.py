@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from smartmix.backends.base import Backend, Message, Request
+from smartmix.backends.base import Backend
 from smartmix.backends.replay import RecordedArrays, RecordedOutput, RecordedOutputs, ReplayBackend
+from smartmix.domain import Message, Request
 from smartmix.errors import ConfigError, DataError, PriceError, UnknownModelError
 from smartmix.models import Pool
 from smartmix.tasks import ExactComparator, LabelComparator, Template

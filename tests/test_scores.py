@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from openai_server import Control, run_server  # noqa: E402
 
 from smartmix.api import Job, run, with_scores  # noqa: E402
-from smartmix.backends.base import Completion  # noqa: E402
 from smartmix.backends.composite import VERBAL_QUESTION, verbal_score  # noqa: E402
 from smartmix.backends.openai_compat import EndpointConfig, OpenAIBackend  # noqa: E402
 from smartmix.comparators import make_comparator  # noqa: E402
+from smartmix.domain import Completion  # noqa: E402
 from smartmix.models import ModelSpec, Pool  # noqa: E402
 from smartmix.scores import consistency_candidates  # noqa: E402
 from smartmix.tasks import Item, Template  # noqa: E402

@@ -5,7 +5,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from smartmix.backends.base import Backend, Message, Request
+from smartmix.backends.base import Backend
 from smartmix.backends.simulated import (
     PAPER_PROFILES,
     PAPER_REPORTED,
@@ -13,6 +13,7 @@ from smartmix.backends.simulated import (
     simulated_arrays,
     simulated_items,
 )
+from smartmix.domain import Message, Request
 from smartmix.errors import ConfigError, UnknownModelError
 from smartmix.tasks import ExactComparator
 

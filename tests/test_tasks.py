@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from smartmix.backends.base import Message
+from smartmix.domain import Message
 from smartmix.errors import ConfigError, DataError, TemplateError
 from smartmix.tasks import (
     Comparator,

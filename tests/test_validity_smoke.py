@@ -10,8 +10,8 @@ are run beside as a check that the test can fail.
 import numpy as np
 import pytest
 
+from smartmix.core.offline import simulate, synthetic_pool
 from smartmix.policies import Guarantee
-from smartmix.simulate import simulate, synthetic_pool
 
 TRIALS = 200
 

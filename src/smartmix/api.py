@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from smartmix.backends.base import Backend
 from smartmix.comparators import make_comparator
-from smartmix.engine import Engine, EngineOptions, ProgressCallback, run_sync
+from smartmix.engine import CallJournal, Engine, EngineOptions, ProgressCallback, run_sync
 from smartmix.errors import ConfigError, DataError
 from smartmix.models import Pool
+from smartmix.modes import application_backend
 from smartmix.policies import Guarantee
 from smartmix.result import RunResult
 from smartmix.tasks import Comparator, ExactComparator, Item, Template, load_items
@@ -27,6 +29,8 @@ class Job:
     comparator: Comparator
     backend: Backend
     source: str
+    # builds the same backend again (in a Ray worker); None when the job cannot be rebuilt elsewhere
+    backend_factory: Callable[[], Backend] | None = None
 
 
 def is_recorded_outputs(path: str | Path) -> bool:
@@ -84,6 +88,7 @@ def replay_job(
         comparator=make_comparator(compare, labels, **dict(compare_options or {})),
         backend=ReplayBackend(recorded, pool),
         source=str(path),
+        backend_factory=_Rebuild(_replay_backend, str(path), pool),
     )
 
 
@@ -143,7 +148,32 @@ def config_job(
         ),
         backend=build_backend(config),
         source=str(data),
+        backend_factory=_Rebuild(build_backend, config),
     )
+
+
+def _replay_backend(path: str, pool: Pool) -> Backend:
+    from smartmix.backends.replay import ReplayBackend
+
+    return ReplayBackend(_recorded(path), pool)
+
+
+@functools.lru_cache(maxsize=4)
+def _recorded(path: str) -> Any:
+    """A recorded file, parsed once per process (a Ray worker runs many partitions of the same job)."""
+    from smartmix.backends.replay import RecordedOutputs
+
+    return RecordedOutputs.load(path)
+
+
+class _Rebuild:
+    """A picklable ``lambda: build(*args)`` (a Ray worker builds its own backend from the job's config)."""
+
+    def __init__(self, build: Callable[..., Backend], *args: Any):
+        self.build, self.args = build, args
+
+    def __call__(self) -> Backend:
+        return self.build(*self.args)
 
 
 def run(data: str | Path | Any | None = None, **options: Any) -> RunResult:
@@ -181,11 +211,14 @@ async def arun(
     seed: int = 0,
     out: str | Path | None = None,
     options: EngineOptions | None = None,
-    journal: Any | None = None,
+    journal: CallJournal | None = None,
     run_id: str | None = None,
     progress: ProgressCallback | None = None,
     router: str | Path | None = None,
     scores: str | None = None,
+    mode: str = "sync",
+    batch_settings: Any = None,
+    ray_settings: Any = None,
 ) -> RunResult:
     """The asynchronous form of :func:`run`."""
     try:
@@ -197,22 +230,31 @@ async def arun(
             data, reference=reference, models=models, prices=prices, labels=labels, simulated=simulated, seed=seed,
             compare=compare, compare_options=compare_options,
         )
-    options = options or EngineOptions()
     if scores:
         job = with_scores(job, scores)
-    if method == "router" and "predicted" not in options.method_options:
+    predicted = None
+    if method == "router":
         if router is None:
             raise ConfigError("--method router needs a trained predictor: pass --router router.npz (smartmix router train)")
-        options.method_options["predicted"] = predict_agreement(router, job)
+        predicted = predict_agreement(router, job)
+    channel = application_backend(
+        mode, backend=job.backend, journal_path=getattr(journal, "path", None), run_id=run_id,
+        backend_factory=job.backend_factory, batch_settings=batch_settings, ray_settings=ray_settings,
+    )
     engine = Engine(
-        job.backend, job.pool, job.template, job.comparator, options=options, journal=journal, run_id=run_id, progress=progress
+        job.backend, job.pool, job.template, job.comparator, options=options, journal=journal, run_id=run_id,
+        progress=progress, application_backend=channel,
     )
     if hasattr(job.backend, "attach_journal"):  # virtual models journal each real call they make
-        job.backend.attach_journal(journal, run_id, options.use_cache)
+        job.backend.attach_journal(journal, run_id, engine.options.use_cache)
     try:
-        result = await engine.run(job.items, method, guarantee, seed=seed)
+        result = await engine.run(job.items, method, guarantee, seed=seed, predicted=predicted)
     finally:
         await job.backend.aclose()
+        if channel is not None:
+            await channel.aclose()
+    if channel is not None and hasattr(channel, "transport"):
+        channel.transport.forget()  # every answer is in the run's journal now
     from smartmix.backends.composite import describe_scores
 
     result.certificate.details["scores"] = describe_scores(job.pool, job.backend)

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from smartmix.backends.base import Backend, Completion, Request
+from smartmix.backends.base import Backend
+from smartmix.domain import Completion, Request
 from smartmix.errors import ConfigError, UnknownModelError
 from smartmix.models import ModelSpec, Pool, lookup_price
 

@@ -1,23 +1,30 @@
-"""The engine does all the I/O: it runs a policy over the items through a backend.
+"""The engine does all the I/O: it is the live answer source the core's driver runs a policy on.
 
-Profiling batches are called concurrently (every model the policy asks for, on every item of the batch);
-each paid answer is written to the journal, when there is one, before anything uses it; agreement with the
-reference is judged by the task's comparator and fed back to the policy. The plan the policy returns is
-then executed, again concurrently. A ledger keeps the money per model and phase, and every item carries
-what was spent on it, so the ``cost`` column sums to the bill.
+The driver (:mod:`smartmix.core.driver`) decides — profile rounds, then the plan with the one chain rule —
+and asks the engine for answers. The engine calls them concurrently through a backend (every model the
+policy asks for, on every item of the batch); each paid answer is written to the journal, when there is
+one, before anything uses it; agreement with the reference is judged by the task's comparator. A ledger
+keeps the money per model and phase, and every item carries what was spent on it, so the ``cost`` column
+sums to the bill.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from smartmix.backends.base import Backend, Completion, Request
+from smartmix.backends.base import Backend
+from smartmix.batch.prices import batch_price_factor
+from smartmix.core.driver import Execution, execute
+from smartmix.core.source import Answers, Observation
+from smartmix.deferred import DeferredBackend, run_deferred
+from smartmix.domain import Completion, Request
 from smartmix.errors import BudgetExceeded, ConfigError, ProviderError
 from smartmix.journal import digest_prefix, request_hash
 from smartmix.models import Pool, estimate_tokens
@@ -48,6 +55,19 @@ class EngineOptions:
             raise ConfigError(f"max_cost must be a number of USD >= 0, got {self.max_cost!r}")
 
 
+class CallJournal(Protocol):
+    """What the engine needs of a journal (:class:`smartmix.journal.Journal` is one): find a paid call,
+    record paid calls durably, and say cheaply which requests it holds."""
+
+    def lookup(self, request: Request, *, run_id: str | None = None, or_any_run: bool = False) -> Completion | None: ...
+
+    def record(self, run_id: str, request: Request, completion: Completion, *, phase: str, cost_usd: float) -> None: ...
+
+    def record_many(self, run_id: str, calls: Sequence[tuple[Request, Completion, str, float]]) -> None: ...
+
+    def request_digests(self, *, run_id: str | None = None, limit: int = 500_000) -> set[int] | None: ...
+
+
 @dataclass
 class _Answer:
     text: str | None
@@ -67,11 +87,15 @@ class Engine:
         comparator: Comparator,
         *,
         options: EngineOptions | None = None,
-        journal: Any | None = None,
+        journal: CallJournal | None = None,
         run_id: str | None = None,
         progress: ProgressCallback | None = None,
+        application_backend: DeferredBackend | None = None,
     ):
         self.backend = backend
+        # The application phase may go through a bulk channel (provider batch jobs, a Ray pipeline): the
+        # same calls, journal and cap, sent together (smartmix.deferred). Profiling stays synchronous.
+        self.application_backend = application_backend
         self.pool = pool
         self.template = template
         self.comparator = comparator
@@ -88,59 +112,45 @@ class Engine:
         self._pending_records: list[tuple[tuple[Request, Completion, str, float], asyncio.Future]] = []
         self._journaled: set[int] | None = None  # digest prefixes of the requests in the journal; None: unknown
         self.unparseable: dict[str, int] = {}  # per model: answers the comparator could not read (disagreements)
+        self._params: dict[str, Any] = dict(self.options.params)  # generation settings of this run
+        self._items: Sequence[Item] = ()
+        # every profiling answer, per (item, model); per item, what the latest application answer reports
+        # (answer, error): an item's chain stops at the answer it keeps, so the latest is final
+        self._profiled: dict[tuple[int, str], _Answer] = {}
+        self._applied: list[tuple[str | None, str | None] | None] = []
+        self.execution: Execution | None = None  # what the last run decided: plan, who answered, costs
 
     # -- public --------------------------------------------------------------------------------
-    async def run(self, items: Sequence[Item], method: str, guarantee: Guarantee, seed: int = 0) -> RunResult:
+    async def run(
+        self, items: Sequence[Item], method: str, guarantee: Guarantee, seed: int = 0,
+        predicted: np.ndarray | None = None,
+    ) -> RunResult:
+        """Run ``method`` on ``items``: the core's driver (:func:`smartmix.core.execute`) with this engine as
+        its live answer source. ``predicted``: the router's predicted agreement (items x pool models)."""
         self.template.check(items)
         self._journaled = None
-        if self.journal is not None and hasattr(self.journal, "request_digests"):
+        if self.journal is not None:
             # what the journal holds now (this run's calls, and with the cache on every run's): a call not
             # in it skips the look-up, a SQLite query that costs as much as the rest of the engine
             self._journaled = self.journal.request_digests(run_id=None if self.options.use_cache else self.run_id)
         models = tuple(self.pool.names)
         spec = BatchSpec(
             len(items), models, guarantee, seed=seed, batch_size=self.options.batch_size,
-            options=tuple(sorted(self.options.method_options.items())),
+            options=tuple(sorted(self.options.method_options.items())), predicted=predicted,
         )
         policy = make_policy(method, spec)
+        self._params = dict(self.options.params)  # the caller's options stay as they were
         if policy.needs_scores:
-            self.options.params.setdefault("logprobs", True)
-            self.options.params.setdefault("top_logprobs", 5)
-        results = [ItemResult(id=item.id, answer=None, model=None, cost=0.0, phase="application") for item in items]
-        reference = models[-1]
-        profiled_answers: dict[tuple[int, str], _Answer] = {}
-
-        profiled = 0
-        while (batch := policy.next_batch()) is not None:
-            names = [models[m] for m in batch.models]
-            calls = [(int(i), name) for i in batch.items for name in names]
-            answers = await self._call_all(items, calls, "profiling")
-            profiled_answers.update(answers)
-            agree = np.zeros((len(batch.items), len(names)), dtype=bool)
-            cost = np.zeros_like(agree, dtype=float)
-            score = np.full(agree.shape, np.nan)
-            for row, i in enumerate(batch.items):
-                ref = answers.get((int(i), reference))
-                for col, name in enumerate(names):
-                    got = answers[(int(i), name)]
-                    cost[row, col] = got.cost
-                    score[row, col] = got.score
-                    results[i].cost += got.cost
-                    if ref is not None and got.error is None and ref.error is None:
-                        agree[row, col] = name == reference or self.comparator.agree(got.parsed, ref.parsed)
-            policy.observe(batch, agree, cost, score)
-            profiled += len(batch.items)
-            self._report("profiling", profiled, None)
-
-        plan = policy.plan()
-        for i in np.flatnonzero(plan.profiled):
-            name = models[int(plan.assignment[i])]
-            self._finish(results[i], profiled_answers[(int(i), name)], name, "profiling")
-        await self._apply(items, plan, models, results)
-        reference_cost, measured = self._reference_cost(plan, results, len(items))
+            self._params.setdefault("logprobs", True)
+            self._params.setdefault("top_logprobs", 5)
+        self._items = items
+        self._profiled, self._applied = {}, [None] * len(items)
+        execution = self.execution = await execute(policy, self)
+        results = [self._result(item, i, execution) for i, item in enumerate(items)]
+        reference_cost, measured = self._reference_cost(execution.plan, results, len(items))
         return RunResult(
             items=results,
-            certificate=_with_parse_counts(_with_failures(plan.certificate, results), self.comparator, self.unparseable),
+            certificate=_with_parse_counts(execution.certificate, self.comparator, self.unparseable),
             ledger=self.ledger,
             reference_cost=reference_cost,
             reference_cost_measured=measured,
@@ -149,59 +159,77 @@ class Engine:
             run_id=self.run_id,
         )
 
-    # -- phases --------------------------------------------------------------------------------
-    async def _apply(self, items: Sequence[Item], plan: Plan, models: tuple[str, ...], results: list[ItemResult]) -> None:
-        rest = [int(i) for i in np.flatnonzero(~plan.profiled)]
-        if plan.chain:
-            stages = [(models[m], t) for m, t in zip(plan.chain, plan.thresholds, strict=True)]
-            stages.append((models[-1], -math.inf))
-        else:
-            stages = []
-        total, done = len(rest), 0
-        for start in range(0, total, self.options.chunk):
-            block = rest[start : start + self.options.chunk]
-            if stages:
-                await self._apply_chain(items, block, stages, results)
-            else:
-                chunk = [(i, models[int(plan.assignment[i])]) for i in block]
-                answers = await self._call_all(items, chunk, "application")
-                for i, name in chunk:
-                    got = answers[(i, name)]
-                    results[i].cost += got.cost
-                    self._finish(results[i], got, name, "application")
-            done += len(block)
-            self._report("application", done, total)
+    # -- the live answer source (smartmix.core.source.AnswerSource) --------------------------------
+    @property
+    def chunk(self) -> int | None:
+        # a bulk channel sends each stage of the plan as one round (a batch job per model)
+        return None if self.application_backend is not None else self.options.chunk
 
-    async def _apply_chain(
-        self, items: Sequence[Item], block: list[int], stages: list[tuple[str, float]], results: list[ItemResult]
-    ) -> None:
-        """Each stage answers the items still pending; it keeps those whose score clears its threshold."""
-        pending = block
-        for name, threshold in stages:
-            answers = await self._call_all(items, [(i, name) for i in pending], "application")
-            still = []
-            for i in pending:
-                got = answers[(i, name)]
-                results[i].cost += got.cost
-                last = threshold == -math.inf
-                if last or (got.error is None and got.score > threshold):
-                    self._finish(results[i], got, name, "application")
+    async def profile(self, items: np.ndarray, models: tuple[int, ...]) -> Observation:
+        names = [self.pool.names[m] for m in models]
+        reference = self.pool.names[-1]
+        calls = [(int(i), name) for i in items for name in names]
+        # an answer profiled earlier in this run (a score-first pass, say) is reused: never asked or paid twice
+        reused = {call: self._profiled[call] for call in calls if call in self._profiled}
+        answers = await self._call_all(self._items, [c for c in calls if c not in reused], "profiling")
+        agree = np.zeros((len(items), len(names)), dtype=bool)
+        cost = np.zeros_like(agree, dtype=float)
+        score = np.full(agree.shape, np.nan)
+        failed = np.zeros_like(agree)
+        for row, i in enumerate(items):
+            ref = answers.get((int(i), reference)) or reused.get((int(i), reference))
+            for col, name in enumerate(names):
+                call = (int(i), name)
+                got = answers.get(call)
+                if got is None:
+                    got = reused[call]
                 else:
-                    still.append(i)
-            pending = still
-            if not pending:
-                break
+                    self._profiled[call] = got
+                    cost[row, col] = got.cost
+                score[row, col] = got.score
+                failed[row, col] = got.error is not None
+                if ref is not None and got.error is None and ref.error is None:
+                    agree[row, col] = name == reference or self.comparator.agree(got.parsed, ref.parsed)
+        return Observation(agree, cost, score, failed)
 
-    def _finish(self, result: ItemResult, answer: _Answer, model: str, phase: str) -> None:
-        result.phase = phase
+    async def answer(self, items: np.ndarray, models: np.ndarray) -> Answers:
+        calls = [(int(i), self.pool.names[int(m)]) for i, m in zip(items, models, strict=True)]
+        if self.application_backend is not None:
+            answers = await self._call_all_deferred(calls)
+        else:
+            answers = await self._call_all(self._items, calls, "application")
+        got = [answers[call] for call in calls]
+        for i, a in zip(items, got, strict=True):
+            self._applied[int(i)] = self._output(a)
+        return Answers(
+            np.array([a.cost for a in got], dtype=float),
+            np.array([a.score if a.error is None else math.nan for a in got], dtype=float),
+            np.array([a.error is not None for a in got], dtype=bool),
+        )
+
+    def planned(self, plan: Plan) -> None:
+        return None
+
+    def report(self, phase: str, done: int, total: int | None) -> None:
+        self._report(phase, done, total)
+
+    # -- results -------------------------------------------------------------------------------
+    def _output(self, answer: _Answer) -> tuple[str | None, str | None]:
+        """(answer, error) as the item's result reports them, should this answer be final."""
         if answer.error is not None:
-            result.error = answer.error
-            result.model = None
-            return
-        result.model = model
+            return None, answer.error
         # Labelled tasks report the canonical label; open answers are reported as the model wrote them.
         labelled = isinstance(self.comparator, LabelComparator) and answer.parsed is not None
-        result.answer = answer.parsed if labelled else (answer.text or "").strip()
+        return (answer.parsed if labelled else (answer.text or "").strip()), None
+
+    def _result(self, item: Item, i: int, execution: Execution) -> ItemResult:
+        model = int(execution.final[i])
+        profiled = bool(execution.plan.profiled[i])
+        text, error = self._output(self._profiled[(i, self.pool.names[model])]) if profiled else self._applied[i]
+        return ItemResult(
+            id=item.id, answer=text, model=None if error is not None else self.pool.names[model],
+            cost=float(execution.spent[i]), phase="profiling" if profiled else "application", error=error,
+        )
 
     def _reference_cost(
         self, plan: Plan, results: list[ItemResult], n_items: int
@@ -227,13 +255,28 @@ class Engine:
                 raise outcome
         return dict(zip(calls, done, strict=True))
 
+    async def _call_all_deferred(self, calls: list[tuple[int, str]]) -> dict:
+        """The application calls through the bulk channel: each call runs the usual path up to the provider,
+        and whatever is waiting there is sent together (see :func:`smartmix.deferred.run_deferred`)."""
+        tasks = [asyncio.ensure_future(self._call(self._items[i], name, "application")) for i, name in calls]
+        try:
+            await run_deferred(tasks, self.application_backend)
+        finally:
+            done = await asyncio.gather(*tasks, return_exceptions=True)
+        for outcome in done:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return dict(zip(calls, done, strict=True))
+
     def _request(self, item: Item, model: str) -> Request:
-        params = tuple(sorted(self.options.params.items()))
+        params = tuple(sorted(self._params.items()))
         return Request(model=model, messages=self.template.render(item), item_id=item.id, params=params)
 
     async def _call(self, item: Item, model: str, phase: str) -> _Answer:
         request = self._request(item, model)
-        async with self._semaphore:
+        deferred = phase == "application" and self.application_backend is not None
+        backend = self.application_backend if deferred else self.backend
+        async with contextlib.nullcontext() if deferred else self._semaphore:
             if self.journal is not None and self._maybe_journaled(request):
                 # one query: this run's answer if it has one, else (with the cache on) any run's latest
                 hit = self.journal.lookup(request, run_id=self.run_id, or_any_run=self.options.use_cache)
@@ -245,7 +288,7 @@ class Engine:
                     return self._accept(model, phase, hit, 0.0)
             estimate = await self._reserve(model, request)
             try:
-                completion = await self.backend.complete(request)
+                completion = await backend.complete(request)
             except ProviderError as exc:
                 return _Answer(None, None, 0.0, error=str(exc))
             else:
@@ -315,7 +358,10 @@ class Engine:
             inp = estimate_tokens(request.prompt_text) if inp is None else inp
             out = max(1, estimate_tokens(completion.text)) if out is None else out
             completion.extra["usage_estimated"] = True
-        return spec.cost(inp, out)
+        cost = spec.cost(inp, out)
+        if completion.extra.get("batch"):  # answered by a provider batch job: the batch price
+            cost *= batch_price_factor(spec)[0]
+        return cost
 
     async def _reserve(self, model: str, request: Request) -> float:
         """Hold back the worst plausible cost of a call, so --max-cost is never crossed by calls in flight.
@@ -366,27 +412,6 @@ class Engine:
             self.progress({"phase": phase, "done": done, "total": total, "spent": self.ledger.total})
 
 
-def _with_failures(certificate: Certificate, results: list[ItemResult]) -> Certificate:
-    """The certificate once failed items count as not agreeing.
-
-    The policy certified that at least T*n of the planned outputs agree; each item without an answer can
-    remove at most one agreeing output, so at least T*n - failed still agree with the same probability.
-    The statement then carries the lowered target; ``details`` keeps the one asked for. Shares say who
-    really answered, failures apart.
-    """
-    failed = sum(r.error is not None for r in results)
-    if not failed:
-        return certificate
-    n = len(results)
-    shares: dict[str, float] = {}
-    for r in results:
-        if r.error is None and r.model is not None:
-            shares[r.model] = shares.get(r.model, 0.0) + 1.0 / n
-    shares["(failed)"] = failed / n
-    details = {**certificate.details, "failed_items": failed, "requested_target": certificate.target}
-    return replace(certificate, target=max(0.0, certificate.target - failed / n), shares=shares, details=details)
-
-
 def _with_parse_counts(certificate: Certificate, comparator: Comparator, unparseable: dict[str, int]) -> Certificate:
     """The certificate with the comparator's name and, per model, how many answers it could not read."""
     from smartmix.comparators import comparator_name
@@ -404,4 +429,4 @@ def run_sync(coro) -> Any:
     raise RuntimeError("smartmix.run() was called inside a running event loop; use 'await smartmix.arun(...)'")
 
 
-__all__ = ["Engine", "EngineOptions", "run_sync"]
+__all__ = ["CallJournal", "Engine", "EngineOptions", "run_sync"]

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from smartmix.backends.base import Completion, Request
+from smartmix.domain import Completion, Request
 from smartmix.errors import ConfigError
 
 __all__ = ["SCHEMA_VERSION", "Journal", "RunSummary", "digest_prefix", "request_hash", "scrub_secrets"]

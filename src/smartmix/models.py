@@ -39,6 +39,8 @@ class ModelSpec:
     input_price: float | None = None
     output_price: float | None = None
     call_price: float | None = None
+    # price of a provider batch call / price of the same synchronous call (None: genai-prices, else 1.0)
+    batch_price_factor: float | None = None
     price_source: str = "given"
 
     def __post_init__(self) -> None:

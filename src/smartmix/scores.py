@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from smartmix.backends.base import Completion
+from smartmix.domain import Completion
 from smartmix.tasks import Comparator, normalize_answer
 
 
@@ -32,6 +32,17 @@ def margin_from_top_logprobs(top: tuple[tuple[str, float], ...]) -> float:
     return math.log(first) - math.log(second)
 
 
+def score_from_logprob(confidence):
+    """A score in [0, 1] from a log-probability confidence: exp(min(0, c)); NaN stays NaN.
+
+    Scalars or arrays, one formula (numpy's exp, bit-identical either way) for the live path and for the
+    arrays of offline runs, so a score sitting on a threshold falls on the same side in both.
+    """
+    if isinstance(confidence, np.ndarray):
+        return np.exp(np.minimum(confidence, 0.0))
+    return float(np.exp(min(0.0, confidence)))
+
+
 def confidence_score(completion: Completion) -> float:
     """A score in [0, 1]: 1 − p₂/p₁ from first-token top logprobs, else exp(recorded confidence), else NaN."""
     if completion.top_logprobs:
@@ -40,7 +51,7 @@ def confidence_score(completion: Completion) -> float:
             return math.nan
         return 1.0 - math.exp(-margin) if margin > 0 else 0.0
     if completion.confidence is not None and not math.isnan(completion.confidence):
-        return math.exp(min(0.0, completion.confidence))
+        return score_from_logprob(completion.confidence)
     return math.nan
 
 

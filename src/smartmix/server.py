@@ -4,8 +4,8 @@ Clients change only their base URL. The request's ``model`` names a *route* from
 
 - ``type = "model"``: a fixed model (every model of the pool is also a route of its own name);
 - ``type = "cascade"``: the chain's models are asked in order with first-token logprobs; the first answer
-  whose confidence score (1 − p₂/p₁ of the first token) reaches ``threshold`` is returned, else the
-  reference answers;
+  whose score (1 − p₂/p₁ of the first token) is above ``threshold`` (the batch chain rule,
+  :func:`smartmix.core.chain.keeps`) is returned, else the reference answers;
 - ``type = "router"``: a trained agreement predictor (``smartmix router train``) picks, without calling
   anything, the cheapest model whose predicted agreement with the reference is at least ``theta``, or the
   best predicted agreement within ``budget`` USD per request on average.
@@ -28,8 +28,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from smartmix.backends.base import Completion
 from smartmix.config import JobConfig, build_pool
+from smartmix.core.chain import keeps
+from smartmix.domain import Completion
 from smartmix.errors import ConfigError
 from smartmix.models import Pool
 from smartmix.scores import confidence_score
@@ -190,7 +191,7 @@ def create_app(config: JobConfig, *, reference: str | None = None, journal_path:
             for model in route.chain:
                 asked = dict(body, stream=False, logprobs=True, top_logprobs=5) if api == "chat" else dict(body, stream=False, logprobs=5)
                 response = await upstreams.post_json(model, asked, api)
-                if score_of(response, api) >= route.threshold:
+                if keeps(score_of(response, api), route.threshold):
                     return finish(route, model, response, escalated, stream, api)
                 charge(model, response, api)
                 escalated = True
@@ -318,13 +319,13 @@ def answer_text(response: dict, api: str) -> str:
 
 
 def score_of(response: dict, api: str) -> float:
-    from smartmix.backends.openai_compat import _chat_top_logprobs, _completions_top_logprobs
+    from smartmix.backends.openai_compat import chat_top_logprobs, completions_top_logprobs
 
     try:
         choice = response["choices"][0]
     except (KeyError, IndexError, TypeError):
         return -math.inf
-    top = _chat_top_logprobs(choice, 5) if api == "chat" else _completions_top_logprobs(choice, 5)
+    top = chat_top_logprobs(choice, 5) if api == "chat" else completions_top_logprobs(choice, 5)
     score = confidence_score(Completion(model="", text="", top_logprobs=top))
     return -math.inf if math.isnan(score) else score
 

@@ -16,7 +16,7 @@ import queue
 import sys
 import threading
 
-from smartmix.backends.base import Completion, Message, Request
+from smartmix.domain import Completion, Message, Request
 from smartmix.journal import Journal
 
 _STOP = object()

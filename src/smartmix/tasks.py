@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from smartmix.backends.base import Message
+from smartmix.domain import Message
 from smartmix.errors import ConfigError, DataError, TemplateError
 
 if TYPE_CHECKING:

@@ -34,7 +34,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from smartmix.backends.base import Backend, Completion, Message, Request
+from smartmix.backends.base import Backend
+from smartmix.domain import Completion, Message, Request
 from smartmix.errors import ConfigError
 from smartmix.models import ModelSpec, Pool, estimate_tokens
 from smartmix.tasks import Comparator, normalize_answer

@@ -21,7 +21,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from smartmix.backends.openai_compat import NO_KEY, EndpointConfig, OpenAIBackend, _load_body, _ModelState
+from smartmix.backends.openai_compat import NO_KEY, EndpointConfig, ModelState, OpenAIBackend, load_body
 from smartmix.backends.retry import Backoff
 from smartmix.errors import MissingExtraError
 
@@ -47,7 +47,7 @@ class LiteLLMBackend(OpenAIBackend):
     def __repr__(self) -> str:  # never the keys
         return f"LiteLLMBackend(models={sorted(self._states)})"
 
-    async def _post(self, state: _ModelState, api: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    async def _post(self, state: ModelState, api: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         config = state.config
         call_kwargs = dict(kwargs, num_retries=0, timeout=config.timeout_s)
         if config.base_url:
@@ -60,10 +60,10 @@ class LiteLLMBackend(OpenAIBackend):
             response = await self._litellm.atext_completion(**call_kwargs)
         dump = getattr(response, "model_dump", None) or getattr(response, "dict", None)
         if dump is None:
-            return _load_body(str(response).encode())
+            return load_body(str(response).encode())
         body = dump()
         if not isinstance(body, dict):
-            return _load_body(b"")
+            return load_body(b"")
         return body
 
     async def aclose(self) -> None:

@@ -38,7 +38,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from smartmix.backends.base import Completion, Request
 from smartmix.backends.retry import (
     RETRYABLE_STATUS,
     Backoff,
@@ -48,9 +47,13 @@ from smartmix.backends.retry import (
     parse_retry_after,
     redact,
 )
+from smartmix.domain import Completion, Request
 from smartmix.errors import ConfigError, ProviderError, UnknownModelError
 
-__all__ = ["EndpointConfig", "OpenAIBackend", "parse_chat_response", "parse_completions_response"]
+__all__ = [
+    "EndpointConfig", "ModelState", "OpenAIBackend", "chat_top_logprobs", "completions_top_logprobs", "load_body",
+    "parse_chat_response", "parse_completions_response",
+]
 
 log = logging.getLogger("smartmix.backends")
 
@@ -123,7 +126,8 @@ class MalformedResponse(TransientError):
     """The provider answered 2xx with something that is not a usable completion."""
 
 
-def _load_body(content: bytes) -> dict[str, Any]:
+def load_body(content: bytes) -> dict[str, Any]:
+    """A response body as a JSON object, or :class:`MalformedResponse` (retried like any garbage)."""
     try:
         body = json.loads(content)
     except (ValueError, UnicodeDecodeError):
@@ -162,7 +166,7 @@ def _ranked(pairs: list[tuple[str, float]], k: int) -> tuple[tuple[str, float], 
     return tuple(clean[:k])
 
 
-def _chat_top_logprobs(choice: dict[str, Any], k: int) -> tuple[tuple[str, float], ...] | None:
+def chat_top_logprobs(choice: dict[str, Any], k: int) -> tuple[tuple[str, float], ...] | None:
     lp = choice.get("logprobs")
     content = lp.get("content") if isinstance(lp, dict) else None
     if not isinstance(content, list) or not content or not isinstance(content[0], dict):
@@ -177,12 +181,12 @@ def _chat_top_logprobs(choice: dict[str, Any], k: int) -> tuple[tuple[str, float
     return _ranked(pairs, k)
 
 
-def _completions_top_logprobs(choice: dict[str, Any], k: int) -> tuple[tuple[str, float], ...] | None:
+def completions_top_logprobs(choice: dict[str, Any], k: int) -> tuple[tuple[str, float], ...] | None:
     lp = choice.get("logprobs")
     tops = lp.get("top_logprobs") if isinstance(lp, dict) else None
     if not isinstance(tops, list) or not tops or not isinstance(tops[0], dict):
         # llama.cpp's server answers /completions with the chat layout (logprobs.content[0].top_logprobs).
-        return _chat_top_logprobs(choice, k)
+        return chat_top_logprobs(choice, k)
     return _ranked(list(tops[0].items()), k)
 
 
@@ -201,7 +205,7 @@ def parse_chat_response(body: dict[str, Any], *, model: str, k: int = 5) -> Comp
         extra["refusal"] = str(message["refusal"])
     return Completion(
         model=model, text=content or "", input_tokens=inp, output_tokens=out,
-        top_logprobs=_chat_top_logprobs(choice, k), extra=extra,
+        top_logprobs=chat_top_logprobs(choice, k), extra=extra,
     )
 
 
@@ -214,7 +218,7 @@ def parse_completions_response(body: dict[str, Any], *, model: str, k: int = 5) 
     inp, out = _usage(body)
     return Completion(
         model=model, text=text, input_tokens=inp, output_tokens=out,
-        top_logprobs=_completions_top_logprobs(choice, k), extra={"finish_reason": choice.get("finish_reason")},
+        top_logprobs=completions_top_logprobs(choice, k), extra={"finish_reason": choice.get("finish_reason")},
     )
 
 
@@ -315,7 +319,9 @@ def _permanent_error(status: int | None, text: str, config: EndpointConfig) -> P
 # ------------------------------------------------------------------------------------------------ backend
 
 
-class _ModelState:
+class ModelState:
+    """One model's endpoint settings, API key and gate (concurrency and rate limit), shared by its calls."""
+
     def __init__(self, config: EndpointConfig, key: str):
         self.config = config
         self.key = key
@@ -339,10 +345,10 @@ class OpenAIBackend:
 
     def __init__(self, endpoints: Mapping[str, EndpointConfig], *, backoff: Backoff = Backoff()):
         self.backoff = backoff
-        self._states: dict[str, _ModelState] = {}
+        self._states: dict[str, ModelState] = {}
         for name, config in endpoints.items():
             config.validate()
-            self._states[name] = _ModelState(config, read_api_key(config))
+            self._states[name] = ModelState(config, read_api_key(config))
         self._clients: dict[tuple[str | None, str, float], Any] = {}
 
     def __repr__(self) -> str:  # never the keys
@@ -352,7 +358,7 @@ class OpenAIBackend:
     def _secrets(self) -> tuple[str, ...]:
         return tuple(s.key for s in self._states.values() if s.key != NO_KEY)
 
-    def _state(self, model: str) -> _ModelState:
+    def _state(self, model: str) -> ModelState:
         try:
             return self._states[model]
         except KeyError:
@@ -361,7 +367,7 @@ class OpenAIBackend:
                 f"{', '.join(sorted(self._states)) or 'none'}); add it to the pool's endpoints."
             ) from None
 
-    def _client(self, state: _ModelState) -> Any:
+    def _client(self, state: ModelState) -> Any:
         config = state.config
         cache_key = (config.base_url, state.key, config.timeout_s)
         client = self._clients.get(cache_key)
@@ -405,7 +411,7 @@ class OpenAIBackend:
             completion.extra["logprobs_unsupported"] = True
         return completion
 
-    def _build_kwargs(self, state: _ModelState, request: Request, api: str) -> tuple[dict[str, Any], int]:
+    def _build_kwargs(self, state: ModelState, request: Request, api: str) -> tuple[dict[str, Any], int]:
         config = state.config
         k = int(request.param("top_logprobs", 5) or 5)
         kwargs: dict[str, Any] = {"model": config.sent_model, "temperature": request.param("temperature", 0)}
@@ -425,7 +431,33 @@ class OpenAIBackend:
                 kwargs["logprobs"] = k
         return kwargs, k
 
-    async def _send(self, state: _ModelState, request: Request) -> Completion:
+    # -- what provider batch jobs need: the same bodies and the same parsing as a synchronous call -------------
+    def endpoint_config(self, model: str) -> EndpointConfig:
+        return self._state(model).config
+
+    def batch_api(self, model: str) -> Any:
+        """The provider's Files + Batches service for ``model`` (same base_url and key as its calls)."""
+        from smartmix.batch.openai_api import OpenAIBatchAPI
+
+        state = self._state(model)
+        path = "/v1/chat/completions" if state.config.api == "chat" else "/v1/completions"
+        return OpenAIBatchAPI(base_url=state.config.base_url, api_key=state.key, endpoint=path,
+                              timeout_s=max(120.0, state.config.timeout_s))
+
+    def request_body(self, request: Request) -> dict[str, Any]:
+        """The JSON body a synchronous call would send for ``request``."""
+        state = self._state(request.model)
+        return self._build_kwargs(state, request, request.param("endpoint") or state.config.api)[0]
+
+    def parse_body(self, body: dict[str, Any], request: Request) -> Completion:
+        """A response body (from a batch output line) as a :class:`Completion`, exactly as a synchronous call."""
+        state = self._state(request.model)
+        api = request.param("endpoint") or state.config.api
+        k = int(request.param("top_logprobs", 5) or 5)
+        parse = parse_chat_response if api == "chat" else parse_completions_response
+        return parse(body, model=request.model, k=k)
+
+    async def _send(self, state: ModelState, request: Request) -> Completion:
         """One HTTP request: build it, send it under the timeout, classify failures, parse the answer."""
         config = state.config
         api = request.param("endpoint") or config.api
@@ -454,12 +486,12 @@ class OpenAIBackend:
         completion.latency_ms = latency_ms
         return completion
 
-    async def _post(self, state: _ModelState, api: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    async def _post(self, state: ModelState, api: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         """Send through the openai SDK and return the JSON body (raises MalformedResponse on garbage)."""
         client = self._client(state)
         resource = client.chat.completions if api == "chat" else client.completions
         raw = await resource.with_raw_response.create(**kwargs)
-        return _load_body(raw.content)
+        return load_body(raw.content)
 
     async def aclose(self) -> None:
         clients, self._clients = list(self._clients.values()), {}

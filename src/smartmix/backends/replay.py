@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from smartmix.backends.base import Completion, Request
+from smartmix.domain import Completion, Request
 from smartmix.errors import ConfigError, DataError, PriceError, UnknownModelError
 from smartmix.models import ModelSpec, Pool, estimate_tokens, lookup_price
 from smartmix.tasks import Comparator, Item, read_jsonl

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from smartmix.backends.base import Completion, Request
 from smartmix.backends.replay import RecordedArrays
+from smartmix.domain import Completion, Request
 from smartmix.errors import ConfigError, UnknownModelError
 from smartmix.models import ModelSpec, Pool
 from smartmix.tasks import Item

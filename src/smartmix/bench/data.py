@@ -142,7 +142,9 @@ def load_dataset(path: Path, name: str | None = None, comparator=None) -> BenchD
 def bootstrap_batch(data: BenchData, n_items: int, seed: int) -> Batch:
     """``n_items`` items drawn with replacement from the dataset: the joint per-item behaviour stays real."""
     rows = np.random.default_rng(seed).integers(0, data.n_items, n_items)
-    return Batch(data.models, data.agree[rows], data.cost[rows], np.exp(data.confidence[rows]))
+    from smartmix.scores import score_from_logprob
+
+    return Batch(data.models, data.agree[rows], data.cost[rows], score_from_logprob(data.confidence[rows]))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -193,7 +195,7 @@ def adversarial_batch(n_items: int, rates: Sequence[float], seed: int) -> Batch:
 
 def simulated_batch(profile: str, seed: int, n_items: int | None = None) -> Batch:
     """A batch of the paper's simulator, columns reordered: candidates cheapest first (cost per item), the
-    reference (gpt-4) last — the order :func:`smartmix.simulate.simulate` expects."""
+    reference (gpt-4) last — the order :func:`smartmix.core.offline.simulate` expects."""
     from smartmix.backends.simulated import PAPER_PROFILES, simulated_arrays
 
     arrays = simulated_arrays(profile, seed, n_items)

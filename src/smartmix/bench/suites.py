@@ -178,8 +178,8 @@ def measure_policy_overhead(
     """
     from smartmix.bench.data import simulated_batch, synthetic_scores
     from smartmix.bench.trials import simulate_extra
+    from smartmix.core.offline import simulate
     from smartmix.policies import Guarantee
-    from smartmix.simulate import simulate
 
     arrays = simulated_batch("imdb", seed=0, n_items=n_items)
     score = synthetic_scores(arrays.agree, np.random.default_rng(0))

@@ -2,7 +2,7 @@
 
 A :class:`Cell` is one setting (suite, dataset, N, T, δ) with its method list and trial count. A task is
 one (cell, trial): the worker draws the batch from the trial's seed, runs each method with
-:func:`smartmix.simulate.simulate` (peers with their adapters), computes the hindsight limits, and returns
+:func:`smartmix.core.offline.simulate` (peers with their adapters), computes the hindsight limits, and returns
 a compact :class:`TrialRecord`. Recorded datasets reach each worker once, through the pool's initializer;
 tasks carry only the cell and the trial number.
 """
@@ -98,7 +98,7 @@ def _init_worker(data: dict[str, BenchData]) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     # Import the policies now, so that a whole run uses the code as it was when the pool started.
     import smartmix.backends.simulated  # noqa: F401
-    import smartmix.simulate  # noqa: F401
+    import smartmix.core.offline  # noqa: F401
 
 
 def start_pool(data: dict[str, BenchData], workers: int) -> ProcessPoolExecutor | None:
@@ -126,15 +126,15 @@ def make_batch(cell: Cell, seed: int, data: dict[str, BenchData] | None = None) 
 
 def simulate_extra(batch: Batch) -> dict:
     """Per-item confidence scores, for a simulate() that accepts them (``score=``)."""
-    from smartmix.simulate import simulate
+    from smartmix.core.offline import simulate
 
     params = inspect.signature(simulate).parameters
     return {"score": batch.score} if "score" in params and batch.score is not None else {}
 
 
 def run_method(method: str, batch: Batch, cell: Cell, seed: int) -> MethodResult:
+    from smartmix.core.offline import simulate
     from smartmix.policies import Guarantee
-    from smartmix.simulate import simulate
 
     start = time.perf_counter()
     if method == "bargain":

@@ -47,6 +47,8 @@ class BatchSpec:
     seed: int = 0
     batch_size: int = 10
     options: tuple[tuple[str, Any], ...] = ()  # method-specific settings, e.g. (("budget", 0.002),)
+    # the router's predicted agreement with the reference, items x models (NaN for the reference)
+    predicted: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def option(self, name: str, default: Any = None) -> Any:
         return dict(self.options).get(name, default)
@@ -102,15 +104,17 @@ class Plan:
     ``profiled[i]``: the item's final answer is the answer model ``assignment[i]`` already gave during
     profiling (usually the reference). Otherwise ``assignment[i]`` is the model to call — unless a cascade
     is planned (``chain`` non-empty): then every remaining item goes through the chain's models in order,
-    keeping the first answer whose confidence score is above that stage's threshold, and the reference
-    answers the items no stage kept.
+    from its entry stage ``entry[i]`` (stage 0 when ``entry`` is None; ``len(chain)``: straight to the
+    reference), keeping the first answer whose score is strictly above that stage's threshold
+    (:func:`smartmix.core.chain.keeps`), and the reference answers the items no stage kept.
     """
 
     assignment: np.ndarray  # model index per item
     profiled: np.ndarray  # bool per item
     certificate: Certificate
     chain: tuple[int, ...] = ()
-    thresholds: tuple[float, ...] = ()
+    thresholds: tuple[float, ...] = ()  # one per chain stage
+    entry: np.ndarray | None = None  # per item (indexed like assignment): the chain stage it enters at
 
     def items_for(self, model: int) -> np.ndarray:
         return np.flatnonzero((self.assignment == model) & ~self.profiled)

@@ -466,13 +466,13 @@ class Router(Cascade):
     answer counts when any model of the set would have been chosen at that threshold and disagrees
     (a monotone, conservative count).
 
-    Needs ``options["predicted"]``: an array (items × models) of predicted agreement (NaN for the reference).
+    Needs ``spec.predicted``: an array (items × models) of predicted agreement (NaN for the reference).
     """
 
     name = "router"
 
     def __init__(self, spec):
-        predicted = spec.option("predicted")
+        predicted = spec.predicted
         if predicted is None:
             from smartmix.errors import ConfigError
 

@@ -1,0 +1,1 @@
+"""Executing a plan's application phase on a distributed engine (Ray Data)."""
