@@ -257,7 +257,8 @@ async def arun(
         channel.transport.forget()  # every answer is in the run's journal now
     from smartmix.backends.composite import describe_scores
 
-    result.certificate.details["scores"] = describe_scores(job.pool, job.backend)
+    if getattr(job.backend, "virtual", None):  # some models are judged by a score they bring themselves
+        result.certificate.details["scores"] = describe_scores(job.pool, job.backend)
     if out is not None:
         result.write(out)
     return result

@@ -413,10 +413,15 @@ class Engine:
 
 
 def _with_parse_counts(certificate: Certificate, comparator: Comparator, unparseable: dict[str, int]) -> Certificate:
-    """The certificate with the comparator's name and, per model, how many answers it could not read."""
+    """The certificate with the comparator's name and, per model, how many answers it could not read
+    (counted as disagreements); left as it is for the default comparator when every answer was read."""
     from smartmix.comparators import comparator_name
 
-    details = {**certificate.details, "comparator": comparator_name(comparator), "unparseable": dict(unparseable)}
+    name = comparator_name(comparator)
+    counts = {m: k for m, k in unparseable.items() if k}
+    if name == "exact" and not counts:  # nothing to add to the default
+        return certificate
+    details = {**certificate.details, "comparator": name, "unparseable": counts}
     return replace(certificate, details=details)
 
 
