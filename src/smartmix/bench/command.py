@@ -184,6 +184,7 @@ def run_bench(
     scores: str = "recorded",
     time_limit: float | None = None,
     echo: Callable[[str], None] = print,
+    compare: str | None = None,
 ) -> dict[str, list]:
     """Run the suites and write their reports under ``out``; returns the rows of each suite.
 
@@ -232,10 +233,13 @@ def run_bench(
         if quick and not explicit:
             files = files[:QUICK_DATASETS]
         seen: set[str] = set()
+        from smartmix.comparators import make_comparator
+
+        comparator = make_comparator(compare) if compare else None
         for f in files:
-            ds = load_dataset(f, reference=reference, scores=scores)
+            ds = load_dataset(f, reference=reference, scores=scores, comparator=comparator)
             if ds.name in seen:
-                ds = load_dataset(f, name=f"{ds.name}#{len(seen)}", reference=reference, scores=scores)
+                ds = load_dataset(f, name=f"{ds.name}#{len(seen)}", reference=reference, scores=scores, comparator=comparator)
             seen.add(ds.name)
             datasets.append(ds)
 
@@ -470,6 +474,9 @@ def bench(
     ] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder for <suite>.csv, .md and .png.")] = Path("benchmarks/results"),
     workers: Annotated[int, typer.Option("--workers", help="Worker processes.")] = 2,
+    compare: Annotated[
+        str | None, typer.Option("--compare", help="Comparator for agreement: exact | numeric | choice | json | ... [exact].")
+    ] = None,
 ) -> None:
     """Benchmark every method against BARGAIN and the hindsight limits; write CSV, Markdown and PNG reports.
 
@@ -493,6 +500,7 @@ def bench(
         "time_limit": time_limit,
         "out": str(out) if out != Path("benchmarks/results") else None,
         "workers": workers if workers != 2 else None,
+        "compare": compare,
     }
     run_bench(
         data=paths,
@@ -510,4 +518,5 @@ def bench(
         reference=reference,
         scores=scores,
         time_limit=time_limit,
+        compare=compare,
     )

@@ -126,7 +126,8 @@ def dataset_name(path: Path) -> str:
 
 
 def load_dataset(
-    path: Path, name: str | None = None, reference: str | None = None, scores: str = "recorded"
+    path: Path, name: str | None = None, reference: str | None = None, scores: str = "recorded",
+    comparator=None,
 ) -> BenchData:
     """Load a recorded-outputs file; models ordered cheapest first by mean recorded cost, the reference last.
 
@@ -134,7 +135,8 @@ def load_dataset(
     (``exp`` of the recorded log-probability confidence), ``none`` (no score at all: the shared sets with
     their confidence removed) or ``consistency`` (the confidence removed too, and virtual candidates "A|B"
     from ``smartmix.scores.consistency_candidates``: A's answer, A's + B's cost, score 1 when B agrees with
-    A — a score for models without logprobs).
+    A — a score for models without logprobs). Agreement is judged by ``comparator`` (default: exact match
+    after normalisation).
     """
     from smartmix.backends.replay import RecordedOutputs
     from smartmix.tasks import ExactComparator
@@ -146,7 +148,7 @@ def load_dataset(
     models = recorded.pool(reference).names
     if len(models) < 2:
         raise DataError(f"{path}: a benchmark needs at least one model besides the reference ({reference})")
-    comparator = ExactComparator()
+    comparator = comparator or ExactComparator()
     arrays = recorded.arrays(models, reference, comparator)
     from smartmix.scores import score_from_logprob
 
