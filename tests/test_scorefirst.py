@@ -130,7 +130,7 @@ def test_calibration_from_a_separate_file_chooses_the_plan_without_a_pilot():
     data = load_dataset(SHARED / "mmlu-qwen-oai" / "test.jsonl")
     rows = np.random.default_rng(0).permutation(data.n_items)
     past, now = rows[:700], rows[700:]  # disjoint items: the plan never looks at the batch it certifies
-    calibration = PastData(data.models, data.agree[past], data.cost[past], np.exp(data.confidence[past]), "past.jsonl")
+    calibration = PastData(data.models, data.agree[past], data.cost[past], data.score[past], "past.jsonl")
     options = (("calibration", calibration),)
     policy = ScoreFirstCascade(BatchSpec(2000, data.models, Guarantee(0.9), seed=1, options=options))
     assert policy.pilot_size == 0 and policy.head == 0 and policy.phase == "first_pass"
@@ -138,7 +138,7 @@ def test_calibration_from_a_separate_file_chooses_the_plan_without_a_pilot():
     hits, savings = 0, []
     for seed in range(30):
         rows_now = np.random.default_rng(seed).choice(now, 2000)  # the batch: the other items only
-        agree, cost, score = data.agree[rows_now], data.cost[rows_now], np.exp(data.confidence[rows_now])
+        agree, cost, score = data.agree[rows_now], data.cost[rows_now], data.score[rows_now]
         out = simulate("cascade", agree, cost, data.models, Guarantee(0.9), seed=seed, score=score, options=options)
         assert out.certificate.details["pilot_items"] == 0
         hits += out.hit(0.9)

@@ -316,7 +316,7 @@ class RouterRoute(Table):
     lambda_: float | None = Field(
         None,
         alias="lambda",
-        **_doc("the cost weight tuned for `budget` (`smartmix router tune` prints it)", "—"),
+        **_doc("the cost weight tuned for `budget` (tune it on held-out prompts with `smartmix.router.tune_lambda`)", "—"),
     )
 
     @model_validator(mode="after")
@@ -324,7 +324,7 @@ class RouterRoute(Table):
         if self.theta is None and self.budget is None:
             raise ValueError("a router needs theta = 0.8, or budget and lambda")
         if self.theta is None and self.lambda_ is None:
-            raise ValueError("a budget route needs the lambda tuned for it: smartmix router tune prints it")
+            raise ValueError("a budget route needs the lambda tuned for it: tune it on held-out prompts with smartmix.router.tune_lambda")
         return self
 
 
