@@ -41,11 +41,6 @@ class DeferredBackend:
         self.closes = closes
         self.mode = mode
         self._waiting: dict[str, tuple[Request, list[asyncio.Future]]] = {}
-        self.flushes = 0
-
-    def endpoint(self, model: str) -> str | None:
-        endpoint = getattr(self.closes, "endpoint", None)
-        return endpoint(model) if callable(endpoint) else None
 
     @property
     def waiting(self) -> int:
@@ -62,7 +57,6 @@ class DeferredBackend:
         batch, self._waiting = self._waiting, {}
         if not batch:
             return
-        self.flushes += 1
         try:
             outcome = await self.send_many({key: request for key, (request, _) in batch.items()})
         except BaseException as exc:

@@ -78,9 +78,7 @@ def _batch_channel(backend: Backend, journal_path: Path, run_id: str, settings: 
             )
         return BulkOutcome(outcome.completions, outcome.errors)
 
-    channel = DeferredBackend(send, closes=_Closer(apis, store), mode="batch")
-    channel.runner = runner  # type: ignore[attr-defined]
-    return channel
+    return DeferredBackend(send, closes=_Closer(apis, store), mode="batch")
 
 
 def _ray_channel(backend: Backend, factory: Callable[[], Backend] | None, workdir: Path, run_id: str,
