@@ -8,8 +8,9 @@ caller pays one SQLite commit per batch, not per call, and never waits for the d
 Callers that must not go on before their row is committed (the engine: a run uses no answer that is not
 in the journal) ``await writer.commit(...)`` instead: same queue and batches, and the await returns once
 the row is committed (or raises if it could not be stored). Every waiter of a batch is woken by one
-callback on its event loop. This is the one journal writer: the server records through it, and the engine
-commits each run's calls through one.
+callback on its event loop. This is the one journal writer: the server records through it, the engine
+commits each run's calls through one, and so do virtual models (:mod:`smartmix.backends.composite`) for
+the real calls they make.
 
 The journal is used from two threads (this writer, and the caller's look-ups): :class:`Journal` keeps one
 connection behind one lock, so a transaction is never interleaved with another thread's statement.
