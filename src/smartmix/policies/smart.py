@@ -484,7 +484,8 @@ class Exhaustive(Profiler):
         self.set_horizons(self.cert_start + 2 * max(self.n - self.cert_start, 1))
         need_frac = self.need() / self.rest
         for m in list(self.active):
-            upper = approx_upper(self.rate(m), int(self.draws[m]), self.spec.n_items, self.alpha.get(m, 0.05))
+            # ruled out only when clearly below: the test is repeated at every look
+            upper = approx_upper(self.rate(m), int(self.draws[m]), self.spec.n_items, self.alpha.get(m, 0.05) / 20)
             if upper < need_frac:
                 self.invalid.add(m)
         pool = [m for m in self.certified_set if m not in self.invalid]
@@ -521,7 +522,7 @@ class Efficient(Profiler):
     name = "efficient"
     horizon: ClassVar[int] = 32
     min_draws: ClassVar[int] = 100  # certification draws before the look-ahead may drop a model or stop
-    settled: ClassVar[float] = 1.05
+    settled: ClassVar[float] = 1.25
     optimism: ClassVar[float] = 0.2  # the look-ahead prices each model at this one-sided upper bound on its rate
     sequences_enabled = True
 
@@ -617,10 +618,10 @@ class Efficient(Profiler):
             self.set_horizons(best_n)
         if not self.active or best >= now:
             return True
-        # Going on is priced with the planning estimate of the bounds, which runs a little above the real
-        # bound for good on a large sample. Once the real plan is as good as the estimate says it is now
-        # (within ``settled``), a gain over that estimate is the estimate's own optimism, not a reason to
-        # profile on.
+        # Going on is priced with the planning estimate of the bounds, which stays about a point of agreement
+        # above the real bound on a large sample. Once the real plan costs about what the estimate says it
+        # does now (within ``settled``), a gain over that estimate is the estimate's own optimism, not a
+        # reason to profile on.
         now_estimated = self.rest * self.plan_unit_cost(self.n, self.projected_lower(kept, self.n), costs)
         return now <= self.settled * now_estimated and best >= now_estimated
 
