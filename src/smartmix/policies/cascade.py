@@ -183,7 +183,37 @@ class Cascade(Profiler):
 
     # -- delegation to the mix, when the pilot chose it ------------------------------------------------
     def next_batch(self) -> ProfileBatch | None:
-        return self.delegate.next_batch() if self.delegate is not None else super().next_batch()
+        if self.delegate is not None:
+            return self.delegate.next_batch()
+        if self.stopped or self.n >= self.spec.n_items:
+            return None
+        if self.n == 0:  # one item prices every model before the allowance is checked
+            return ProfileBatch(self.order[:1], tuple(sorted(self.active)) + (self.spec.reference,))
+        if not self._within_allowance():
+            self._fall_back(
+                "profiling the cascade further could lift the bill above the "
+                f"{self.profiling_allowance:.1%} profiling allowance over reference-only before a chain is "
+                "certified to pay for it"
+            )
+            return None
+        return super().next_batch()
+
+    def _within_allowance(self) -> bool:
+        """Never worse: the bill paid so far, the next batch with every model still profiled, and the rest
+        answered by the plan certified now (the reference if none) stay under ``(1 + allowance) ×``
+        reference-only."""
+        costs = self.unit_costs()
+        reference = self.spec.reference
+        if not np.isfinite(costs[reference]):
+            return True
+        unit_now = costs[reference]
+        if self.live and self.n > self.pilot:
+            unit_now = min(unit_now, self.certified(self.live[0])[0])
+        nxt = self.schedule.next_size(self.n) or self.spec.n_items
+        chunk = max(0, min(self.n + self.spec.batch_size, nxt, self.spec.n_items) - self.n)
+        per_item = costs[reference] + sum(costs[m] for m in self.active if np.isfinite(costs[m]))
+        bill = float(self.fees.sum()) + chunk * per_item + (self.rest - chunk) * unit_now
+        return bill <= (1.0 + self.profiling_allowance) * self.reference_only_estimate
 
     @property
     def needs_scores(self) -> bool:
@@ -370,6 +400,7 @@ class Cascade(Profiler):
                 "shares_estimated_from_profiling": True,
                 "estimated_unit_cost": estimate,
                 "looks": self.looks,
+                **({"fallback_reason": self.fallback_reason} if self.fallback_reason else {}),
             },
         )
 
