@@ -223,10 +223,10 @@ def test_the_cli_streams_into_a_run_directory_under_the_engines_run_id(shared_da
 
 def test_memory_is_flat_in_the_number_of_items(tmp_path):
     """Peak memory of a streamed replay grows by well under 1 kB per item (the engine holds ~5 kB per item)."""
-    script = (
-        "import resource, sys; from smartmix import run; "
+    script = (  # VmHWM: this process image's peak (ru_maxrss would carry pytest's over, across fork and exec)
+        "import sys; from smartmix import run; "
         "run(sys.argv[1], reference='big', target=0.9, method='cascade', out=sys.argv[2]); "
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')))"
     )
     peaks = {}
     for n in (5_000, 60_000):
@@ -249,4 +249,4 @@ def test_memory_is_flat_in_the_number_of_items(tmp_path):
         peaks[n] = int(done.stdout.split()[-1]) * 1024
         assert sum(1 for _ in open(tmp_path / f"{n}.out.jsonl")) == n
     per_item = (peaks[60_000] - peaks[5_000]) / 55_000
-    assert per_item < 1_000, f"{per_item:.0f} bytes per item"
+    assert 0 < per_item < 1_000, f"{per_item:.0f} bytes per item"  # measured: ~430 with these two models

@@ -30,7 +30,7 @@ from smartmix.tasks import Comparator, ExactComparator, Item, LabelComparator
 
 __all__ = ["CHUNK", "RecordedColumns", "iter_rows", "load_columns", "open_lines", "output_text"]
 
-CHUNK = 65_536  # lines per chunk, both passes
+CHUNK = 16_384  # lines per chunk, both passes
 _NUM = frozenset({float, int, type(None)})
 _INT = frozenset({int, type(None)})
 _FLAG = frozenset({bool, type(None)})
