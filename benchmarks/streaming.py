@@ -113,7 +113,9 @@ def code_version() -> str:
         return subprocess.run(["git", "--no-optional-locks", "-C", str(ROOT), *a], capture_output=True,
                               text=True).stdout.strip()
 
-    return git("describe", "--always", "--dirty") or "unknown"
+    version = git("rev-parse", "--short", "HEAD") or "unknown"
+    changed = git("status", "--porcelain", "--", "src", "benchmarks/streaming.py")
+    return f"{version}-dirty" if changed else version  # uncommitted code, not docs or reports
 
 
 def summary_line(stdout: str, key: str) -> str:

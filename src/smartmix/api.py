@@ -440,10 +440,9 @@ def _run_streamed(
 
     run = None if directory is None else in_run_directory(directory, settings, seed, on_event)
     if simulated is not None:
-        if calibration is not None:
-            raise ConfigError("--calibration applies to recorded outputs, not to a simulated run")
         return simulate_streamed(simulated, guarantee=guarantee, method=method, seed=seed, options=options,
-                                 n_items=n_items, progress=progress, on_warning=on_warning, run=run)
+                                 n_items=n_items, calibration=calibration, progress=progress, on_warning=on_warning,
+                                 run=run)
     comparator = make_comparator(compare, labels, **dict(compare_options or {}))
     return replay(
         data, comparator=comparator, guarantee=guarantee, method=method, seed=seed, options=options,

@@ -107,12 +107,7 @@ def replay(
         None if columns.label is None else columns.label[:, cols], columns.labels,
     )
     columns.release()  # what the writer needs stays: the path and the file's fingerprint
-    if calibration is not None:
-        from dataclasses import replace
-
-        from smartmix.calibration import load_calibration
-
-        options = replace(options, calibration=load_calibration(calibration, pool.names, comparator))
+    options = _calibrated(options, calibration, pool, comparator)
     source = books.source = StreamSource(
         agree, cost, score, tuple(pool.names), flags, comparator, chunk=chunk, progress=books.report, warn=books.warn,
     )
@@ -128,8 +123,8 @@ def replay(
 
 def simulate_streamed(
     profile: str, *, guarantee: Guarantee, method: str, seed: int, options: EngineOptions, n_items: int | None = None,
-    progress: ProgressCallback | None = None, on_warning: MessageCallback | None = None, chunk: int = CHUNK,
-    run: Callable[[Pool], Any] | None = None,
+    calibration: str | Path | None = None, progress: ProgressCallback | None = None,
+    on_warning: MessageCallback | None = None, chunk: int = CHUNK, run: Callable[[Pool], Any] | None = None,
 ) -> StreamedResult:
     """The SMART paper's simulated setting (``--simulated``), streamed: the simulated backend's agreement and
     prices drawn a chunk at a time, nothing per item but the arrays."""
@@ -159,6 +154,7 @@ def simulate_streamed(
     flags = AnswerFlags(np.broadcast_to(False, agree.shape), np.broadcast_to(False, agree.shape))
     books = _Books(progress, on_warning)
     comparator = ExactComparator()
+    options = _calibrated(options, calibration, pool, comparator)
     source = books.source = StreamSource(
         agree, cost, score, tuple(pool.names), flags, comparator, chunk=chunk, progress=books.report, warn=books.warn,
     )
@@ -172,6 +168,17 @@ def simulate_streamed(
         if opened is not None:
             opened(result)
     return result
+
+
+def _calibrated(options: EngineOptions, calibration: str | Path | None, pool: Pool, comparator: Comparator) -> EngineOptions:
+    """The options with the calibration file's past outputs (as the engine's run loads them)."""
+    if calibration is None:
+        return options
+    from dataclasses import replace
+
+    from smartmix.calibration import load_calibration
+
+    return replace(options, calibration=load_calibration(calibration, pool.names, comparator))
 
 
 def _execute(method: str, guarantee: Guarantee, seed: int, options: EngineOptions, source: StreamSource) -> Execution:
