@@ -36,6 +36,7 @@ from smartmix.bench.data import (  # noqa: E402
     load_dataset,
     trial_seed,
 )
+from smartmix.calibration import Calibration  # noqa: E402
 from smartmix.core.offline import simulate  # noqa: E402
 from smartmix.policies import Guarantee  # noqa: E402
 from smartmix.stats import wilson_lower  # noqa: E402
@@ -57,16 +58,9 @@ def _calibration_split(name: str):
     data = _DATA[name]
     rows = np.random.default_rng(12345).permutation(data.n_items)
     past, now = rows[: data.n_items // 2], rows[data.n_items // 2 :]
-    calibration = _Past(data.models, data.agree[past], data.cost[past], np.exp(data.confidence[past]), f"{name}[half]")
+    calibration = Calibration(data.models, data.agree[past], data.cost[past], np.exp(data.confidence[past]), f"{name}[half]")
     rest = replace(data, agree=data.agree[now], cost=data.cost[now], confidence=data.confidence[now])
     return calibration, rest
-
-
-class _Past:
-    """The documented fields of smartmix.calibration.Calibration."""
-
-    def __init__(self, models, agree, cost, score, source):
-        self.models, self.agree, self.cost, self.score, self.source = models, agree, cost, score, source
 
 
 def _batch(setting: tuple, trial: int, base: int):
@@ -84,6 +78,11 @@ def _batch(setting: tuple, trial: int, base: int):
         rates = adversarial_rates(target - float(offset) / 100, int(cands))
         seed = trial_seed(base, "adversarial", name, n, round(target, 6), "", trial)
         batch = adversarial_batch(n, rates, seed)
+        if scores == "recorded+calibration":
+            # past outputs: an independent pool with the same rates (1,000 items)
+            past = adversarial_batch(1000, rates, seed + 10**9)
+            calibration = Calibration(past.models, past.agree, past.cost, past.score, f"pool {name} (past)")
+            return batch, batch.score, seed, (("calibration", calibration),)
     score = batch.score if scores == "recorded" else None
     return batch, score, seed, ()
 
@@ -105,9 +104,10 @@ def _run(job: tuple) -> list[tuple]:
                 )
                 rows.append((setting, method, out.reference_cost / out.cost, out.realised_agreement >= target - 1e-12))
             else:
+                extra = dict(options)
                 out = simulate(
                     method, batch.agree, batch.cost, batch.models, Guarantee(target, confidence), seed=seed,
-                    score=score, options=options,
+                    score=score, calibration=extra.get("calibration"),
                 )
                 rows.append((setting, method, out.savings, out.hit(target)))
     return rows
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--scores", default="recorded", help="recorded,none")
     ap.add_argument("--methods", default="cascade,bargain")
     ap.add_argument("--pools", default="", help="synthetic pools, e.g. 1@0,1@0.5,2@0 (candidates@points below T)")
-    ap.add_argument("--calibrated", action="store_true", help="also: half of each set as past data, batches from the other half")
+    ap.add_argument("--calibrated", action="store_true", help="also: half of each set as past data, batches from the other half; pools: an independent 1,000-item pool as past data")
     ap.add_argument("--trials", type=int, default=100)
     ap.add_argument("--confidence", type=float, default=0.95)
     ap.add_argument("--seed", type=int, default=0)
@@ -139,7 +139,10 @@ def main(argv: list[str] | None = None) -> None:
     settings = [("recorded", name, n, t, sc) for name in names for sc in args.scores.split(",") for n in ns for t in targets]
     if args.calibrated:
         settings += [("calibrated", name, n, t, "recorded+calibration") for name in names for n in ns for t in targets]
-    settings += [("pool", pool, n, t, "recorded") for pool in filter(None, args.pools.split(",")) for n in ns for t in targets]
+    pools = [pool for pool in args.pools.split(",") if pool]
+    settings += [("pool", pool, n, t, "recorded") for pool in pools for n in ns for t in targets]
+    if args.calibrated:
+        settings += [("pool", pool, n, t, "recorded+calibration") for pool in pools for n in ns for t in targets]
     chunk = 25
     jobs = [
         (s, list(range(a, min(args.trials, a + chunk))), methods, args.seed, args.confidence)

@@ -553,10 +553,25 @@ class Efficient(Profiler):
         """Cheapest projected cost of the rest if profiling goes on with ``kept`` (up to ``horizon`` looks)."""
         return self.projected_plan(kept, costs)[0]
 
+    def affordable_until(self, kept: list[int], costs: np.ndarray) -> float:
+        """The largest sample size profiling with ``kept`` can reach before the allowance stops it (the rest
+        answered by the best plan certified now): a look beyond it is never reached, so it is not priced."""
+        reference = self.spec.reference
+        unit_now = min(self.plan_unit_cost(self.n, self.current_lower(), costs), costs[reference])
+        cap = (1.0 + self.profiling_allowance) * self.reference_only_estimate
+        room = cap - float(self.fees.sum()) - self.rest * unit_now
+        per_item = costs[reference] + sum(costs[m] for m in kept) - unit_now
+        if per_item <= 0:
+            return math.inf
+        return self.n + max(room, 0.0) / per_item
+
     def projected_plan(self, kept: list[int], costs: np.ndarray) -> tuple[float, int]:
         per_item_profiling = costs[self.spec.reference] + sum(costs[m] for m in kept)
         best, best_n = math.inf, self.spec.n_items
+        reachable = self.affordable_until(kept, costs)
         for n_future in self.future_sizes():
+            if n_future > reachable:
+                break
             rest = self.spec.n_items - n_future
             lower = self.projected_lower(kept, n_future)
             total = (n_future - self.n) * per_item_profiling + rest * self.plan_unit_cost(n_future, lower, costs)
