@@ -250,3 +250,16 @@ def test_memory_is_flat_in_the_number_of_items(tmp_path):
         assert sum(1 for _ in open(tmp_path / f"{n}.out.jsonl")) == n
     per_item = (peaks[60_000] - peaks[5_000]) / 55_000
     assert 0 < per_item < 1_000, f"{per_item:.0f} bytes per item"  # measured: ~430 with these two models
+
+
+def test_stream_true_says_why_a_run_cannot_be_streamed(tmp_path):
+    from smartmix import run
+    from smartmix.errors import ConfigError
+
+    path = bad_file(tmp_path, n=30, bad_line=99)
+    with pytest.raises(ConfigError, match="cannot be streamed: --max-cost stops between calls"):
+        run(path, reference="b", max_cost=1.0, stream=True)
+    capped = run(path, reference="b", max_cost=1.0, method="reference")  # automatic: the engine runs it
+    streamed = run(path, reference="b", method="reference")
+    assert type(capped).__name__ == "RunResult" and type(streamed).__name__ == "StreamedResult"
+    assert [(r.id, r.model, r.cost) for r in capped.items] == [(r.id, r.model, r.cost) for r in streamed.items]
