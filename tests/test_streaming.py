@@ -111,6 +111,13 @@ def test_chunk_boundaries_change_nothing(shared_data, tmp_path):
     for chunk, name in ((7, "a.jsonl"), (10_000, "b.jsonl")):
         runs[0 if chunk == 7 else 2].write(tmp_path / name)
     assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+    import gzip
+
+    packed = tmp_path / "items.jsonl.gz"
+    packed.write_bytes(gzip.compress(path.read_bytes()))
+    again = replay(packed, comparator=comparator, guarantee=Guarantee(0.8, 0.9), method="mix", seed=3,
+                   options=EngineOptions(), reference="gpt-4o", models=models, chunk=7)
+    assert list(again.items) == list(first.items) and again.certificate == first.certificate
 
 
 def test_written_answers_are_the_engines_rows(shared_data, tmp_path):

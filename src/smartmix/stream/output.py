@@ -56,6 +56,7 @@ class _Decided:
     spent: np.ndarray
     profiled: np.ndarray
     chunk: int = CHUNK
+    report: Callable[[str, int, int | None], None] | None = None  # progress: ("writing", rows done, rows)
 
     @property
     def n_items(self) -> int:
@@ -63,6 +64,8 @@ class _Decided:
 
     def block(self, start: int, ids: list[str], answers: list[str | None]) -> RowChunk:
         stop = start + len(ids)
+        if self.report is not None:
+            self.report("writing", stop, self.n_items)
         final = self.final[start:stop].tolist()
         phases = np.where(self.profiled[start:stop], "profiling", "application").tolist()
         return RowChunk(ids, answers, [self.names[m] for m in final], self.spent[start:stop].tolist(), phases)

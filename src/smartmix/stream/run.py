@@ -114,7 +114,7 @@ def replay(
     with _entered(run, pool) as opened:
         execution = _execute(method, guarantee, seed, options, source)
         rows_out = RecordedRows(pool.names, execution.final, execution.spent, execution.plan.profiled, chunk,
-                                columns=columns, comparator=comparator)
+                                books.report, columns=columns, comparator=comparator)
         result = books.result(execution, source, rows_out, comparator, method, seed)
         if opened is not None:
             opened(result)
@@ -162,7 +162,7 @@ def simulate_streamed(
         execution = _execute(method, guarantee, seed, options, source)
         agrees = agree[np.arange(n), execution.final]
         rows_out = SimulatedRows(pool.names, execution.final, execution.spent, execution.plan.profiled, chunk,
-                                 prefix=f"{spec.name}-", seed=seed, n_labels=spec.n_labels, agrees=agrees,
+                                 books.report, prefix=f"{spec.name}-", seed=seed, n_labels=spec.n_labels, agrees=agrees,
                                  answer=simulated_answer)
         result = books.result(execution, source, rows_out, comparator, method, seed)
         if opened is not None:
