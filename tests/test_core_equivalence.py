@@ -27,7 +27,7 @@ from smartmix.scores import score_from_logprob
 
 N_ITEMS = 600
 SEEDS = (0, 1, 2)
-METHODS = ("reference", "exhaustive", "efficient", "mix", "cascade", "router", "paper", "margin")
+METHODS = ("reference", "exhaustive", "efficient", "mix", "cascade", "cascade-profiled", "router", "paper", "margin")
 SETS = {"mmlu-qwen-oai": ("gpt-4o", 0.8), "triviaqa-llama": ("llama3.1-405b", 0.85)}
 
 
@@ -150,7 +150,7 @@ def test_the_comparison_covers_chains_mixes_and_application(recorded):
     """The equivalence above is not vacuous: on these sets some plans apply a chain, some split the rest
     among several models, and most answer items after profiling."""
     chains = splits = applied = 0
-    for method in ("cascade", "mix", "efficient", "router"):
+    for method in ("cascade", "cascade-profiled", "mix", "efficient", "router"):
         for seed in SEEDS:
             execution, _ = offline(recorded, method, seed)
             plan = execution.plan

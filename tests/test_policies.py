@@ -41,6 +41,27 @@ def test_hopeless_models_fall_back_to_the_reference(method):
     assert out.shares.get("ref", 0) > 0.9
 
 
+@pytest.mark.parametrize("method", ["exhaustive", "efficient", "mix"])
+def test_a_large_batch_certifies_a_model_a_few_points_above_the_target(method):
+    """On 50,000 items a model at 0.84 (three-tenths of the reference's price) is certified at T = 0.8 after
+    a few thousand draws: the bets are tuned to the sample at hand, not to the first look's."""
+    agree, cost, models = synthetic_pool(50_000, [0.84], [3, 10])
+    out = simulate(method, agree, cost, models, Guarantee(0.8), seed=4)
+    assert out.realised_agreement >= 0.8
+    assert out.certificate.profiled < 8_000
+    assert out.savings > 2.3
+
+
+def test_mix_stops_profiling_once_the_plan_it_has_is_as_good_as_more_looks_would_make_it():
+    """Cheap weak models beside one good one: the mix certifies the good one and stops, instead of buying
+    labels for ever to shift a few items onto the weak ones."""
+    agree, cost, models = synthetic_pool(50_000, [0.45, 0.6, 0.67, 0.84], [0.33, 0.33, 0.67, 3, 10])
+    out = simulate("mix", agree, cost, models, Guarantee(0.8), seed=5)
+    assert out.realised_agreement >= 0.8
+    assert out.certificate.profiled < 10_000
+    assert out.savings > 2.3
+
+
 def test_mix_beats_single_models_when_no_cheap_model_reaches_the_target():
     agree, cost, models = synthetic_pool(50_000, [0.85], [1, 20])
     single = simulate("efficient", agree, cost, models, Guarantee(0.9), seed=2)

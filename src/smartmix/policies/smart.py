@@ -479,9 +479,13 @@ class Exhaustive(Profiler):
             self._calibrate()
 
     def decide(self) -> bool:
+        # Tune the bets to twice the sample seen so far: a horizon fixed at the start would leave the bound
+        # loose by thousands of draws on a large batch (a choice from past draws only: the sequence stays valid).
+        self.set_horizons(self.cert_start + 2 * max(self.n - self.cert_start, 1))
         need_frac = self.need() / self.rest
         for m in list(self.active):
-            upper = approx_upper(self.rate(m), int(self.draws[m]), self.spec.n_items, self.alpha.get(m, 0.05))
+            # ruled out only when clearly below: the test is repeated at every look
+            upper = approx_upper(self.rate(m), int(self.draws[m]), self.spec.n_items, self.alpha.get(m, 0.05) / 20)
             if upper < need_frac:
                 self.invalid.add(m)
         pool = [m for m in self.certified_set if m not in self.invalid]
@@ -518,6 +522,8 @@ class Efficient(Profiler):
     name = "efficient"
     horizon: ClassVar[int] = 32
     min_draws: ClassVar[int] = 100  # certification draws before the look-ahead may drop a model or stop
+    settled: ClassVar[float] = 1.25
+    optimism: ClassVar[float] = 0.2  # the look-ahead prices each model at this one-sided upper bound on its rate
     sequences_enabled = True
 
     def __init__(self, spec):
@@ -532,12 +538,15 @@ class Efficient(Profiler):
         return np.array([self.rest_lower(m, n) for m in range(len(self.spec.models))])
 
     def projected_lower(self, kept: list[int], n_future: int) -> np.ndarray:
+        """Each kept model's planning estimate of its bound on the rest after profiling up to ``n_future``."""
         lower = self.current_lower(n_future)
         rest = self.spec.n_items - n_future
         population = self.spec.n_items - self.cert_start
         for m in kept:
             draws = int(self.cert_draws[m]) + (n_future - max(self.n, self.cert_start))
-            p = self.rate(m)
+            # a plausible rate, not the point estimate: a few hundred draws are too noisy to give up on a
+            # model that is a point short (what going on may waste is bounded by the allowance)
+            p = approx_upper(self.rate(m), int(self.draws[m]), self.spec.n_items, self.optimism)
             alpha = self.alpha.get(m, self.budget.per_model)
             k_low = betting_approx_lower(p, draws, population, alpha) * population
             lower[m] = min(max((k_low - p * draws) / rest, 0.0), 1.0) if rest > 0 else 1.0
@@ -592,16 +601,29 @@ class Efficient(Profiler):
                 self.set_horizons(best_n)
             return not self.active
         while kept:
-            trials = [(self.projected_plan([k for k in kept if k != m], costs), m) for m in kept]
-            (value, value_n), drop = min(trials, key=lambda t: t[0][0])
+            # smaller sets to profile: all but one model, or (the allowance reaches further with fewer
+            # models, so dropping one at a time can miss it) a single model
+            options = [[k for k in kept if k != m] for m in kept]
+            if len(kept) > 2:
+                options += [[m] for m in kept]
+            (value, value_n), smaller = min(
+                ((self.projected_plan(option, costs), option) for option in options), key=lambda t: t[0][0]
+            )
             if value >= best:
                 break
             best, best_n = value, value_n
-            kept.remove(drop)
+            kept = smaller
         self.active = self.affordable(kept, costs, min(unit_now, costs[self.spec.reference]))
         if self.active:
             self.set_horizons(best_n)
-        return not self.active or best >= now
+        if not self.active or best >= now:
+            return True
+        # Going on is priced with the planning estimate of the bounds, which stays about a point of agreement
+        # above the real bound on a large sample. Once the real plan costs about what the estimate says it
+        # does now (within ``settled``), a gain over that estimate is the estimate's own optimism, not a
+        # reason to profile on.
+        now_estimated = self.rest * self.plan_unit_cost(self.n, self.projected_lower(kept, self.n), costs)
+        return now <= self.settled * now_estimated and best >= now_estimated
 
     def choose(self) -> np.ndarray:
         costs = self.unit_costs()
