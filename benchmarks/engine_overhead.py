@@ -17,7 +17,8 @@ emptied before each measurement, as it slows the server down when it grows); the
 overhead is ``smartmix / bare - 1``, in wall time and in this process's CPU time (the client's work, which
 is what smartmix adds; on a shared machine it is far steadier than wall time). Journal writes per second
 are measured during the smartmix runs (rows committed / wall time) and alone (``Journal.record`` in a
-loop, one commit per row). Writes benchmarks/results/engine_overhead.md with the command at the top.
+loop, one commit per row). Writes benchmarks/results/engine_overhead.md with the command and the code version
+(of the ``smartmix`` imported, so ``PYTHONPATH=other/src`` measures other code) at the top.
 """
 
 from __future__ import annotations
@@ -48,6 +49,12 @@ from smartmix.policies import Guarantee  # noqa: E402
 from smartmix.tasks import ExactComparator, Item, Template  # noqa: E402
 
 MODEL = "bench-model"
+
+
+def smartmix_path() -> str:
+    import smartmix
+
+    return str(Path(smartmix.__file__).parent)
 
 
 def prompts(n: int, tag: str) -> list[str]:
@@ -147,6 +154,15 @@ def journal_alone(n: int, directory: Path, batch: int = 1) -> float:
         return n / (time.perf_counter() - t0)
 
 
+def code_version() -> str:
+    """The commit of the smartmix measured (``unknown`` when it is not in a git checkout)."""
+    try:
+        from smartmix.bench.command import code_version as version
+    except ImportError:
+        return "unknown"
+    return version()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=3000)
@@ -203,7 +219,8 @@ def main() -> None:
     lines = [
         "# Engine overhead over the bare OpenAI client",
         "",
-        f"Command: `{command.strip()}`",
+        f"Command: `{command.strip()}`  ",
+        f"Code version: `{code_version()}` (smartmix from `{Path(smartmix_path()).parent}`)",
         "",
         f"Machine: {os.cpu_count()} CPU(s), {platform.machine()}, {platform.python_implementation()} "
         f"{platform.python_version()}, openai {openai.__version__}; 1-minute load average at the end: {load:.1f}. "
@@ -239,9 +256,10 @@ def main() -> None:
         ],
         "",
         f"Journal alone, nothing else running (WAL, synchronous=NORMAL): {alone:,.0f} rows/s committed one row "
-        f"per transaction, {batched:,.0f} rows/s 64 rows per transaction. The engine commits all the answers "
-        "that arrive in the same event-loop turn in one transaction (and uses none before its commit), so the "
-        "journal keeps up with far more than the rows/s column above, which is simply every answer, journaled.",
+        f"per transaction, {batched:,.0f} rows/s 64 rows per transaction. The engine commits through the journal "
+        "writer's thread every answer queued while the previous batch was being written, in one transaction (and "
+        "uses none before its commit), so the journal keeps up with far more than the rows/s column above, which is "
+        "simply every answer, journaled.",
         "",
         "All runs (wall s / client CPU s):",
         "",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -198,3 +200,86 @@ def test_committed_writes_per_second(journal):
     elapsed = time.perf_counter() - t0
     print(f"\njournal: {n / elapsed:,.0f} committed writes/s ({elapsed * 1e6 / n:.0f} us each, WAL, synchronous=NORMAL)")
     assert len(journal.calls("speed")) == n
+
+
+# ------------------------------------------------------------------ the one writer, and two threads
+
+
+def test_a_writer_thread_and_another_threads_reads_and_writes_share_the_journal(journal):
+    """The engine's layout: a BackgroundJournalWriter commits from its thread while the caller's thread looks
+    calls up, lists them and commits its own; one connection, one lock, no interleaved transaction."""
+    from smartmix.journal_writer import BackgroundJournalWriter
+
+    journal.start_run("w", {}, seed=0)
+    journal.start_run("m", {}, seed=0)
+    writer = BackgroundJournalWriter(journal, "w", max_batch=8)
+    n = 3000
+    for i in range(n):
+        writer.record(req(f"w{i}", item_id=str(i)), comp(f"a{i}"), "application", 0.001)
+    listed = []
+    for i in range(300):
+        journal.record("m", req(f"m{i}"), comp(), phase="profiling", cost_usd=0.002)
+        assert journal.lookup(req(f"m{i}"), run_id="m") is not None
+        assert journal.schema_version == SCHEMA_VERSION
+        listed.append(len(journal.paid_calls("w")))
+    writer.close()
+    assert writer.written == n and writer.failed == 0
+    assert listed == sorted(listed)  # rows appear whole batches at a time, never go away
+    assert len(journal.calls("w")) == n and len(journal.paid_calls("m")) == 300
+    assert [c["answer"] for c in journal.calls("w")] == [f"a{i}" for i in range(n)]  # in the order queued
+
+
+class _UniqueAnswers:
+    """An in-process provider: every call gets its own answer text ("<model>:<prompt>")."""
+
+    async def complete(self, request: Request) -> Completion:
+        await asyncio.sleep(0)
+        return Completion(request.model, f"{request.model}:{request.messages[-1].content}", input_tokens=10,
+                          output_tokens=2, extra={"attempts": 1})
+
+
+def _engine(journal, run_id, comparator=None):
+    from smartmix.engine import Engine, EngineOptions
+    from smartmix.models import ModelSpec, Pool
+    from smartmix.tasks import ExactComparator, Template
+
+    pool = Pool([ModelSpec("small", 1e-7, 2e-7), ModelSpec("big", 1e-5, 2e-5)], "big")
+    return Engine(_UniqueAnswers(), pool, Template(user="{text}"), comparator or ExactComparator(),
+                  options=EngineOptions(concurrency=32, chunk=64), journal=journal, run_id=run_id)
+
+
+def test_the_engine_uses_no_answer_before_it_is_committed(journal):
+    """Every answer the engine reads (its comparator parses it) is already committed: seen from another
+    SQLite connection, which sees committed rows only."""
+    from smartmix.policies import Guarantee
+    from smartmix.tasks import ExactComparator, Item
+
+    reader = sqlite3.connect(journal.path)
+    parsed = []
+
+    class Checking(ExactComparator):
+        def parse(self, text):
+            if text is not None and ":" in text:  # a raw answer, not one already parsed
+                assert reader.execute("SELECT COUNT(*) FROM calls WHERE answer = ?", (text,)).fetchone()[0] == 1
+                parsed.append(text)
+            return super().parse(text)
+
+    journal.start_run("r", {}, seed=0)
+    items = [Item(str(i), {"text": f"q{i}"}) for i in range(400)]
+    result = asyncio.run(_engine(journal, "r", Checking()).run(items, "mix", Guarantee(0.9, 0.95)))
+    reader.close()
+    calls = journal.calls("r")
+    assert len(parsed) >= len(items) and len(calls) == sum(result.ledger.calls.values())
+    assert sum(c["cost_usd"] for c in calls) == pytest.approx(result.total_cost)
+    assert not any(t.name == "smartmix-journal" for t in threading.enumerate())  # the run's writer is gone
+
+
+def test_a_journal_that_cannot_store_the_answers_stops_the_run(journal):
+    """A row the journal refuses (here: a run it was never told about) fails its call, and the run."""
+    from smartmix.policies import Guarantee
+    from smartmix.tasks import Item
+
+    items = [Item(str(i), {"text": f"q{i}"}) for i in range(50)]
+    with pytest.raises(ConfigError, match="not started"):
+        asyncio.run(_engine(journal, "never-started").run(items, "reference", Guarantee(0.9, 0.95)))
+    assert not any(t.name == "smartmix-journal" for t in threading.enumerate())

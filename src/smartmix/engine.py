@@ -34,6 +34,7 @@ from smartmix.deferred import DeferredBackend, run_deferred
 from smartmix.domain import Completion, Request
 from smartmix.errors import BudgetExceeded, ConfigError, ProviderError, RunInterrupted
 from smartmix.journal import digest_prefix, request_hash
+from smartmix.journal_writer import BackgroundJournalWriter
 from smartmix.models import Pool, estimate_tokens
 from smartmix.policies import BatchSpec, Certificate, Guarantee, Plan, make_policy
 from smartmix.result import ItemResult, Ledger, RunResult
@@ -66,11 +67,11 @@ class EngineOptions:
 
 class CallJournal(Protocol):
     """What the engine needs of a journal (:class:`smartmix.journal.Journal` is one): find a paid call,
-    record paid calls durably, and say cheaply which requests it holds."""
+    record paid calls durably (several in one transaction: the engine writes through a
+    :class:`~smartmix.journal_writer.BackgroundJournalWriter`), and say cheaply which requests it holds.
+    A journal that also has ``paid_calls(run_id)`` lets a resumed run count what earlier attempts paid."""
 
     def lookup(self, request: Request, *, run_id: str | None = None, or_any_run: bool = False) -> Completion | None: ...
-
-    def record(self, run_id: str, request: Request, completion: Completion, *, phase: str, cost_usd: float) -> None: ...
 
     def record_many(self, run_id: str, calls: Sequence[tuple[Request, Completion, str, float]]) -> None: ...
 
@@ -119,7 +120,7 @@ class Engine:
         self._reservations = 0  # calls in flight holding part of the --max-cost budget
         self._released: asyncio.Event | None = None  # set when a reservation is given back
         self._unit_cost: dict[str, list[float]] = {}
-        self._pending_records: list[tuple[tuple[Request, Completion, str, float], asyncio.Future]] = []
+        self._writer: BackgroundJournalWriter | None = None  # commits this run's rows, one thread, in batches
         self._journaled: set[int] | None = None  # digest prefixes of the requests in the journal; None: unknown
         self.unparseable: dict[str, int] = {}  # per model: answers the comparator could not read (disagreements)
         self._params: dict[str, Any] = dict(self.options.params)  # generation settings of this run
@@ -168,7 +169,14 @@ class Engine:
             self._params.setdefault("top_logprobs", 5)
         self._items = items
         self._profiled, self._applied = {}, [None] * len(items)
-        execution = self.execution = await execute(policy, self)
+        if self.journal is not None:
+            self._writer = BackgroundJournalWriter(self.journal, self.run_id)
+        try:
+            execution = self.execution = await execute(policy, self)
+        finally:
+            if self._writer is not None:  # every call awaited its commit: nothing is left but the thread
+                self._writer.close()
+                self._writer = None
         results = [self._result(item, i, execution) for i, item in enumerate(items)]
         reference_cost, measured = self._reference_cost(execution.plan, results, len(items))
         self._settle(results, reference_cost)
@@ -374,7 +382,7 @@ class Engine:
         """One answer of ``model`` for ``item``; an identical request already made in this attempt (another
         item with the same prompt) is not sent again: its answer is shared, at no further cost."""
         request = self._request(item, model)
-        key = request_hash(request)
+        key = request_hash(request)  # the journal's key too
         first = self._shared.get(key)
         if first is not None:
             got = await asyncio.shield(first)
@@ -382,7 +390,7 @@ class Engine:
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         self._shared[key] = future
         try:
-            answer = await self._call_once(request, model, phase)
+            answer = await self._call_once(request, key, model, phase)
         except BaseException as exc:
             self._shared.pop(key, None)
             if isinstance(exc, asyncio.CancelledError):
@@ -394,18 +402,18 @@ class Engine:
         future.set_result(answer)
         return answer
 
-    async def _call_once(self, request: Request, model: str, phase: str) -> _Answer:
+    async def _call_once(self, request: Request, key: str, model: str, phase: str) -> _Answer:
         deferred = phase == "application" and self.application_backend is not None
         backend = self.application_backend if deferred else self.backend
         async with contextlib.nullcontext() if deferred else self._semaphore:
-            if self.journal is not None and self._maybe_journaled(request):
+            if self.journal is not None and self._maybe_journaled(key):
                 # one query: this run's answer if it has one, else (with the cache on) any run's latest
                 hit = self.journal.lookup(request, run_id=self.run_id, or_any_run=self.options.use_cache)
                 if hit is not None and hit.extra.get("journal_run_id") == self.run_id:
                     # paid in this run before an interruption: read back, never paid again
                     return self._accept(model, phase, hit, self._read_back(hit))
                 if hit is not None:  # the same request in an earlier run: free this time
-                    await self._record(request, hit, phase, 0.0)
+                    await self._record(request, key, hit, phase, 0.0)
                     return self._accept(model, phase, hit, 0.0)
             self._check_stop()
             estimate = await self._reserve(model, request)
@@ -417,7 +425,7 @@ class Engine:
             else:
                 cost = self._price(model, request, completion)
                 if self.journal is not None:
-                    await self._record(request, completion, phase, cost)
+                    await self._record(request, key, completion, phase, cost)
                 # In the ledger before the reservation is given back (no await in between), so a call
                 # waiting for budget never sees this money as neither reserved nor spent.
                 return self._accept(model, phase, completion, cost, paid=True)
@@ -432,42 +440,18 @@ class Engine:
                 "read back, not paid again."
             )
 
-    def _maybe_journaled(self, request: Request) -> bool:
-        return self._journaled is None or digest_prefix(request_hash(request)) in self._journaled
+    def _maybe_journaled(self, key: str) -> bool:
+        return self._journaled is None or digest_prefix(key) in self._journaled
 
-    async def _record(self, request: Request, completion: Completion, phase: str, cost: float) -> None:
-        """Write one answer to the journal; returns once it is committed.
+    async def _record(self, request: Request, key: str, completion: Completion, phase: str, cost: float) -> None:
+        """Write one answer to the journal; returns once it is committed (nothing uses an answer before).
 
-        Answers that arrive in the same event-loop turn are committed together, in one transaction (a
-        commit costs ~0.1-0.3 ms however many rows it holds, which at high concurrency was the engine's
-        largest cost). Nothing uses an answer before its commit returns, so a crash still loses only
-        answers not yet used.
+        The run's :class:`~smartmix.journal_writer.BackgroundJournalWriter` commits every answer queued
+        while it wrote the last batch in one transaction, off the event loop.
         """
-        record_many = getattr(self.journal, "record_many", None)
-        if record_many is None:  # a journal-like object without batches
-            self.journal.record(self.run_id, request, completion, phase=phase, cost_usd=cost)
-            return
         if self._journaled is not None:
-            self._journaled.add(digest_prefix(request_hash(request)))
-        loop = asyncio.get_running_loop()
-        done = loop.create_future()
-        if not self._pending_records:
-            loop.call_soon(self._flush_records, record_many)
-        self._pending_records.append(((request, completion, phase, cost), done))
-        await done
-
-    def _flush_records(self, record_many: Callable[..., None]) -> None:
-        batch, self._pending_records = self._pending_records, []
-        try:
-            record_many(self.run_id, [call for call, _ in batch])
-        except BaseException as exc:  # nobody may use an answer that is not in the journal
-            for _, done in batch:
-                if not done.done():
-                    done.set_exception(exc)
-        else:
-            for _, done in batch:
-                if not done.done():
-                    done.set_result(None)
+            self._journaled.add(digest_prefix(key))
+        await self._writer.commit(request, completion, phase, cost)
 
     def _accept(self, model: str, phase: str, completion: Completion, cost: float, paid: bool = False) -> _Answer:
         self.ledger.add(model, phase, cost)

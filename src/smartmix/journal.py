@@ -142,8 +142,10 @@ def _finite(x: float | None) -> float | None:
 
 
 class Journal:
-    """SQLite journal of runs and paid calls. Safe to share between threads (one lock, one connection);
-    the engine calls it from its event loop: :meth:`record` takes well under a millisecond."""
+    """SQLite journal of runs and paid calls. Safe to share between threads: one connection
+    (``check_same_thread=False``) and one lock around every statement and transaction, so a
+    :class:`~smartmix.journal_writer.BackgroundJournalWriter` commits from its thread while the engine
+    looks calls up from its event loop (a look-up waits at most for the commit in progress)."""
 
     def __init__(self, path: str | Path, *, synchronous: str = "NORMAL"):
         if synchronous.upper() not in {"NORMAL", "FULL", "EXTRA"}:
@@ -166,7 +168,8 @@ class Journal:
     # ------------------------------------------------------------------------------------ schema
     @property
     def schema_version(self) -> int:
-        row = self._db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        with self._lock:
+            row = self._db.execute("SELECT MAX(version) FROM schema_version").fetchone()
         return int(row[0] or 0)
 
     def _migrate(self) -> None:
@@ -253,7 +256,7 @@ class Journal:
     def record_many(self, run_id: str, calls: Sequence[tuple[Request, Completion, str, float]]) -> None:
         """Append several paid calls ``(request, completion, phase, cost_usd)`` in one transaction,
         committed before it returns: all of them or none. One commit costs about as much as one row, so
-        the engine records every answer that arrived in the same event-loop turn together."""
+        the :class:`~smartmix.journal_writer.BackgroundJournalWriter` commits what queued up together."""
         if run_id not in self._known_runs:
             with self._lock:
                 found = self._db.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone()

@@ -5,9 +5,15 @@ writer thread commits whatever has queued up in one transaction (:meth:`Journal.
 caller pays one SQLite commit per batch, not per call, and never waits for the disk.
 :meth:`BackgroundJournalWriter.close` commits everything still queued before it returns.
 
-Callers that must not go on before their row is committed (a batch run uses no answer that is not in
-the journal) ``await writer.commit(...)`` instead: same queue and batches, and the await returns once the
-row is committed (or raises if it could not be stored).
+Callers that must not go on before their row is committed (the engine: a run uses no answer that is not
+in the journal) ``await writer.commit(...)`` instead: same queue and batches, and the await returns once
+the row is committed (or raises if it could not be stored). Every waiter of a batch is woken by one
+callback on its event loop. This is the one journal writer: the server records through it, the engine
+commits each run's calls through one, and so do virtual models (:mod:`smartmix.backends.composite`) for
+the real calls they make.
+
+The journal is used from two threads (this writer, and the caller's look-ups): :class:`Journal` keeps one
+connection behind one lock, so a transaction is never interleaved with another thread's statement.
 
 One bad row never costs the others: every call is made storable first (:func:`storable`: an answer that
 is not text is stored as its JSON text, a cost that is not a finite number as 0 with a note), and a batch
@@ -25,14 +31,20 @@ import math
 import queue
 import sys
 import threading
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from smartmix.domain import Completion, Request
-from smartmix.journal import Journal
 
-__all__ = ["BackgroundJournalWriter", "Call", "storable"]
+__all__ = ["BackgroundJournalWriter", "Call", "RowSink", "storable"]
 
 Call = tuple[Request, Completion, str, float]  # (request, completion, phase, cost_usd), as Journal.record_many takes
+
+
+class RowSink(Protocol):
+    """Where the rows go (:class:`smartmix.journal.Journal` is one): all of ``calls`` committed, or none."""
+
+    def record_many(self, run_id: str, calls: Sequence[Call]) -> None: ...
 
 _STOP = object()
 
@@ -91,10 +103,11 @@ def storable(call: Call) -> Call:
 class BackgroundJournalWriter:
     """Batches :meth:`record` calls into ``journal`` under ``run_id`` from a background thread.
 
-    ``written`` and ``failed`` count rows committed and rows that could not be stored at all.
+    ``written`` and ``failed`` count rows committed and rows that could not be stored at all; a loss is
+    reported on stderr when nobody awaits the row (:meth:`record`), and raised to who does (:meth:`commit`).
     """
 
-    def __init__(self, journal: Journal, run_id: str, *, max_batch: int = 512):
+    def __init__(self, journal: RowSink, run_id: str, *, max_batch: int = 512):
         self.journal = journal
         self.run_id = run_id
         self.max_batch = max_batch
@@ -157,52 +170,55 @@ class BackgroundJournalWriter:
                 return
 
     def _write(self, entries: list[tuple]) -> None:
-        rows, waiters = [], []
+        rows, waiters, settled = [], [], []
         for call, waiter in entries:
             try:
                 rows.append(storable(call))
                 waiters.append(waiter)
             except Exception as exc:  # noqa: BLE001 - one unstorable call must not cost the batch
-                self._lost(1, exc)
-                _settle(waiter, exc)
+                self._lost(waiter, exc)
+                settled.append((waiter, exc))
         try:
             self.journal.record_many(self.run_id, rows)
         except Exception:  # noqa: BLE001 - find the row at fault: write them one by one
-            pass
+            for row, waiter in zip(rows, waiters, strict=True):
+                try:
+                    self.journal.record_many(self.run_id, [row])
+                except Exception as exc:  # noqa: BLE001 - a full disk must not take the caller down; say so
+                    self._lost(waiter, exc)
+                    settled.append((waiter, exc))
+                else:
+                    self.written += 1
+                    settled.append((waiter, None))
         else:
             self.written += len(rows)
-            for waiter in waiters:
-                _settle(waiter, None)
-            return
-        for row, waiter in zip(rows, waiters, strict=True):
-            try:
-                self.journal.record_many(self.run_id, [row])
-            except Exception as exc:  # noqa: BLE001 - a full disk must not take the caller down; say so
-                self._lost(1, exc)
-                _settle(waiter, exc)
-            else:
-                self.written += 1
-                _settle(waiter, None)
+            settled.extend((waiter, None) for waiter in waiters)
+        _wake(settled)
 
-    def _lost(self, n: int, exc: BaseException) -> None:
-        self.failed += n
-        print(f"smartmix: could not journal {n} call(s): {type(exc).__name__}: {exc}", file=sys.stderr)
+    def _lost(self, waiter: tuple | None, exc: BaseException) -> None:
+        self.failed += 1
+        if waiter is None:  # nobody else hears of it
+            print(f"smartmix: could not journal a call: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
-def _settle(waiter: tuple | None, error: BaseException | None) -> None:
-    """Wake a :meth:`BackgroundJournalWriter.commit` caller on its own event loop."""
-    if waiter is None:
-        return
-    loop, done = waiter
+def _wake(settled: list[tuple[tuple | None, BaseException | None]]) -> None:
+    """Wake the :meth:`BackgroundJournalWriter.commit` callers of a batch: one callback per event loop."""
+    by_loop: dict[Any, list[tuple[asyncio.Future, BaseException | None]]] = {}
+    for waiter, error in settled:
+        if waiter is not None:
+            loop, done = waiter
+            by_loop.setdefault(loop, []).append((done, error))
+    for loop, outcomes in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle, outcomes)
+        except RuntimeError:  # the caller's loop is closed: nobody is waiting any more
+            pass
 
-    def settle() -> None:
+
+def _settle(outcomes: list[tuple[asyncio.Future, BaseException | None]]) -> None:
+    for done, error in outcomes:
         if not done.done():
             if error is None:
                 done.set_result(None)
             else:
                 done.set_exception(error)
-
-    try:
-        loop.call_soon_threadsafe(settle)
-    except RuntimeError:  # the caller's loop is closed: nobody is waiting any more
-        pass

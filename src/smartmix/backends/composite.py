@@ -180,15 +180,24 @@ class CompositeBackend:
         self.journal: Any | None = None
         self.run_id: str | None = None
         self.use_cache = True
+        self._writer: Any | None = None  # the parts run's BackgroundJournalWriter
 
     def attach_journal(self, journal: Any | None, run_id: str | None, use_cache: bool = True) -> None:
         """Journal every real call of a virtual model (run ``<run_id>/parts``), and read them back on reruns."""
+        if self._writer is not None:  # attached before: that run's rows are committed first
+            self._writer.close()
+            self._writer = None
         self.journal = journal
         self.run_id = run_id
         self.use_cache = use_cache
         if journal is not None and run_id is not None and hasattr(journal, "start_run"):
             note = f"the real calls of run {run_id}'s virtual models; their cost is counted in that run"
             journal.start_run(f"{run_id}{_PARTS}", {"parts_of": run_id, "note": note}, None)
+        if journal is not None:
+            from smartmix.journal_writer import BackgroundJournalWriter
+
+            parts_run = f"{run_id}{_PARTS}" if run_id is not None else None
+            self._writer = BackgroundJournalWriter(journal, parts_run)  # type: ignore[arg-type]
 
     def describe(self) -> dict[str, str]:
         """For the certificate: which score each virtual model uses."""
@@ -254,8 +263,8 @@ class CompositeBackend:
         completion = await self.inner.complete(request)
         cost = self._price(request, completion)
         completion.cost_usd = cost
-        if self.journal is not None:
-            self.journal.record(parts_run, request, completion, phase="part", cost_usd=cost)
+        if self._writer is not None:  # committed before the answer is used, like the engine's own calls
+            await self._writer.commit(request, completion, "part", cost)
         completion.extra["cost_now"] = cost
         return completion
 
@@ -270,6 +279,9 @@ class CompositeBackend:
         return spec.cost(n_in, n_out)
 
     async def aclose(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
         if self.journal is not None and self.run_id is not None and hasattr(self.journal, "finish_run"):
             self.journal.finish_run(f"{self.run_id}{_PARTS}", "done")
         await self.inner.aclose()

@@ -235,11 +235,17 @@ def parse_chat_response(body: dict[str, Any], *, model: str, k: int = 5) -> Comp
     if not isinstance(content, str) and message.get("refusal"):
         raise Refused(str(message["refusal"])[:300])
     _check_text(content, "message content")
+    return _completion(body, choice, model, content, chat_top_logprobs(choice, k))
+
+
+def _completion(
+    body: dict[str, Any], choice: dict[str, Any], model: str, text: str, top: tuple[tuple[str, float], ...] | None
+) -> Completion:
+    """The :class:`Completion` of a checked answer: its text, the body's usage, the choice's finish reason."""
     inp, out = _usage(body)
     return Completion(
-        model=model, text=content, input_tokens=inp, output_tokens=out,
-        top_logprobs=chat_top_logprobs(choice, k), extra={"finish_reason": choice.get("finish_reason")},
-        cached_tokens=_cached_tokens(body),
+        model=model, text=text, input_tokens=inp, output_tokens=out, top_logprobs=top,
+        extra={"finish_reason": choice.get("finish_reason")}, cached_tokens=_cached_tokens(body),
     )
 
 
@@ -258,12 +264,7 @@ def parse_completions_response(body: dict[str, Any], *, model: str, k: int = 5) 
     choice = _first_choice(body)
     text = choice.get("text")
     _check_text(text, "choices[0].text")
-    inp, out = _usage(body)
-    return Completion(
-        model=model, text=text, input_tokens=inp, output_tokens=out,
-        top_logprobs=completions_top_logprobs(choice, k), extra={"finish_reason": choice.get("finish_reason")},
-        cached_tokens=_cached_tokens(body),
-    )
+    return _completion(body, choice, model, text, completions_top_logprobs(choice, k))
 
 
 def check_forwarded(body: dict[str, Any] | None, api: str) -> dict[str, Any]:
