@@ -68,15 +68,7 @@ def replay_job(
     from smartmix.backends.replay import RecordedOutputs, ReplayBackend
 
     recorded = RecordedOutputs.load(path)
-    full = recorded.pool(reference=reference, prices=prices)
-    if models:
-        keep = [m for m in models if m != full.reference.name]
-        for m in keep:
-            full.spec(m)
-        specs = [full.spec(m) for m in full.names if m in keep or m == full.reference.name]
-        pool = Pool(specs, full.reference.name)
-    else:
-        pool = full
+    pool = select_models(recorded.pool(reference=reference, prices=prices), models)
     unpriced = [s.name for s in pool.models if not s.priced and not _all_costs_recorded(recorded, s.name)]
     if unpriced:
         from smartmix.errors import PriceError
@@ -95,6 +87,17 @@ def replay_job(
         source=str(path),
         backend_factory=_Rebuild(_replay_backend, str(path), pool),
     )
+
+
+def select_models(full: Pool, models: Sequence[str] | None) -> Pool:
+    """``full`` cut down to ``models`` (the reference always stays); all of it when ``models`` is empty."""
+    if not models:
+        return full
+    keep = [m for m in models if m != full.reference.name]
+    for m in keep:
+        full.spec(m)
+    specs = [full.spec(m) for m in full.names if m in keep or m == full.reference.name]
+    return Pool(specs, full.reference.name)
 
 
 def _all_costs_recorded(recorded: Any, model: str) -> bool:
@@ -214,6 +217,8 @@ def run(
     batch_settings: Any = None,
     ray_settings: Any = None,
     calibration: str | Path | None = None,
+    stream: bool | None = None,
+    n_items: int | None = None,
 ) -> RunResult:
     """Answer every item at the lowest cost such that, with probability >= ``confidence``, at least
     ``target`` of the answers equal the reference model's.
@@ -235,6 +240,11 @@ def run(
     application phase through a bulk channel (``"batch"``: provider batch jobs, ``"ray"``), with its settings
     (default: the config's ``[run] mode``, else ``"sync"``). ``calibration``: recorded outputs of the same models
     on earlier items of the same task (replay layout); the plan shape is chosen from them, not from this batch.
+
+    Replays and simulations are streamed whenever they can be (``stream=None``): read in chunks, a few bytes
+    per item held, the same plan, answers, costs and certificate as the engine (docs/scale.md); ``items``
+    of the result is then read back when iterated. ``stream=False`` runs them on the engine, ``stream=True``
+    insists. ``n_items``: how many items a simulation has (default: the profile's).
     """
     return run_sync(
         arun(
@@ -244,6 +254,7 @@ def run(
             run_id=run_id, progress=progress, router=router, on_event=on_event, on_warning=on_warning,
             handle_signals=handle_signals, mode=mode, batch_settings=batch_settings, ray_settings=ray_settings,
             calibration=calibration, scores=scores, compare=compare, compare_options=compare_options,
+            stream=stream, n_items=n_items,
         )
     )
 
@@ -281,6 +292,8 @@ async def arun(
     batch_settings: Any = None,
     ray_settings: Any = None,
     calibration: str | Path | None = None,
+    stream: bool | None = None,
+    n_items: int | None = None,
 ) -> RunResult:
     """The asynchronous form of :func:`run` (same arguments; ``handle_signals`` is off by default here,
     since an application that owns the event loop usually owns its signals too)."""
@@ -311,6 +324,21 @@ async def arun(
     directory = RunDirectory(run_dir) if run_dir is not None and journal is None else None
     inputs = [data, getattr(cfg, "path", None), router, directory.journal_path if directory else None]
     check_outputs([out], inputs, answers=out)  # before any call: never overwrite what the run reads
+    from smartmix.stream.run import check_streamable, why_not_streamed
+
+    effective_cap = options.max_cost if options is not None and max_cost is None else _pick(max_cost, cfg and cfg.max_cost)
+    why_not = why_not_streamed(data=data, simulated=simulated, config=cfg, job=job, journal=journal, scores=scores,
+                               method=method, mode=mode, max_cost=effective_cap)
+    if check_streamable(why_not, stream):
+        result = _run_streamed(
+            data, simulated=simulated, n_items=n_items, reference=reference, models=models, prices=prices,
+            labels=labels, compare=compare, compare_options=compare_options, method=method, guarantee=guarantee,
+            seed=seed, options=options or EngineOptions(use_cache=use_cache), calibration=calibration,
+            directory=directory, progress=progress, on_event=on_event, on_warning=on_warning,
+        )
+        if out is not None:
+            result.write(out)
+        return result
     if job is None:
         if cfg is not None:
             if models:
@@ -320,7 +348,7 @@ async def arun(
         else:
             job = resolve_job(
                 data, reference=reference, models=models, prices=prices, labels=labels, simulated=simulated, seed=seed,
-                compare=compare, compare_options=compare_options,
+                compare=compare, compare_options=compare_options, n_items=n_items,
             )
     if scores:
         job = with_scores(job, scores)
@@ -377,6 +405,50 @@ async def arun(
     if out is not None:
         result.write(out)
     return result
+
+
+def _run_streamed(
+    data: Any, *, simulated: str | None, n_items: int | None, reference: str | None, models: Sequence[str] | None,
+    prices: Mapping[str, tuple[float, float]] | None, labels: Sequence[str] | None, compare: str | None,
+    compare_options: Mapping[str, Any] | None, method: str, guarantee: Guarantee, seed: int, options: EngineOptions,
+    calibration: str | Path | None, directory: Any, progress: ProgressCallback | None,
+    on_event: MessageCallback | None, on_warning: MessageCallback | None,
+) -> RunResult:
+    """A replay or a simulation, streamed (:mod:`smartmix.stream`); with a run directory, registered there with
+    the settings the engine would register, so the run id is the same either way."""
+    from smartmix.runs import file_digest
+    from smartmix.stream.run import in_run_directory, replay, simulate_streamed
+
+    def settings(pool: Pool) -> dict[str, Any]:
+        if simulated is not None:
+            from smartmix.backends.simulated import PAPER_PROFILES
+
+            n = n_items or PAPER_PROFILES[simulated].n_items
+            source, digest, endpoint = f"simulated:{simulated}", None, f"simulated {simulated} seed={seed} n={n}"
+        else:
+            source, digest, endpoint = str(data), file_digest(data), f"replay {Path(data).resolve()}"
+        out = {
+            "source": source, "data": digest, "config": None, "models": pool.names,
+            "endpoints": dict.fromkeys(pool.names, endpoint), "method": method, "target": guarantee.target,
+            "confidence": guarantee.confidence, "seed": seed, "params": options.params,
+            "labels": list(labels) if labels else None,
+            "calibration": file_digest(calibration) if calibration is not None else None,
+        }
+        if compare or compare_options:
+            out["compare"] = [compare, dict(compare_options or {})]
+        return out
+
+    run = None if directory is None else in_run_directory(directory, settings, seed, on_event)
+    if simulated is not None:
+        return simulate_streamed(simulated, guarantee=guarantee, method=method, seed=seed, options=options,
+                                 n_items=n_items, calibration=calibration, progress=progress, on_warning=on_warning,
+                                 run=run)
+    comparator = make_comparator(compare, labels, **dict(compare_options or {}))
+    return replay(
+        data, comparator=comparator, guarantee=guarantee, method=method, seed=seed, options=options,
+        reference=reference, models=models, prices=prices, calibration=calibration, progress=progress,
+        on_warning=on_warning, run=run,
+    )
 
 
 async def _execute(
@@ -509,9 +581,10 @@ def resolve_job(
     seed: int = 0,
     compare: str | None = None,
     compare_options: Mapping[str, Any] | None = None,
+    n_items: int | None = None,
 ) -> Job:
     if simulated is not None:
-        return simulated_job(simulated, seed=seed)
+        return simulated_job(simulated, seed=seed, n_items=n_items)
     if data is None:
         raise ConfigError("no data: pass a recorded-outputs file (--data FILE.jsonl) or --simulated imdb")
     if isinstance(data, str | Path):
@@ -529,4 +602,7 @@ def resolve_job(
     )
 
 
-__all__ = ["Job", "arun", "config_job", "make_comparator", "with_scores", "replay_job", "resolve_job", "run", "simulated_job", "load_items"]
+__all__ = [
+    "Job", "arun", "config_job", "make_comparator", "with_scores", "replay_job", "resolve_job", "run", "select_models",
+    "simulated_job", "load_items",
+]

@@ -135,7 +135,19 @@ MethodOpt = Annotated[
 ]
 
 
-def _job(config, data, simulated, reference, models, price, labels, seed, compare=None, compare_option=None):
+def _streamed(data, simulated, method, scores, mode, max_cost, stream) -> bool:
+    """Whether ``run`` streams this replay or simulation (the API decides the same way; see smartmix.stream)."""
+    if stream is False:
+        return False
+    from smartmix.stream.run import check_streamable, why_not_streamed
+
+    why_not = why_not_streamed(data=data, simulated=simulated, config=None, job=None, journal=None, scores=scores,
+                               method=method, mode=mode, max_cost=max_cost)
+    return check_streamable(why_not, stream)
+
+
+def _job(config, data, simulated, reference, models, price, labels, seed, compare=None, compare_option=None,
+         n_items=None):
     from smartmix.api import config_job, resolve_job
 
     compare_options = _compare_options(compare_option)
@@ -150,7 +162,7 @@ def _job(config, data, simulated, reference, models, price, labels, seed, compar
         )
     return resolve_job(
         data, reference=reference, models=_split(models), prices=_prices(price), labels=_split(labels),
-        simulated=simulated, seed=seed, compare=compare, compare_options=compare_options,
+        simulated=simulated, seed=seed, compare=compare, compare_options=compare_options, n_items=n_items,
     )
 
 
@@ -211,6 +223,12 @@ def run(
         str | None,
         typer.Option(help="Scores for models without logprobs (for --method cascade): consistency | self-consistency | verbal."),
     ] = None,
+    stream: Annotated[
+        bool | None,
+        typer.Option("--stream/--no-stream", help="Replays and simulations: read and write in chunks, a few bytes "
+                     "per item [automatic when possible; --no-stream runs them on the engine]."),
+    ] = None,
+    items: Annotated[int | None, typer.Option(min=1, help="With --simulated: how many items [the profile's].")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Answer every item with the cheapest plan that keeps the guarantee; print the certificate and the bill.
@@ -233,8 +251,9 @@ def run(
     confidence = _pick(confidence, cfg and cfg.confidence, defaults.CONFIDENCE)
     method = _pick(method, cfg and cfg.method, defaults.METHOD)
     seed = _pick(seed, cfg and cfg.seed, defaults.SEED)
-    job = None if cfg is not None else _job(None, data, simulated, reference, models, price, labels, seed,
-                                                 compare, compare_option)
+    streamed = cfg is None and _streamed(data, simulated, method, scores, mode, max_cost, stream)
+    job = None if cfg is not None or streamed else _job(None, data, simulated, reference, models, price, labels, seed,
+                                                        compare, compare_option, items)
     options = EngineOptions(
         concurrency=_pick(concurrency, cfg and cfg.concurrency, defaults.CONCURRENCY),
         batch_size=batch_size,
@@ -253,7 +272,8 @@ def run(
             out=out, options=options, progress=progress.update, router=router,
             on_event=lambda text: stdout.print(text, markup=False, highlight=False),
             on_warning=_warn, handle_signals=True, calibration=calibration, mode=mode, scores=scores,
-            compare=compare, compare_options=_compare_options(compare_option),
+            compare=compare, compare_options=_compare_options(compare_option), stream=stream, n_items=items,
+            simulated=simulated,
         )
     render(result, stdout)
     if result.outputs is not None:

@@ -182,7 +182,7 @@ class Engine:
         self._settle(results, reference_cost)
         return RunResult(
             items=results,
-            certificate=_with_parse_counts(execution.certificate, self.comparator, self.unparseable),
+            certificate=with_parse_counts(execution.certificate, self.comparator, self.unparseable),
             ledger=self.ledger,
             reference_cost=reference_cost,
             reference_cost_measured=measured,
@@ -234,12 +234,9 @@ class Engine:
             elif results:
                 results[0].cost += cost  # an item no longer in the data: still the run's money
         self._unread, self._spent_outside = {}, 0.0
-        total = self.ledger.total
-        if math.isfinite(reference_cost) and reference_cost > 0 and total > reference_cost * (1 + 1e-9):
-            self._warn(
-                f"this run cost ${total:.4f}, more than the reference alone (${reference_cost:.4f}): profiling "
-                "did not pay for itself here; --method reference is cheaper for a job like this."
-            )
+        message = costlier_warning(self.ledger.total, reference_cost)
+        if message is not None:
+            self._warn(message)
 
     def _warn(self, message: str) -> None:
         if message in self.warnings:
@@ -257,41 +254,15 @@ class Engine:
             self._labels_seen.add(parsed)
 
     def _check_answers(self, final: bool) -> None:
-        """Warn about answers that cannot lead anywhere: all blank, none parseable, labels never given."""
-        n = sum(s[0] for s in self._answers_seen.values())
-        if n == 0:
-            return
-        blank = sum(s[1] for s in self._answers_seen.values())
-        unparsed = sum(s[2] for s in self._answers_seen.values())
-        if blank == n:
-            self._warn(
-                f"all {n} answers so far are blank: check max_tokens, the template and the endpoint; "
-                "blank answers never agree with anything."
-            )
-        elif unparsed == n:
-            self._warn(
-                f"none of the {n} answers so far could be read as an answer (labels: "
-                f"{', '.join(getattr(self.comparator, 'labels', ()) or ['-'])}): check the labels and the prompt."
-            )
-        labels = getattr(self.comparator, "labels", None) if isinstance(self.comparator, LabelComparator) else None
-        if final and labels and self._labels_seen and n >= 20:
-            never = [label for label in labels if label not in self._labels_seen]
-            if never:
-                self._warn(
-                    f"label(s) {', '.join(repr(x) for x in never)} never occurred in {n} answers: a typo in "
-                    "labels? Answers that match no label count as disagreeing."
-                )
+        for message in answer_warnings(self._answers_seen, self._labels_seen, self.comparator, final):
+            self._warn(message)
 
     def _after_profiling(self, plan: Plan, models: tuple[str, ...]) -> None:
         self._check_answers(final=True)
-        reference = len(models) - 1
         on_candidates = sum(c for (m, _), c in self.ledger.entries.items() if m != models[-1])
-        if len(models) > 1 and not plan.chain and bool(np.all(plan.assignment == reference)) and on_candidates > 0:
-            self._warn(
-                "only the reference can meet this target on this data: every item is answered by the "
-                f"reference, so the ${on_candidates:.4f} spent on the other models bought nothing; a lower "
-                "--target, or --method reference, would cost less."
-            )
+        message = reference_only_warning(plan, len(models), on_candidates)
+        if message is not None:
+            self._warn(message)
 
     # -- the live answer source (smartmix.core.source.AnswerSource) --------------------------------
     @property
@@ -368,16 +339,9 @@ class Engine:
     def _reference_cost(
         self, plan: Plan, results: list[ItemResult], n_items: int
     ) -> tuple[float, bool]:
-        """What the reference alone would have cost: measured when it answered everything, else estimated
-        from its mean cost per call in this run."""
         reference = self.pool.names[-1]
-        if not plan.profiled.any() and all(r.model == reference or r.error for r in results):
-            return self.ledger.total, True
-        spent = sum(c for (m, _), c in self.ledger.entries.items() if m == reference)
-        calls = sum(k for (m, _), k in self.ledger.calls.items() if m == reference)
-        if calls:
-            return spent / calls * n_items, False
-        return float("nan"), False
+        only_reference = all(r.model == reference or r.error for r in results)
+        return reference_cost(plan, only_reference, self.ledger, reference, n_items)
 
     # -- calls ---------------------------------------------------------------------------------
     async def _call_all(self, items: Sequence[Item], calls: list[tuple[int, str]], phase: str) -> dict:
@@ -572,7 +536,77 @@ class Engine:
             self.progress({"phase": phase, "done": done, "total": total, "spent": self.spent})
 
 
-def _with_parse_counts(certificate: Certificate, comparator: Comparator, unparseable: dict[str, int]) -> Certificate:
+
+def answer_warnings(
+    seen: dict[str, list[int]], labels_seen: set[str], comparator: Comparator, final: bool
+) -> list[str]:
+    """Warnings about answers that cannot lead anywhere: all blank, none parseable, labels never given.
+
+    ``seen``: per model, [answers, blank answers, answers the comparator could not read]; ``labels_seen``:
+    the labels parsed so far; ``final``: profiling is over (the labels check waits for it).
+    """
+    out: list[str] = []
+    n = sum(s[0] for s in seen.values())
+    if n == 0:
+        return out
+    blank = sum(s[1] for s in seen.values())
+    unparsed = sum(s[2] for s in seen.values())
+    if blank == n:
+        out.append(
+            f"all {n} answers so far are blank: check max_tokens, the template and the endpoint; "
+            "blank answers never agree with anything."
+        )
+    elif unparsed == n:
+        out.append(
+            f"none of the {n} answers so far could be read as an answer (labels: "
+            f"{', '.join(getattr(comparator, 'labels', ()) or ['-'])}): check the labels and the prompt."
+        )
+    labels = getattr(comparator, "labels", None) if isinstance(comparator, LabelComparator) else None
+    if final and labels and labels_seen and n >= 20:
+        never = [label for label in labels if label not in labels_seen]
+        if never:
+            out.append(
+                f"label(s) {', '.join(repr(x) for x in never)} never occurred in {n} answers: a typo in "
+                "labels? Answers that match no label count as disagreeing."
+            )
+    return out
+
+
+def reference_only_warning(plan: Plan, n_models: int, spent_on_candidates: float) -> str | None:
+    """The warning when profiling found that only the reference meets the target, after paying the others."""
+    reference = n_models - 1
+    if n_models > 1 and not plan.chain and bool(np.all(plan.assignment == reference)) and spent_on_candidates > 0:
+        return (
+            "only the reference can meet this target on this data: every item is answered by the "
+            f"reference, so the ${spent_on_candidates:.4f} spent on the other models bought nothing; a lower "
+            "--target, or --method reference, would cost less."
+        )
+    return None
+
+
+def reference_cost(plan: Plan, only_reference: bool, ledger: Ledger, reference: str, n_items: int) -> tuple[float, bool]:
+    """What the reference alone would have cost, and whether that is measured: measured when it answered
+    everything (``only_reference``, nothing profiled), else estimated from its mean cost per call in this run."""
+    if not plan.profiled.any() and only_reference:
+        return ledger.total, True
+    spent = sum(c for (m, _), c in ledger.entries.items() if m == reference)
+    calls = sum(k for (m, _), k in ledger.calls.items() if m == reference)
+    if calls:
+        return spent / calls * n_items, False
+    return float("nan"), False
+
+
+def costlier_warning(total: float, reference_cost: float) -> str | None:
+    """The warning when a run cost more than the reference alone would have."""
+    if math.isfinite(reference_cost) and reference_cost > 0 and total > reference_cost * (1 + 1e-9):
+        return (
+            f"this run cost ${total:.4f}, more than the reference alone (${reference_cost:.4f}): profiling "
+            "did not pay for itself here; --method reference is cheaper for a job like this."
+        )
+    return None
+
+
+def with_parse_counts(certificate: Certificate, comparator: Comparator, unparseable: dict[str, int]) -> Certificate:
     """The certificate with the comparator's name and, per model, how many answers it could not read
     (counted as disagreements); left as it is for the default comparator when every answer was read."""
     from smartmix.comparators import comparator_name
@@ -594,4 +628,8 @@ def run_sync(coro) -> Any:
     raise RuntimeError("smartmix.run() was called inside a running event loop; use 'await smartmix.arun(...)'")
 
 
-__all__ = ["CallJournal", "Engine", "EngineOptions", "run_sync"]
+__all__ = [
+    "CallJournal", "Engine", "EngineOptions", "answer_warnings", "costlier_warning", "reference_cost", "reference_only_warning",
+    "run_sync",
+    "with_parse_counts",
+]

@@ -20,7 +20,10 @@ from smartmix.errors import ConfigError, DataError, PriceError, UnknownModelErro
 from smartmix.models import ModelSpec, Pool, estimate_tokens, lookup_price
 from smartmix.tasks import Comparator, Item, read_jsonl
 
-__all__ = ["RecordedOutput", "RecordedOutputs", "RecordedArrays", "ReplayBackend"]
+__all__ = [
+    "RecordedArrays", "RecordedOutput", "RecordedOutputs", "ReplayBackend", "default_reference", "estimated_usage",
+    "parse_item", "parse_output", "recorded_pool",
+]
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,7 @@ def _flag(value: Any, where: str, name: str) -> bool | None:
     raise DataError(f"{where}: '{name}' must be true, false or null, got {value!r}")
 
 
-def _parse_output(raw: Any, where: str) -> RecordedOutput:
+def parse_output(raw: Any, where: str) -> RecordedOutput:
     if not isinstance(raw, dict):
         raise DataError(f"{where}: expected an object with at least an 'answer', got {type(raw).__name__}")
     if "answer" not in raw:
@@ -158,7 +161,7 @@ class RecordedOutputs:
         outputs: dict[str, dict[str, RecordedOutput]] = {}
         for lineno, row in read_jsonl(path):
             where = f"{path}, line {lineno}"
-            item = _parse_item(row, where)
+            item = parse_item(row, where)
             if item.id in outputs:
                 raise DataError(f"{where}: duplicate item id '{item.id}'; every line needs its own id")
             raw_outputs = row.get("outputs")
@@ -167,7 +170,7 @@ class RecordedOutputs:
                     f"{where}: 'outputs' must be a non-empty object mapping each model name to its output"
                 )
             outputs[item.id] = {
-                str(model): _parse_output(raw, f"{where}, outputs['{model}']")
+                str(model): parse_output(raw, f"{where}, outputs['{model}']")
                 for model, raw in raw_outputs.items()
             }
             items.append(item)
@@ -200,34 +203,15 @@ class RecordedOutputs:
 
     def default_reference(self) -> str:
         """The model with the highest mean recorded cost (the last model listed if no cost is known)."""
-        means = {m: c for m in self.models if not math.isnan(c := self._mean_cost(m))}
-        if not means:
-            return self.models[-1]
-        return max(means, key=means.__getitem__)
+        return default_reference(self.models, {m: self._mean_cost(m) for m in self.models})
 
     def pool(
         self, reference: str | None = None, prices: Mapping[str, tuple[float, float]] | None = None
     ) -> Pool:
-        """A pool of every recorded model, cheapest first by mean recorded cost.
-
-        Prices: given ``prices`` (per token), else the mean recorded cost per call (``price_source`` is
-        "recorded"), else genai-prices; a model with none of these stays unpriced.
-        """
+        """A pool of every recorded model, cheapest first by mean recorded cost (see :func:`recorded_pool`)."""
         reference = reference or self.default_reference()
         self._check_models([reference])
-        prices = prices or {}
-        specs = []
-        for m in self.models:
-            mean = self._mean_cost(m)
-            if m in prices:
-                specs.append(ModelSpec(m, prices[m][0], prices[m][1], price_source="given"))
-            elif not math.isnan(mean):
-                specs.append(ModelSpec(m, call_price=mean, price_source="recorded"))
-            elif (found := lookup_price(m)) is not None:
-                specs.append(ModelSpec(m, found[0], found[1], price_source="genai-prices"))
-            else:
-                specs.append(ModelSpec(m, price_source="none"))
-        return Pool(specs, reference)
+        return recorded_pool({m: self._mean_cost(m) for m in self.models}, reference, prices)
 
     def _mean_cost(self, model: str) -> float:
         costs = [
@@ -297,7 +281,37 @@ class RecordedOutputs:
             )
 
 
-def _parse_item(row: dict[str, Any], where: str) -> Item:
+def default_reference(models: Sequence[str], mean_cost: Mapping[str, float]) -> str:
+    """The model with the highest mean recorded cost (NaN: none recorded); the last one listed if none is known."""
+    means = {m: c for m in models if not math.isnan(c := mean_cost[m])}
+    if not means:
+        return models[-1]
+    return max(means, key=means.__getitem__)
+
+
+def recorded_pool(
+    mean_cost: Mapping[str, float], reference: str, prices: Mapping[str, tuple[float, float]] | None = None
+) -> Pool:
+    """A pool of the recorded models (``mean_cost``: each one's mean recorded cost per call, NaN if none).
+
+    Prices: given ``prices`` (per token), else the mean recorded cost per call (``price_source`` is
+    "recorded"), else genai-prices; a model with none of these stays unpriced.
+    """
+    prices = prices or {}
+    specs = []
+    for m, mean in mean_cost.items():
+        if m in prices:
+            specs.append(ModelSpec(m, prices[m][0], prices[m][1], price_source="given"))
+        elif not math.isnan(mean):
+            specs.append(ModelSpec(m, call_price=mean, price_source="recorded"))
+        elif (found := lookup_price(m)) is not None:
+            specs.append(ModelSpec(m, found[0], found[1], price_source="genai-prices"))
+        else:
+            specs.append(ModelSpec(m, price_source="none"))
+    return Pool(specs, reference)
+
+
+def parse_item(row: dict[str, Any], where: str) -> Item:
     item_id = row.get("id")
     if item_id is None or isinstance(item_id, dict | list) or not str(item_id).strip():
         raise DataError(f"{where}: no 'id'. Every recorded item needs a unique id.")

@@ -25,6 +25,7 @@ __all__ = [
     "PAPER_REPORTED",
     "simulated_items",
     "simulated_arrays",
+    "simulated_answer",
     "SimulatedBackend",
 ]
 
@@ -191,6 +192,18 @@ def simulated_arrays(
     )
 
 
+def simulated_answer(seed: int, key: str, model: str, agrees: bool, n_labels: int) -> str:
+    """What ``model`` says to item ``key``: the item's label (drawn from the seed and the key) when it agrees
+    with the reference, else another label."""
+    k = random.Random(f"{seed}|{key}|label").randrange(n_labels)
+    if agrees:
+        return f"label-{k}"
+    if n_labels == 1:
+        return "no-label"
+    shift = 1 + random.Random(f"{seed}|{key}|{model}|other").randrange(n_labels - 1)
+    return f"label-{(k + shift) % n_labels}"
+
+
 class SimulatedBackend:
     """Answers like the simulation: the reference says ``"label-k"``; a model agrees exactly where
     :func:`simulated_arrays` with the same seed says it does, and otherwise says another label.
@@ -222,14 +235,7 @@ class SimulatedBackend:
     def answer(self, key: str, model: str) -> str:
         """The simulated answer of ``model`` to the item ``key`` (an item id, or the prompt text)."""
         self.profile.model(model)  # unknown model -> UnknownModelError
-        labels = self.profile.n_labels
-        k = random.Random(f"{self.seed}|{key}|label").randrange(labels)
-        if self._agrees(key, model):
-            return f"label-{k}"
-        if labels == 1:
-            return "no-label"
-        shift = 1 + random.Random(f"{self.seed}|{key}|{model}|other").randrange(labels - 1)
-        return f"label-{(k + shift) % labels}"
+        return simulated_answer(self.seed, key, model, self._agrees(key, model), self.profile.n_labels)
 
     answers_per_item = True  # the answer depends on the item id, not only on the prompt
 
