@@ -15,7 +15,7 @@ keeps the answers it computed in the output file and lists the rest in the error
 :class:`BatchControl` (in-process) or ``POST /control/batch`` tells it how to behave: seconds per phase,
 a seeded fraction of failing requests, expiry after a fraction of a batch. ``GET /control/batch`` returns
 the accounting the tests check: every ``custom_id`` submitted (so a resubmission is counted), every
-request answered (what a provider bills), batches created.
+request answered and its tokens per model (what a provider bills), batches created.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ class BatchControl:
     seed: int = 0
     submitted: Counter = field(default_factory=Counter)  # custom_id -> times submitted in a created batch
     answered: int = 0  # requests answered (billed)
+    tokens: dict = field(default_factory=dict)  # model -> [input, output] tokens of the answered requests
     batches_created: int = 0
     _rng: random.Random = field(default_factory=random.Random, repr=False)
 
@@ -75,6 +76,7 @@ class BatchControl:
             "distinct_requests": len(self.submitted),
             "resubmissions": resubmitted,
             "answered": self.answered,
+            "tokens": {model: list(pair) for model, pair in self.tokens.items()},
         }
 
 
@@ -210,6 +212,9 @@ def add_batch_routes(app: FastAPI, control: Control, batch: BatchControl) -> Non
                 continue
             body = _answer(control, obj["endpoint"], line["body"])
             batch.answered += 1
+            billed = batch.tokens.setdefault(body["model"], [0, 0])
+            billed[0] += body["usage"]["prompt_tokens"]
+            billed[1] += body["usage"]["completion_tokens"]
             outputs.append(json.dumps({"id": f"batch_req_{index}", "custom_id": custom_id, "response": {
                 "status_code": 200, "request_id": f"req_{index}", "body": body}, "error": None}))
             obj["request_counts"]["completed"] += 1

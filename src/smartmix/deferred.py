@@ -41,12 +41,17 @@ class DeferredBackend:
         self.closes = closes
         self.mode = mode
         self._waiting: dict[str, tuple[Request, list[asyncio.Future]]] = {}
+        # Set when a send failed: the run is stopping, and no call may wait for a send that never comes
+        # (e.g. a call that was waiting for --max-cost budget and gets it when the failed ones release theirs).
+        self._failed: BaseException | None = None
 
     @property
     def waiting(self) -> int:
         return len(self._waiting)
 
     async def complete(self, request: Request) -> Completion:
+        if self._failed is not None:
+            raise ProviderError(f"not sent: an earlier {self.mode} send failed ({self._failed})")
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         key = _key(request)
         self._waiting.setdefault(key, (request, []))[1].append(future)
@@ -60,6 +65,7 @@ class DeferredBackend:
         try:
             outcome = await self.send_many({key: request for key, (request, _) in batch.items()})
         except BaseException as exc:
+            self._failed = exc
             for _, futures in batch.values():
                 for future in futures:
                     if not future.done():
