@@ -212,8 +212,7 @@ class Cascade(Profiler):
         nxt = self.schedule.next_size(self.n) or self.spec.n_items
         chunk = max(0, min(self.n + self.spec.batch_size, nxt, self.spec.n_items) - self.n)
         per_item = costs[reference] + sum(costs[m] for m in self.active if np.isfinite(costs[m]))
-        bill = float(self.fees.sum()) + chunk * per_item + (self.rest - chunk) * unit_now
-        return bill <= (1.0 + self.profiling_allowance) * self.reference_only_estimate
+        return chunk * (per_item - unit_now) <= self.profiling_room(unit_now)
 
     @property
     def needs_scores(self) -> bool:

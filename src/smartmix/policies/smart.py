@@ -180,15 +180,20 @@ class Profiler(Policy):
         """Fees paid to candidates on profiled items: what a fallback to the reference would have wasted."""
         return float(sum(self.fees[m] for m in self.spec.candidates))
 
+    def profiling_room(self, unit_now: float) -> float:
+        """What profiling may still spend beyond answering the rest with the plan certified now (``unit_now``
+        per item) before the bill would pass ``(1 + allowance) ×`` reference-only: the one never-worse cap."""
+        cap = (1.0 + self.profiling_allowance) * self.reference_only_estimate
+        return cap - float(self.fees.sum()) - self.rest * unit_now
+
     def affordable(self, kept: list[int], costs: np.ndarray, unit_now: float) -> list[int]:
         """The largest part of ``kept`` whose next stretch of profiling keeps the bill under
         ``(1 + allowance) ×`` reference-only, the best plan certified now answering the rest. Models are dropped
         least promising first: by the plan each would allow alone if its observed agreement rate were certified."""
         reference = self.spec.reference
-        cap = (1.0 + self.profiling_allowance) * self.reference_only_estimate
+        room = self.profiling_room(unit_now)
         nxt = self.schedule.next_size(self.n) or self.spec.n_items
         chunk = max(0, min(nxt, self.spec.n_items) - self.n)
-        spent = float(self.fees.sum())
         finite = np.where(np.isfinite(costs), costs, 1e9)
 
         def promise(m: int) -> tuple[float, float]:
@@ -199,8 +204,7 @@ class Profiler(Policy):
 
         kept = sorted(kept, key=promise)
         while kept:
-            bill = spent + chunk * (costs[reference] + sum(costs[m] for m in kept)) + (self.rest - chunk) * unit_now
-            if bill <= cap:
+            if chunk * (costs[reference] + sum(costs[m] for m in kept) - unit_now) <= room:
                 break
             kept.pop()
         return kept
@@ -567,8 +571,7 @@ class Efficient(Profiler):
         answered by the best plan certified now): a look beyond it is never reached, so it is not priced."""
         reference = self.spec.reference
         unit_now = min(self.plan_unit_cost(self.n, self.current_lower(), costs), costs[reference])
-        cap = (1.0 + self.profiling_allowance) * self.reference_only_estimate
-        room = cap - float(self.fees.sum()) - self.rest * unit_now
+        room = self.profiling_room(unit_now)
         per_item = costs[reference] + sum(costs[m] for m in kept) - unit_now
         if per_item <= 0:
             return math.inf
