@@ -52,6 +52,17 @@ def test_a_large_batch_certifies_a_model_a_few_points_above_the_target(method):
     assert out.savings > 2.3
 
 
+def test_exhaustive_spends_its_allowance_on_the_model_worth_waiting_for():
+    """The cheapest model agrees on 0.785 < T = 0.8: it can only be used once enough items are answered by the
+    reference during profiling (about 7,000 of 50,000). A dearer model at 0.775 must not eat the profiling
+    allowance meanwhile, and the bets must be tuned to the sample where the bound is read."""
+    agree, cost, models = synthetic_pool(50_000, [0.785, 0.775, 0.6], [0.6, 3.5, 3.5, 10])
+    out = simulate("exhaustive", agree, cost, models, Guarantee(0.8), seed=0)
+    assert out.realised_agreement >= 0.8
+    assert out.shares.get("m0", 0) > 0.8
+    assert out.savings > 4.0
+
+
 def test_mix_stops_profiling_once_the_plan_it_has_is_as_good_as_more_looks_would_make_it():
     """Cheap weak models beside one good one: the mix certifies the good one and stops, instead of buying
     labels for ever to shift a few items onto the weak ones."""

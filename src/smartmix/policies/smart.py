@@ -186,13 +186,16 @@ class Profiler(Policy):
         cap = (1.0 + self.profiling_allowance) * self.reference_only_estimate
         return cap - float(self.fees.sum()) - self.rest * unit_now
 
-    def affordable(self, kept: list[int], costs: np.ndarray, unit_now: float) -> list[int]:
-        """The largest part of ``kept`` whose next stretch of profiling keeps the bill under
-        ``(1 + allowance) ×`` reference-only, the best plan certified now answering the rest. Models are dropped
-        least promising first: by the plan each would allow alone if its observed agreement rate were certified."""
+    def affordable(
+        self, kept: list[int], costs: np.ndarray, unit_now: float, until: int | None = None, key=None
+    ) -> list[int]:
+        """The largest part of ``kept`` whose profiling up to ``until`` items (default: the next look) keeps the
+        bill under ``(1 + allowance) ×`` reference-only, the best plan certified now answering the rest. Models
+        are dropped least promising first: by ``key`` if given, else by the plan each would allow alone if its
+        observed agreement rate were certified."""
         reference = self.spec.reference
         room = self.profiling_room(unit_now)
-        nxt = self.schedule.next_size(self.n) or self.spec.n_items
+        nxt = until or self.schedule.next_size(self.n) or self.spec.n_items
         chunk = max(0, min(nxt, self.spec.n_items) - self.n)
         finite = np.where(np.isfinite(costs), costs, 1e9)
 
@@ -202,7 +205,7 @@ class Profiler(Policy):
             lower[m] = approx_upper(self.rate(m), int(self.draws[m]), self.spec.n_items, 0.1)  # optimistic
             return (self.plan_unit_cost(self.n, lower, finite), costs[m])
 
-        kept = sorted(kept, key=promise)
+        kept = sorted(kept, key=key or promise)
         while kept:
             if chunk * (costs[reference] + sum(costs[m] for m in kept) - unit_now) <= room:
                 break
@@ -482,10 +485,42 @@ class Exhaustive(Profiler):
         if spec.calibration is not None and not self.stopped:
             self._calibrate()
 
+    optimism: ClassVar[float] = 0.2  # what the allowance is reserved for: each model at this upper bound on its rate
+    min_draws: ClassVar[int] = 100  # certification draws before the allowance is reserved for the model in sight
+
+    def certifying_size(self, m: int, optimistic: bool = False) -> int | None:
+        """Planning estimate of the sample size at which model ``m`` would be certified if its observed rate
+        (or, ``optimistic``, a one-sided upper bound on it) held (None: not within the batch)."""
+        population = self.spec.n_items - self.cert_start
+        p = self.rate(m)
+        if optimistic:
+            p = approx_upper(p, int(self.draws[m]), self.spec.n_items, self.optimism)
+        alpha = self.alpha.get(m, self.budget.per_model)
+        sizes = LookSchedule(self.spec.n_items, first=self.n + self.spec.batch_size, ratio=1.1,
+                             step=self.spec.batch_size).sizes
+        for n_future in sizes:
+            rest = self.spec.n_items - n_future
+            if rest <= 0:
+                return None
+            draws = int(self.cert_draws[m]) + (n_future - max(self.n, self.cert_start))
+            k_low = betting_approx_lower(p, draws, population, alpha) * population
+            if (k_low - p * draws) / rest >= self.need(n_future) / rest:
+                return n_future
+        return None
+
+    def tune_bets(self) -> None:
+        """Tune each model's bets to the sample size at which it is projected to be certified (twice the sample
+        so far when none is in sight). A bet tuned near the sample where the bound is read is close to the
+        exact one-look bound; re-tuning to a growing multiple of the sample instead is the anytime choice,
+        looser by a log factor. Either is a choice from past draws only: the sequence stays valid."""
+        for m, cs in self.sequences.items():
+            target = self.certifying_size(m) if m in self.active else None
+            drawn = max(self.n - self.cert_start, 1)
+            horizon = (target - self.cert_start) if target is not None else 2 * drawn
+            cs.set_horizon(max(horizon, cs.draws + self.spec.batch_size))
+
     def decide(self) -> bool:
-        # Tune the bets to twice the sample seen so far: a horizon fixed at the start would leave the bound
-        # loose by thousands of draws on a large batch (a choice from past draws only: the sequence stays valid).
-        self.set_horizons(self.cert_start + 2 * max(self.n - self.cert_start, 1))
+        self.tune_bets()
         need_frac = self.need() / self.rest
         for m in list(self.active):
             # ruled out only when clearly below: the test is repeated at every look
@@ -500,10 +535,30 @@ class Exhaustive(Profiler):
         if satisfied and satisfied[0] == cheapest_open:
             return True
         cap = satisfied[0] if satisfied else len(self.spec.models)
-        kept = [m for m in pool if m < cap and m not in satisfied]
+        # a model the allowance dropped stays dropped: its sequence has fallen behind
+        kept = [m for m in pool if m < cap and m not in satisfied and m in self.active]
         costs = self.unit_costs()
         unit_now = costs[satisfied[0]] if satisfied else costs[self.spec.reference]
-        self.active = self.affordable(kept, costs, unit_now)
+        # Once the rates mean something, the allowance is reserved for the model whose certification is
+        # projected to cost least in all (profiling up to its certifying size, then it answers the rest): it is
+        # checked up to that size, not only to the next look, and models are dropped by their projected total.
+        # Otherwise the allowance goes to every model while each next stretch fits, and runs out before the one
+        # worth waiting for can be certified. The projection only chooses whom the allowance is for: whether to
+        # stop is left to the next stretch's check.
+        until, key = None, None
+        if self.n - self.cert_start >= self.min_draws:
+            reference_cost = costs[self.spec.reference]
+            totals = {}
+            for m in kept:
+                size = self.certifying_size(m, optimistic=True)
+                totals[m] = (math.inf, 0) if size is None else (
+                    (size - self.n) * (reference_cost + costs[m]) + (self.spec.n_items - size) * costs[m], size)
+            lead = min(kept, key=lambda m: totals[m][0], default=None)
+            if lead is not None and math.isfinite(totals[lead][0]):
+                until = max(totals[lead][1], self.schedule.next_size(self.n) or 0)
+                key = lambda m: totals[m][0]  # noqa: E731
+        active = self.affordable(kept, costs, unit_now, until=until, key=key)
+        self.active = active or self.affordable(kept, costs, unit_now, key=key)
         return not self.active
 
     def choose(self) -> np.ndarray:
