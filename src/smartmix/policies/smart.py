@@ -72,6 +72,8 @@ class Profiler(Policy):
     allowance: ClassVar[float] = DEFAULT_ALLOWANCE
     pilot_items: ClassVar[int] = 10  # at most; fewer on small batches (see _pilot_size)
     sequences_enabled: ClassVar[bool] = False  # the pricing pilot and the betting sequences (model certifiers)
+    min_draws: ClassVar[int] = 100  # certification draws before projections from the observed rates are trusted
+    early_horizon: ClassVar[int] = 400  # the bets' horizon at least, until then (capped by the population)
 
     def __init__(self, spec):
         super().__init__(spec)
@@ -281,7 +283,7 @@ class Profiler(Policy):
             return
         self.active = chosen
         self.certified_set = list(chosen)
-        self._open_sequences(chosen, horizon=max(4 * perfect, 50))
+        self._open_sequences(chosen, horizon=self.horizon_floor(4 * perfect))
 
     def _open_sequences(self, models: list[int], horizon: float) -> None:
         population = self.spec.n_items - self.cert_start
@@ -318,10 +320,19 @@ class Profiler(Policy):
         """Called at each look: return True to stop profiling."""
         raise NotImplementedError
 
+    def horizon_floor(self, horizon: float) -> float:
+        """The bets' horizon, kept from being tuned to a few dozen draws while the rates are still noise: such
+        bets are large, what they lose on the first draws stays lost in the product, and the bound read
+        thousands of draws later is looser for it (tests/test_betting.py)."""
+        if self.n - self.cert_start < self.min_draws:
+            population = self.spec.n_items - self.cert_start
+            return max(horizon, min(population, self.early_horizon))
+        return horizon
+
     def set_horizons(self, n_future: int) -> None:
         """Tune the bets for the sample size profiling is heading to (a choice from past draws only)."""
         for cs in self.sequences.values():
-            cs.set_horizon(max(n_future - self.cert_start, cs.draws + self.spec.batch_size))
+            cs.set_horizon(self.horizon_floor(max(n_future - self.cert_start, cs.draws + self.spec.batch_size)))
 
     # -- calibration ---------------------------------------------------------------------------------
     def _calibrate(self) -> None:
@@ -486,7 +497,6 @@ class Exhaustive(Profiler):
             self._calibrate()
 
     optimism: ClassVar[float] = 0.2  # what the allowance is reserved for: each model at this upper bound on its rate
-    min_draws: ClassVar[int] = 100  # certification draws before the allowance is reserved for the model in sight
 
     def certifying_size(self, m: int, optimistic: bool = False) -> int | None:
         """Planning estimate of the sample size at which model ``m`` would be certified if its observed rate
@@ -517,7 +527,7 @@ class Exhaustive(Profiler):
             target = self.certifying_size(m) if m in self.active else None
             drawn = max(self.n - self.cert_start, 1)
             horizon = (target - self.cert_start) if target is not None else 2 * drawn
-            cs.set_horizon(max(horizon, cs.draws + self.spec.batch_size))
+            cs.set_horizon(self.horizon_floor(max(horizon, cs.draws + self.spec.batch_size)))
 
     def decide(self) -> bool:
         self.tune_bets()
@@ -580,7 +590,6 @@ class Efficient(Profiler):
 
     name = "efficient"
     horizon: ClassVar[int] = 32
-    min_draws: ClassVar[int] = 100  # certification draws before the look-ahead may drop a model or stop
     settled: ClassVar[float] = 1.25
     optimism: ClassVar[float] = 0.2  # the look-ahead prices each model at this one-sided upper bound on its rate
     sequences_enabled = True
