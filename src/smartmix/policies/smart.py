@@ -31,8 +31,9 @@ over the whole batch.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -189,7 +190,8 @@ class Profiler(Policy):
         return cap - float(self.fees.sum()) - self.rest * unit_now
 
     def affordable(
-        self, kept: list[int], costs: np.ndarray, unit_now: float, until: int | None = None, key=None
+        self, kept: list[int], costs: np.ndarray, unit_now: float, until: int | None = None,
+        key: Callable[[int], Any] | None = None,
     ) -> list[int]:
         """The largest part of ``kept`` whose profiling up to ``until`` items (default: the next look) keeps the
         bill under ``(1 + allowance) ×`` reference-only, the best plan certified now answering the rest. Models
@@ -489,14 +491,13 @@ class Exhaustive(Profiler):
 
     name = "exhaustive"
     sequences_enabled = True
+    optimism: ClassVar[float] = 0.2  # what the allowance is reserved for: each model at this upper bound on its rate
 
     def __init__(self, spec):
         super().__init__(spec)
         self.invalid: set[int] = set()
         if spec.calibration is not None and not self.stopped:
             self._calibrate()
-
-    optimism: ClassVar[float] = 0.2  # what the allowance is reserved for: each model at this upper bound on its rate
 
     def certifying_size(self, m: int, optimistic: bool = False) -> int | None:
         """Planning estimate of the sample size at which model ``m`` would be certified if its observed rate
@@ -566,7 +567,7 @@ class Exhaustive(Profiler):
             lead = min(kept, key=lambda m: totals[m][0], default=None)
             if lead is not None and math.isfinite(totals[lead][0]):
                 until = max(totals[lead][1], self.schedule.next_size(self.n) or 0)
-                key = lambda m: totals[m][0]  # noqa: E731
+                key = totals.__getitem__
         active = self.affordable(kept, costs, unit_now, until=until, key=key)
         self.active = active or self.affordable(kept, costs, unit_now, key=key)
         return not self.active
