@@ -1,10 +1,16 @@
-"""Compare two runs of the datasets suite (N = 50,000): each method's median savings now against a baseline
-run, and ``mix`` / ``cascade`` against the learned limits of the current run's own batches.
+"""Compare a run at N = 50,000 with a baseline run of the datasets suite: each method's median savings now
+against the baseline's, and ``mix`` / the cascades against the learned limits (computed by the datasets suite
+on the same seeded batches: both the bench and ``benchmarks/cascade_eval.py`` draw trial i of a setting from
+the same seed).
 
-    smartmix bench --suite datasets                         # the current run -> benchmarks/results/datasets.csv
-    python benchmarks/compare_datasets.py \\
-        --baseline benchmarks/results/v0.1/datasets.csv --current benchmarks/results/datasets.csv \\
-        --out benchmarks/results/datasets_vs_v0.1.md
+    python benchmarks/cascade_eval.py --n 50000 --targets 0.8,0.9,0.95 \\
+        --methods exhaustive,efficient,mix,cascade,cascade-profiled --trials 20 \\
+        --out benchmarks/results/cascade/n50000_current.md
+    python benchmarks/compare_datasets.py --baseline benchmarks/results/datasets.csv \\
+        --current benchmarks/results/cascade/n50000_current.csv --out benchmarks/results/cascade/n50000_vs_v0.1.md
+
+``--current`` may also be a datasets-suite CSV (``smartmix bench --suite datasets``); limits come from it when
+it has them, else from the baseline.
 
 Version 0.1's ``cascade`` is the method now called ``cascade-profiled``; the score-first ``cascade`` is
 compared with it too. The learned limits (src/smartmix/bench/limits.py) price one Clopper-Pearson bound at
@@ -26,19 +32,28 @@ LIMIT_OF = {"mix": "limit:learned-mix", "cascade": "limit:learned-two-tier",
             "cascade-profiled": "limit:learned-two-tier"}
 
 
+def normalise(frame: pd.DataFrame) -> pd.DataFrame:
+    """One layout for both report kinds: dataset, target, method, savings_median."""
+    if "savings_median" in frame.columns:
+        return frame
+    return frame.rename(columns={"set": "dataset", "median": "savings_median"})
+
+
 def _median(frame: pd.DataFrame, dataset: str, target: float, method: str) -> float:
     row = frame[(frame.dataset == dataset) & (frame.target == target) & (frame.method == method)]
     return float(row.savings_median.iloc[0]) if len(row) else float("nan")
 
 
 def compare(baseline: pd.DataFrame, current: pd.DataFrame) -> pd.DataFrame:
+    baseline, current = normalise(baseline), normalise(current)
+    limits = current if current.method.str.startswith("limit:").any() else baseline
     rows = []
     methods = [m for m in current.method.unique() if not m.startswith("limit:")]
     for (dataset, target), _ in current.groupby(["dataset", "target"]):
         for method in methods:
             now = _median(current, dataset, target, method)
             before = _median(baseline, dataset, target, BASELINE_OF.get(method, method))
-            limit = _median(current, dataset, target, LIMIT_OF[method]) if method in LIMIT_OF else float("nan")
+            limit = _median(limits, dataset, target, LIMIT_OF[method]) if method in LIMIT_OF else float("nan")
             rows.append({
                 "dataset": dataset, "T": target, "method": method, "v0.1": before, "now": now,
                 "now ÷ v0.1": now / before if before == before else float("nan"),
@@ -66,7 +81,8 @@ def render(table: pd.DataFrame, args: argparse.Namespace) -> str:
         f"--out {args.out}`",
         "",
         f"Made at code version `{_version()}` from the two reports named; each names its own code version and "
-        "command in its .md header. Median savings over the same seeded bootstrap batches (100 per setting). "
+        "command in its .md header. Median savings over the same seeded bootstrap batches (the current run's "
+        "trials are the first trials of the baseline's). "
         "v0.1's `cascade` (profiled) is the baseline of both cascades.",
         "",
         "| dataset | T | method | v0.1 | now | now ÷ v0.1 | now ÷ learned limit |",

@@ -82,3 +82,24 @@ def test_preview_break_even_grows_with_the_target_and_the_candidates_price():
     assert low is not None and high is not None and 50 < low < high < 2000
     assert break_even_items(dear, "ref", "mix", 0.9) > low
     assert break_even_items(cheap, "ref", "mix", 1.0) is None
+
+
+def test_preview_states_the_never_worse_cap_not_every_model_on_every_item():
+    """The cost preview's upper figure is the bill the never-worse rule allows (the test above holds the
+    methods to it), not the sum of every model on every item."""
+    import io
+
+    from rich.console import Console
+
+    from smartmix.preview import Preview, render_preview
+
+    per_model = {"mini": 0.03, "mid": 0.18, "ref": 0.5}
+    for method in ("exhaustive", "efficient", "mix", "cascade-profiled"):
+        preview = Preview(1_000, per_model, "ref", method)
+        assert preview.ceiling == pytest.approx(1.025 * 0.5)
+        out = io.StringIO()
+        render_preview(preview, Console(file=out, width=200))
+        assert "~$0.5125" in out.getvalue() and "2.5% profiling allowance" in out.getvalue()
+    cascade = Preview(1_000, per_model, "ref", "cascade")
+    assert cascade.ceiling == pytest.approx(1.015 * 0.5 + 0.18)  # pilot + the dearest possible first pass
+    assert Preview(1_000, per_model, "ref", "paper").ceiling == pytest.approx(0.71)  # no never-worse rule

@@ -30,15 +30,46 @@ class Preview:
 
     @property
     def ceiling(self) -> float:
-        """Worst case for the method: every model it may call, on every item."""
+        """Most the method is expected to cost (see :meth:`ceiling_reason`)."""
         if self.method == "reference":
             return self.reference_only
         if self.method == "margin":
             return self.floor + self.reference_only
+        if self.method in NEVER_WORSE:
+            from smartmix.policies.smart import DEFAULT_ALLOWANCE
+
+            return (1.0 + DEFAULT_ALLOWANCE) * self.reference_only
+        if self.method == "cascade":
+            from smartmix.policies.scorefirst import ScoreFirstCascade
+
+            candidates = [cost for name, cost in self.per_model.items() if name != self.reference]
+            first_pass = max(candidates, default=0.0)
+            return (1.0 + ScoreFirstCascade.pilot_overhead) * self.reference_only + first_pass
         return sum(self.per_model.values())
+
+    def ceiling_reason(self) -> str:
+        if self.method == "reference":
+            return "the reference answers everything"
+        if self.method == "margin":
+            return "the cheap model on every item, the reference on every escalated one"
+        if self.method in NEVER_WORSE:
+            from smartmix.policies.smart import DEFAULT_ALLOWANCE
+
+            return (
+                f"reference-only plus the {DEFAULT_ALLOWANCE:.1%} profiling allowance: profiling stops, and the "
+                "reference answers the rest, before candidate calls could lift the bill above it, judged on "
+                "each model's cost per call so far"
+            )
+        if self.method == "cascade":
+            return (
+                "reference-only, its pilot, and one cheap model's pass over every item if the certificate then "
+                "kept nothing; that pass is paid only when the pilot projects a saving larger than its fee"
+            )
+        return "every model it may call, on every item"
 
 
 GUARANTEED_PROFILERS = ("exhaustive", "efficient", "mix")
+NEVER_WORSE = (*GUARANTEED_PROFILERS, "cascade-profiled")  # methods bound by the profiling allowance
 
 
 def break_even_items(
@@ -93,8 +124,8 @@ def render_preview(preview: Preview, console: Console) -> None:
     console.print(f"Reference only: ~${preview.reference_only:.4f}")
     console.print(
         f"Method '{preview.method}': between ~${preview.floor:.4f} (the cheapest model does everything) and "
-        f"~${preview.ceiling:.4f} (worst case: every model it may call, on every item). "
-        "Use --max-cost to cap the spend."
+        f"~${preview.ceiling:.4f} ({preview.ceiling_reason()}). "
+        "Use --max-cost for a hard cap on the spend."
     )
     for name, size in preview.min_items.items():
         below = f"below ~{size:,} items" if size is not None else "at any batch size"
