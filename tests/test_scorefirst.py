@@ -174,3 +174,15 @@ def test_engine_runs_score_first_on_recorded_outputs_and_pays_each_call_once(sha
     assert result.savings > 1.5
     assert df["cost"].sum() == pytest.approx(result.total_cost, rel=1e-9)
     assert result.certificate.details["fallback_reason"] is None
+
+
+def test_a_large_tie_at_the_top_score_does_not_leave_the_plan_blind_there():
+    # APIs report log-probability 0 for many answers: half the pilot shares the top score, and all of those
+    # are right. The plan must see them across the tie's whole stretch, not only at its middle.
+    score = np.r_[np.ones(30), np.linspace(0.9, 0.1, 30)]
+    wrong = np.r_[np.zeros(30, dtype=bool), np.arange(30) >= 15]
+    position = expected_rank_fraction(score)
+    assert position[:30].min() < 0.02 and position[:30].max() > 0.48
+    assert np.allclose(np.sort(position), (np.arange(60) + 0.5) / 60)
+    _, cost, kept = plan_sample(position, wrong, 2000, 200, 0.05, 0.06, 1.0, sizes=[179], spread=0.0)
+    assert kept >= 0.5 and cost < 0.6 * 2000

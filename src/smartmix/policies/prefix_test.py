@@ -163,14 +163,28 @@ def plan_sample(
 def expected_rank_fraction(pilot_scores: np.ndarray, batch_scores: np.ndarray | None = None) -> np.ndarray:
     """Each pilot item's position in the score order (0 = highest), as a fraction of the ordered items.
 
-    Against the batch's own scores when they are known, else against the pilot's (ties: the middle).
+    Against the batch's own scores when they are known, else against the pilot's. Pilot items that share a
+    score are spread evenly over the stretch that score occupies, in their given order: the certified order
+    breaks ties at random, so a tie's items sit anywhere in its stretch. (Placing them all at its middle
+    left the top of a large tie, such as the many answers an API reports with log-probability 0, without a
+    single pilot item, and the plan fell back on the overall wrong rate there.)
     """
-    reference = np.sort(np.asarray(pilot_scores if batch_scores is None else batch_scores, dtype=float))[::-1]
     s = np.asarray(pilot_scores, dtype=float)
-    higher = len(reference) - np.searchsorted(reference[::-1], s, side="right")
-    ties = np.searchsorted(reference[::-1], s, side="right") - np.searchsorted(reference[::-1], s, side="left")
-    return (higher + 0.5 * ties) / max(1, len(reference)) if len(reference) else np.zeros(len(s))
-
+    reference = np.sort(np.asarray(pilot_scores if batch_scores is None else batch_scores, dtype=float))
+    if not len(reference) or not len(s):
+        return np.zeros(len(s))
+    higher = len(reference) - np.searchsorted(reference, s, side="right")
+    ties = np.searchsorted(reference, s, side="right") - np.searchsorted(reference, s, side="left")
+    order = np.lexsort((np.arange(len(s)), -s))  # highest score first, ties in their given order
+    ordered = s[order]
+    new_group = np.r_[True, ordered[1:] != ordered[:-1]]
+    starts = np.flatnonzero(new_group)
+    group = np.cumsum(new_group) - 1
+    within = np.arange(len(s)) - starts[group]
+    size = np.diff(np.r_[starts, len(s)])[group]
+    position = np.empty(len(s))
+    position[order] = higher[order] + (within + 0.5) * ties[order] / size
+    return position / len(reference)
 
 
 def _wilson_upper(wrong: np.ndarray, labelled: np.ndarray, population: np.ndarray, alpha: float) -> np.ndarray:
