@@ -113,6 +113,15 @@ def _run(job: tuple) -> list[tuple]:
     return rows
 
 
+def _code_version() -> str:
+    """The commit, marked dirty when tracked files other than the reports differ from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results")
+    return git("rev-parse", "--short", "HEAD") + ("-dirty" if changed else "")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", action="append", default=None, help="recorded-outputs test.jsonl (repeatable)")
@@ -149,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         for s in settings
         for a in range(0, args.trials, chunk)
     ]
-    version = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    version = _code_version()
     start = time.time()
     results: dict = {}
     with ProcessPoolExecutor(args.workers, initializer=_init, initargs=(paths,)) as pool:
