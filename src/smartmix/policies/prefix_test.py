@@ -110,7 +110,7 @@ def plan_sample(
     head_cost: float,
     reference_cost: float,
     prior_items: float = 2.0,
-    spread: float = 1.0,
+    spread: float | None = None,
     tolerance: float = 0.03,
     sizes: list[int] | None = None,
 ) -> tuple[int, float, float]:
@@ -119,12 +119,16 @@ def plan_sample(
     ``pilot_position``: each pilot item's position in the score order as a fraction in [0, 1] (0 = highest
     score); ``pilot_wrong``: whether the cheap model disagreed there. The wrong-answer rate of a prefix is the
     pilot's, shrunk towards the pilot's overall rate by ``prior_items`` pseudo-items. Projections put the
-    expected wrong count plus ``spread`` standard deviations (the test stops at the first prefix that fails,
-    so the typical outcome is worse than the expected counts) into a normal approximation of the test
+    expected wrong count plus ``spread`` standard deviations into a normal approximation of the test
     (Wilson with the finite-population correction). Returns (sample size, projected cost of the population, projected
     kept fraction), over ``sizes`` if given; the cost counts the head model on every item, the reference on every item not kept and
     on the labelled items inside the kept prefix. For planning only: no certificate rests on it.
     """
+    if spread is None:
+        # Choosing the size, one deviation guards the choice (the test stops at the first failing prefix, so
+        # the typical outcome is worse than the expected counts); with the size given, the projection only
+        # decides whether to bet on a first pass, and the expected outcome is the figure for that bet.
+        spread = 1.0 if sizes is None else 0.0
     reference_only = population * reference_cost
     if population <= 0:
         return 0, 0.0, 0.0

@@ -45,13 +45,6 @@ class ScoreFirstCascade(Policy):
     pilot_max: ClassVar[int] = 400
     pass_chunk: ClassVar[int] = 512
     go_factor: ClassVar[float] = 1.0  # the projected saving must exceed this many first passes' fees
-    # Projected wrong counts: expected + this many standard deviations. When the planner also picks the sample
-    # size, one deviation guards that choice (the test stops at the first failing prefix, so the typical outcome
-    # is worse than the expected counts); when the labels rule fixes the size, the projection only decides
-    # whether to pay the first pass and which head, and the expected outcome is the right figure for that bet
-    # (its downside is one first pass, within the stated cap).
-    spread_free_size: ClassVar[float] = 1.0
-    spread_fixed_size: ClassVar[float] = 0.0
     min_scored: ClassVar[float] = 0.5  # a candidate whose pilot answers carry scores less often has none
     labels_per_root: ClassVar[float] = 4.0  # reference labels certified on: this many times sqrt(N)
     mix_margin: ClassVar[float] = 0.85  # without scores, the mix must project below this share of reference-only
@@ -176,9 +169,6 @@ class ScoreFirstCascade(Policy):
         how many items are scored), so the pilot's labels can be part of the certification sample."""
         return int(min(eligible, max(1, round(self.labels_per_root * math.sqrt(self.spec.n_items)))))
 
-    def _spread(self, sizes: list[int] | None) -> float:
-        return self.spread_free_size if sizes is None else self.spread_fixed_size
-
     def _after_pilot(self) -> None:
         pilot = self.order[: self.pilot_size]
         n = self.spec.n_items
@@ -199,7 +189,7 @@ class ScoreFirstCascade(Policy):
             sizes = [max(self.labels_rule(n), int(ok.sum()))] if self.reuse_pilot else None
             labels, cost, kept = plan_sample(
                 expected_rank_fraction(s[ok]), ~self.agree[pilot[ok], m], n, self.allowed, self.alpha,
-                self.unit_cost(m), reference_cost, sizes=sizes, spread=self._spread(sizes),
+                self.unit_cost(m), reference_cost, sizes=sizes,
             )
             options[m] = (cost, labels, kept)
         head = min(options, key=lambda m: options[m][0])
@@ -274,7 +264,7 @@ class ScoreFirstCascade(Policy):
         position = expected_rank_fraction(past, self.score[self.scored_order, head])
         return plan_sample(
             position, wrong, population, self.allowed, self.alpha, self.unit_cost(head), self._reference_cost(),
-            sizes=sizes, spread=self._spread(sizes),
+            sizes=sizes,
         )
 
     def _stop(self, reason: str) -> None:
@@ -339,8 +329,7 @@ class ScoreFirstCascade(Policy):
                 continue
             cost = self._calibration_cost(m)
             n_sample, total, kept = plan_sample(
-                expected_rank_fraction(past), wrong, n, self.allowed, self.spec.guarantee.delta, cost, reference_cost,
-                spread=self.spread_free_size,
+                expected_rank_fraction(past), wrong, n, self.allowed, self.spec.guarantee.delta, cost, reference_cost
             )
             options[m] = (total, n_sample, kept, cost)
         source = getattr(self.calibration, "source", "")
