@@ -73,14 +73,16 @@ def _batch(setting: tuple, trial: int, base: int):
     if kind == "recorded":
         seed = trial_seed(base, "datasets", name, n, round(target, 6), "", trial)
         batch = bootstrap_batch(_DATA[name], n, seed)
-    else:  # synthetic pool: name = "<candidates>@<offset>" (offset below T, in points)
-        cands, offset = name.split("@")
+    else:  # synthetic pool: name = "<candidates>@<offset>[$<price>,...]" (offset below T, in points)
+        shape, _, priced = name.partition("$")
+        cands, offset = shape.split("@")
+        prices = [float(p) for p in priced.split("/")] if priced else None
         rates = adversarial_rates(target - float(offset) / 100, int(cands))
         seed = trial_seed(base, "adversarial", name, n, round(target, 6), "", trial)
-        batch = adversarial_batch(n, rates, seed)
+        batch = adversarial_batch(n, rates, seed, prices)
         if scores == "recorded+calibration":
             # past outputs: an independent pool with the same rates (1,000 items)
-            past = adversarial_batch(1000, rates, seed + 10**9)
+            past = adversarial_batch(1000, rates, seed + 10**9, prices)
             calibration = Calibration(past.models, past.agree, past.cost, past.score, f"pool {name} (past)")
             return batch, batch.score, seed, (("calibration", calibration),)
     score = batch.score if scores == "recorded" else None
@@ -129,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--targets", default="0.9")
     ap.add_argument("--scores", default="recorded", help="recorded,none")
     ap.add_argument("--methods", default="cascade,bargain")
-    ap.add_argument("--pools", default="", help="synthetic pools, e.g. 1@0,1@0.5,2@0 (candidates@points below T)")
+    ap.add_argument("--pools", default="", help="synthetic pools, e.g. 1@0,1@0.5,2@0 (candidates@points below T; 1@0$12 prices the candidate at 12, the reference at 20; several prices: 2@0$6/12)")
     ap.add_argument("--calibrated", action="store_true", help="also: half of each set as past data, batches from the other half; pools: an independent 1,000-item pool as past data")
     ap.add_argument("--trials", type=int, default=100)
     ap.add_argument("--confidence", type=float, default=0.95)

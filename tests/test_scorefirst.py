@@ -186,3 +186,46 @@ def test_a_large_tie_at_the_top_score_does_not_leave_the_plan_blind_there():
     assert np.allclose(np.sort(position), (np.arange(60) + 0.5) / 60)
     _, cost, kept = plan_sample(position, wrong, 2000, 200, 0.05, 0.06, 1.0, sizes=[179], spread=0.0)
     assert kept >= 0.5 and cost < 0.6 * 2000
+
+
+def _recorded_arrays(path: Path, models: tuple[str, ...]):
+    import json
+
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    answers = np.array([[r["outputs"][m]["answer"] for m in models] for r in rows], dtype=object)
+    cost = np.array([[r["outputs"][m]["cost_usd"] for m in models] for r in rows])
+    logprob = [[r["outputs"][m].get("confidence") for m in models] for r in rows]
+    score = np.exp(np.array([[np.nan if v is None else v for v in row] for row in logprob], dtype=float))
+    return answers == answers[:, [-1]], cost, score
+
+
+def test_cascade_profiled_takes_over_when_a_first_pass_would_not_pay(shared_data):
+    # medmcqa-llama at T=0.95: only llama3.1-70b (0.3 of the reference's price) keeps enough answers, so a pass
+    # over every item does not pay; a chain that calls it only where the pilot says it helps does (1.25x).
+    models = ("llama3.2-1b", "llama3.2-3b", "llama3.1-8b", "llama3.1-70b", "llama3.1-405b")
+    agree, cost, score = _recorded_arrays(shared_data / "medmcqa-llama" / "test.jsonl", models)
+    idx = np.random.default_rng(1).integers(0, len(agree), 20_000)
+    out = simulate("cascade", agree[idx], cost[idx], models, Guarantee(0.95, 0.95), seed=1, score=score[idx])
+    details = out.certificate.details
+    assert "took over" in details["fallback_reason"]
+    assert details["chain"][-1] == "llama3.1-405b" and len(details["chain"]) >= 2
+    assert details["pilot_items"] >= 200 and out.plan.profiled.sum() >= details["pilot_items"]
+    assert out.savings > 1.15
+    assert out.realised_agreement >= 0.95
+
+
+def test_the_hand_over_keeps_the_guarantee_at_the_edge():
+    """Pools built so that the score-first pass does not pay but a profiled chain does, agreement exactly at T
+    for the chain's stage: the hand-over is a function of the pilot, and the delegate certifies after it."""
+    n, target, trials = 10_000, 0.9, 60
+    hits = handed = 0
+    for seed in range(trials):
+        # one candidate agreeing on exactly T of the items, at 0.6 of the reference's price: a pass over every
+        # item before any certificate is too large a bet, profiling first is not
+        agree, cost, models = synthetic_pool(n, [target], [0.6, 1.0], seed=seed)
+        score = synthetic_scores(agree, separation=2.0, seed=seed)
+        out = simulate("cascade", agree, cost, models, Guarantee(target, 0.95), seed=seed, score=score)
+        hits += out.hit(target)
+        handed += "took over" in (out.certificate.details.get("fallback_reason") or "")
+    assert handed >= trials // 2
+    assert hits / trials >= 0.95 - 1.96 * np.sqrt(0.95 * 0.05 / trials)

@@ -41,10 +41,12 @@ class Preview:
             return (1.0 + DEFAULT_ALLOWANCE) * self.reference_only
         if self.method == "cascade":
             from smartmix.policies.scorefirst import ScoreFirstCascade
+            from smartmix.policies.smart import DEFAULT_ALLOWANCE
 
             candidates = [cost for name, cost in self.per_model.items() if name != self.reference]
             first_pass = max(candidates, default=0.0)
-            return (1.0 + ScoreFirstCascade.pilot_overhead) * self.reference_only + first_pass
+            one_pass = (1.0 + ScoreFirstCascade.pilot_overhead) * self.reference_only + first_pass
+            return max(one_pass, (1.0 + DEFAULT_ALLOWANCE) * self.reference_only)  # or cascade-profiled's cap
         return sum(self.per_model.values())
 
     def ceiling_reason(self) -> str:
@@ -63,7 +65,9 @@ class Preview:
         if self.method == "cascade":
             return (
                 "reference-only, its pilot, and one cheap model's pass over every item if the certificate then "
-                "kept nothing; that pass is paid only when the pilot projects a saving larger than its fee"
+                "kept nothing; that pass is paid only when the pilot projects a saving larger than its fee "
+                "(when it does not, on batches of 10,000 items or more, cascade-profiled may take over within "
+                "its profiling allowance)"
             )
         return "every model it may call, on every item"
 

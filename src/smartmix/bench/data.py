@@ -212,21 +212,23 @@ def synthetic_scores(agree: np.ndarray, rng: np.random.Generator, separation: fl
     return 1.0 / (1.0 + np.exp(-logits))
 
 
-def adversarial_batch(n_items: int, rates: Sequence[float], seed: int) -> Batch:
+def adversarial_batch(n_items: int, rates: Sequence[float], seed: int, prices: Sequence[float] | None = None) -> Batch:
     """A synthetic pool: candidate j agrees on exactly round(rates[j] * n) items placed at random.
 
-    Prices are 1, 2, 4, 8 per call for the candidates and 20 for the reference. Every candidate also gets a
-    synthetic confidence score (:func:`synthetic_scores`), so score-based methods run on the same pools.
+    Prices are 1, 2, 4, 8 per call for the candidates (or ``prices``) and 20 for the reference. Every
+    candidate also gets a synthetic confidence score (:func:`synthetic_scores`), so score-based methods run
+    on the same pools.
     """
-    if len(rates) > len(ADVERSARIAL_PRICES):
-        raise ConfigError(f"at most {len(ADVERSARIAL_PRICES)} candidate models in an adversarial pool")
+    candidate_prices = tuple(prices) if prices else ADVERSARIAL_PRICES
+    if len(rates) > len(candidate_prices):
+        raise ConfigError(f"at most {len(candidate_prices)} candidate models in an adversarial pool")
     rng = np.random.default_rng(seed)
     n_models = len(rates) + 1
     agree = np.zeros((n_items, n_models), dtype=bool)
     for j, rate in enumerate(rates):
         agree[rng.choice(n_items, int(round(rate * n_items)), replace=False), j] = True
     agree[:, -1] = True
-    prices = np.array([*ADVERSARIAL_PRICES[: len(rates)], ADVERSARIAL_REFERENCE_PRICE])
+    prices = np.array([*candidate_prices[: len(rates)], ADVERSARIAL_REFERENCE_PRICE])
     cost = np.broadcast_to(prices, (n_items, n_models)).copy()
     models = tuple(f"cand-{p:g}" for p in prices[:-1]) + ("reference",)
     score = synthetic_scores(agree, rng)

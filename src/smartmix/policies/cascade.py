@@ -36,7 +36,7 @@ import numpy as np
 
 from smartmix.policies.base import Certificate, Plan, Policy, ProfileBatch
 from smartmix.policies.smart import Mix, Profiler
-from smartmix.stats import DeltaBudget, approx_upper, hypergeom_upper
+from smartmix.stats import DeltaBudget, LookSchedule, approx_upper, hypergeom_upper
 
 
 def default_chains(n_candidates: int) -> list[tuple[int, ...]]:
@@ -402,6 +402,38 @@ class Cascade(Profiler):
                 **({"fallback_reason": self.fallback_reason} if self.fallback_reason else {}),
             },
         )
+
+
+class PilotedCascade(Cascade):
+    """``cascade-profiled`` taking over from ``cascade`` when a score-first pass over every item is not expected
+    to pay (an expensive head, or a saving only a two-stage chain reaches).
+
+    Its chains use only the models ``cascade``'s pilot called, and its first look (which only chooses the
+    chain) covers at least that pilot, so the pilot's answers are reused without a second call and the
+    certificate rests on later items alone, at the whole δ: conditional on the pilot, the items after it are
+    still in a uniformly random order, and the hand-over is a function of the pilot (docs/guarantee.md).
+    """
+
+    def __init__(self, spec, pilot: int, models: tuple[int, ...]):
+        self.known_pilot = pilot
+        super().__init__(spec)
+        ms = sorted(models)
+        self.chains = [(m,) for m in ms] + list(zip(ms, ms[1:], strict=False))
+        self.live = list(range(len(self.chains)))
+        self.active = list(ms)
+
+    def _make_schedule(self) -> LookSchedule:
+        first = max(self.first_look, self.known_pilot)
+        return LookSchedule(self.spec.n_items, first=first, ratio=self.look_ratio, step=self.spec.batch_size)
+
+    def projected_rest(self) -> float:
+        """After the pilot: the projected bill for the rest of the batch (profiling included) of the chosen
+        chain, or of the mix it handed over to; infinite when it stopped."""
+        if self.stopped:
+            return math.inf
+        if self.delegate is not None:
+            return self.delegate.projected_best()
+        return self.projected_total(self.live)
 
 
 def _kth_inserted(tree: list[int], top: int, k: int) -> int:

@@ -58,6 +58,7 @@ class ScoreFirstCascade(Policy):
         self.agree = np.zeros((n, n_models), dtype=bool)
         self.labelled = np.zeros(n, dtype=bool)  # the reference answered during profiling
         self.score = np.full((n, n_models), np.nan)
+        self.cost = np.full((n, n_models), np.nan)
         self.called = np.zeros((n, n_models), dtype=bool)
         self.fees = np.zeros(n_models)
         self.calls = np.zeros(n_models, dtype=np.int64)
@@ -72,6 +73,7 @@ class ScoreFirstCascade(Policy):
         self.projection: dict[str, Any] = {}
         self.fallback_reason: str | None = None
         self.delegate: Policy | None = None
+        self._pending: ProfileBatch | None = None  # the delegate's next batch, when the pilot did not answer it
         # past data for the same task (BatchSpec.calibration; an option of the same name until that lands)
         self.calibration = getattr(spec, "calibration", None) or spec.option("calibration")
         self.alpha = spec.guarantee.delta  # per certified head: δ over the heads the pilot chose among
@@ -96,7 +98,8 @@ class ScoreFirstCascade(Policy):
 
     def next_batch(self) -> ProfileBatch | None:
         if self.delegate is not None:
-            return self.delegate.next_batch()
+            pending, self._pending = self._pending, None
+            return pending or self._replay_known()
         spec = self.spec
         if self.phase == "probe":
             return ProfileBatch(self.order[:1], (*spec.candidates, self.reference))
@@ -118,6 +121,7 @@ class ScoreFirstCascade(Policy):
         for j, m in enumerate(batch.models):
             fresh = ~self.called[items, m]
             self.fees[m] += float(np.nansum(cost[:, j]))
+            self.cost[items, m] = cost[:, j]
             self.calls[m] += int(fresh.sum())
             self.called[items, m] = True
             if score is not None:
@@ -204,11 +208,13 @@ class ScoreFirstCascade(Policy):
         }
         first_pass = (n - self.pilot_size) * self.unit_cost(head)
         if reference_only - cost < self.go_factor * first_pass:
-            self._stop(
+            reason = (
                 "the pilot projects no cascade saving more than its first pass costs at this batch size "
                 f"(best: {self.spec.models[head]}, projected {cost / max(reference_only, 1e-300):.2f} of "
                 "reference-only)"
             )
+            if self.reuse_pilot or not self._delegate_to_profiled(reason):
+                self._stop(reason)
             return
         self._start_first_pass(head)
 
@@ -270,6 +276,34 @@ class ScoreFirstCascade(Policy):
     def _stop(self, reason: str) -> None:
         self.fallback_reason = reason
         self.phase = "done"
+
+    def _delegate_to_profiled(self, reason: str) -> bool:
+        """Hand over to ``cascade-profiled`` on the pilot's models when, fed the pilot's answers, it projects a
+        saving: it pays each stage only on the items that reach it, and certifies before the rest is spent.
+
+        Only with a pilot kept out of the certificate: conditional on the pilot, both this policy's certificate
+        and the delegate's hold at δ, and the hand-over is a function of the pilot alone.
+        """
+        from smartmix.policies.cascade import PilotedCascade
+
+        self.delegate = PilotedCascade(self.spec, self.pilot_size, self.pilot_models)
+        self._pending = self._replay_known()
+        if self.delegate.projected_rest() < self.delegate.rest * self.unit_cost(self.reference):
+            self.fallback_reason = reason + "; cascade-profiled on the pilot's models projects a saving: it took over"
+            return True
+        self.delegate, self._pending = None, None
+        return False
+
+    def _replay_known(self) -> ProfileBatch | None:
+        """The delegate's next batch; the batches the probe and pilot already answered are fed from memory,
+        never paid twice."""
+        while (batch := self.delegate.next_batch()) is not None:
+            items, cols = np.asarray(batch.items), list(batch.models)
+            grid = np.ix_(items, cols)
+            if not self.called[grid].all():
+                return batch
+            self.delegate.observe(batch, self.agree[grid], self.cost[grid], self.score[grid])
+        return None
 
     def _delegate_to_mix(self, reason: str) -> None:
         from smartmix.policies.cascade import FallbackMix
@@ -357,6 +391,7 @@ class ScoreFirstCascade(Policy):
             plan.certificate.method = self.name
             plan.certificate.details["fallback_reason"] = self.fallback_reason
             plan.certificate.details["pilot_items"] = self.pilot_size
+            plan.certificate.details["projection"] = self.projection
             return plan
         spec = self.spec
         assignment = np.full(spec.n_items, self.reference, dtype=np.int64)
