@@ -9,8 +9,10 @@ Steps (validity in docs/guarantee.md, statistics in :mod:`smartmix.policies.pref
    are answered by the reference.
 2. **Never worse.** For each candidate with scores, the projected bill of a score-first cascade (its calls on
    every item, the reference on what it does not keep and on the labels) is compared with reference-only;
-   the first pass is paid only when the projected saving exceeds the first pass's own fee. Otherwise the rest
-   goes to the reference (or, without any confidence score, to the model mix), and the certificate says why.
+   the first pass is paid only when the projected saving exceeds the first pass's own fee. Otherwise
+   ``cascade-profiled`` on the pilot's models takes over if it projects a saving and the pilot stays out of
+   the certificate (see :class:`~smartmix.policies.cascade.PilotedCascade`); else the rest goes to the
+   reference (or, without any confidence score, to the model mix), and the certificate says why.
 3. **First pass.** The chosen head answers every other item, so every item's score is known before any
    label is bought. Items are put in one order, highest score first, ties broken by a random order drawn
    at the start. Items without a score go to the reference.
