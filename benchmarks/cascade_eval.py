@@ -58,8 +58,9 @@ def _calibration_split(name: str):
     data = _DATA[name]
     rows = np.random.default_rng(12345).permutation(data.n_items)
     past, now = rows[: data.n_items // 2], rows[data.n_items // 2 :]
-    calibration = Calibration(data.models, data.agree[past], data.cost[past], np.exp(data.confidence[past]), f"{name}[half]")
-    rest = replace(data, agree=data.agree[now], cost=data.cost[now], confidence=data.confidence[now])
+    score = data.score if data.score is not None else np.full(data.agree.shape, np.nan)
+    calibration = Calibration(data.models, data.agree[past], data.cost[past], score[past], f"{name}[half]")
+    rest = replace(data, agree=data.agree[now], cost=data.cost[now], score=None if data.score is None else score[now])
     return calibration, rest
 
 
