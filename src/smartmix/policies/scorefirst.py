@@ -392,7 +392,7 @@ class ScoreFirstCascade(Policy):
             plan = self.delegate.plan()
             plan.certificate.method = self.name
             plan.certificate.details["fallback_reason"] = self.fallback_reason
-            plan.certificate.details["pilot_items"] = self.pilot_size
+            plan.certificate.details["pilot_items"] = max(plan.certificate.details.get("pilot_items") or 0, self.pilot_size)
             plan.certificate.details["projection"] = self.projection
             return plan
         spec = self.spec
