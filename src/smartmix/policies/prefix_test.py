@@ -156,8 +156,10 @@ def plan_sample(
     kept = np.maximum(kept, min(allowed, population))
     costs = population * head_cost + reference_cost * (population - kept + grid[:, 0] * kept / population)
     # the projected cost rises steeply below the best size and slowly above it: of the sizes within
-    # ``tolerance`` of the best, take the largest
-    i = int(np.flatnonzero(costs <= costs.min() * (1 + tolerance))[-1])
+    # ``tolerance`` of the best, take the largest. The tolerance is on what the size changes (the reference's
+    # share), not on a total that the head's pass inflates: a pricey head would otherwise buy many labels.
+    variable = costs - population * head_cost
+    i = int(np.flatnonzero(variable <= variable.min() * (1 + tolerance))[-1])
     best = (int(grid[i, 0]), float(costs[i]), float(kept[i] / population))
     if best[1] >= reference_only + population * head_cost:
         return 0, best[1], 0.0

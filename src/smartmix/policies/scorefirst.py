@@ -198,9 +198,14 @@ class ScoreFirstCascade(Policy):
                 self.unit_cost(m), reference_cost, sizes=sizes,
             )
             options[m] = (cost, labels, kept)
-        head = min(options, key=lambda m: options[m][0])
-        cost, labels, kept = options[head]
         reference_only = n * reference_cost
+
+        def pays(m: int) -> bool:
+            return reference_only - options[m][0] >= self.go_factor * (n - self.pilot_size) * self.unit_cost(m)
+
+        # the cheapest projection among the heads whose first pass pays; else the cheapest, to say why not
+        head = min([m for m in options if pays(m)] or options, key=lambda m: options[m][0])
+        cost, labels, kept = options[head]
         self.projection = {
             "candidates": {self.spec.models[m]: round(options[m][0] / reference_only, 4) for m in options},
             "head": self.spec.models[head],
@@ -208,8 +213,7 @@ class ScoreFirstCascade(Policy):
             "projected_kept": round(kept, 4),
             "planned_labels": labels,
         }
-        first_pass = (n - self.pilot_size) * self.unit_cost(head)
-        if reference_only - cost < self.go_factor * first_pass:
+        if not pays(head):
             reason = (
                 "the pilot projects no cascade saving more than its first pass costs at this batch size "
                 f"(best: {self.spec.models[head]}, projected {cost / max(reference_only, 1e-300):.2f} of "
@@ -372,16 +376,20 @@ class ScoreFirstCascade(Policy):
         if not options:
             self._stop(f"the calibration data ({source}) has no scored candidate of this pool")
             return
-        head = min(options, key=lambda m: options[m][0])
-        total, n_sample, kept, cost = options[head]
         reference_only = n * reference_cost
+
+        def pays(m: int) -> bool:
+            return reference_only - options[m][0] >= self.go_factor * n * options[m][3]
+
+        head = min([m for m in options if pays(m)] or options, key=lambda m: options[m][0])
+        total, n_sample, kept, cost = options[head]
         self.projection = {
             "calibration": source,
             "head": self.spec.models[head],
             "projected_cost_vs_reference": round(total / reference_only, 4) if reference_only else None,
             "planned_sample": n_sample,
         }
-        if reference_only - total < self.go_factor * n * cost:
+        if not pays(head):
             self._stop(f"the calibration data ({source}) projects no cascade saving at this batch size")
             return
         self._start_first_pass(head)
