@@ -21,15 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _code_version() -> str:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results")
-    return git("rev-parse", "--short", "HEAD") + ("-dirty" if changed else "")
+from smartmix.bench.command import code_version
 
 
 def _reference_answers(path: Path, reference: str) -> dict[str, str]:
@@ -88,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
         "",
         f"Command: `{command}`",
         "",
-        f"Code version: `{_code_version()}`. Each seed is `{typed} --seed S` in a fresh process and run directory "
+        f"Code version: `{code_version()}`. Each seed is `{typed} --seed S` in a fresh process and run directory "
         "(seed 0: without `--seed`). Savings = the certificate's reference-only estimate ÷ the bill; agreement = "
         f"answers written equal to {args.reference}'s recorded answer.",
         "",

@@ -21,10 +21,11 @@ the cascades against the learned two-tier cascade.
 from __future__ import annotations
 
 import argparse
-import subprocess
 from pathlib import Path
 
 import pandas as pd
+
+from smartmix.bench.command import code_version
 
 # the method of the baseline each current method is held to (0.1's cascade profiled before it applied)
 BASELINE_OF = {"cascade-profiled": "cascade", "cascade": "cascade"}
@@ -62,17 +63,6 @@ def compare(baseline: pd.DataFrame, current: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _version() -> str:
-    """The commit, marked dirty when tracked files other than the reports differ from it."""
-    root = Path(__file__).resolve().parents[1]
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True).stdout.strip()
-
-    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results")
-    return (git("rev-parse", "--short", "HEAD") or "unknown") + ("-dirty" if changed else "")
-
-
 def render(table: pd.DataFrame, args: argparse.Namespace) -> str:
     def fmt(x: float, digits: int = 2) -> str:
         return "–" if x != x else f"{x:.{digits}f}"
@@ -83,7 +73,7 @@ def render(table: pd.DataFrame, args: argparse.Namespace) -> str:
         f"Command: `python benchmarks/compare_datasets.py --baseline {args.baseline} --current {args.current} "
         f"--out {args.out}`",
         "",
-        f"Made at code version `{_version()}` from the two reports named; each names its own code version and "
+        f"Made at code version `{code_version()}` from the two reports named; each names its own code version and "
         "command in its .md header. Median savings over the same seeded bootstrap batches (the current run's "
         "trials are the first trials of the baseline's). "
         "v0.1's `cascade` (profiled) is the baseline of both cascades.",

@@ -75,7 +75,6 @@ class ScoreFirstCascade(Policy):
         self.projection: dict[str, Any] = {}
         self.fallback_reason: str | None = None
         self.delegate: Policy | None = None
-        self._pending: ProfileBatch | None = None  # the delegate's next batch, when the pilot did not answer it
         # past data for the same task (BatchSpec.calibration; an option of the same name until that lands)
         self.calibration = getattr(spec, "calibration", None) or spec.option("calibration")
         self.alpha = spec.guarantee.delta  # per certified head: δ over the heads the pilot chose among
@@ -100,8 +99,7 @@ class ScoreFirstCascade(Policy):
 
     def next_batch(self) -> ProfileBatch | None:
         if self.delegate is not None:
-            pending, self._pending = self._pending, None
-            return pending or self._replay_known()
+            return self._replay_known()
         spec = self.spec
         if self.phase == "probe":
             return ProfileBatch(self.order[:1], (*spec.candidates, self.reference))
@@ -293,23 +291,26 @@ class ScoreFirstCascade(Policy):
         from smartmix.policies.cascade import PilotedCascade
 
         self.delegate = PilotedCascade(self.spec, self.pilot_size, self.pilot_models)
-        self._pending = self._replay_known()
+        self._replay_known()  # the delegate's next_batch depends on its state only: asked again, it repeats
         if self.delegate.projected_rest() < self.delegate.rest * self.unit_cost(self.reference):
             self.fallback_reason = reason + "; cascade-profiled on the pilot's models projects a saving: it took over"
             return True
-        self.delegate, self._pending = None, None
+        self.delegate = None
         return False
 
     def _replay_known(self) -> ProfileBatch | None:
         """The delegate's next batch; the batches the probe and pilot already answered are fed from memory,
         never paid twice."""
         while (batch := self.delegate.next_batch()) is not None:
-            items, cols = np.asarray(batch.items), list(batch.models)
-            grid = np.ix_(items, cols)
-            if not self.called[grid].all():
+            if not self.called[np.ix_(np.asarray(batch.items), list(batch.models))].all():
                 return batch
-            self.delegate.observe(batch, self.agree[grid], self.cost[grid], self.score[grid])
+            self._feed(self.delegate, batch)
         return None
+
+    def _feed(self, delegate: Policy, batch: ProfileBatch) -> None:
+        """Give ``delegate`` the answers this policy already has for ``batch``, as the driver would."""
+        grid = np.ix_(np.asarray(batch.items), list(batch.models))
+        delegate.observe(batch, self.agree[grid], self.cost[grid], self.score[grid])
 
     def _delegate_to_mix(self, reason: str) -> None:
         from smartmix.policies.cascade import FallbackMix
@@ -321,13 +322,7 @@ class ScoreFirstCascade(Policy):
         pilot = ProfileBatch(self.order[1 : self.pilot_size], (*self.pilot_models, self.reference))
         for batch in (probe, pilot):
             if len(batch.items):
-                cols = list(batch.models)
-                items = np.asarray(batch.items)
-                agree = self.agree[np.ix_(items, cols)]
-                cost = np.zeros((len(items), len(cols)))
-                for j, m in enumerate(cols):
-                    cost[:, j] = self.unit_cost(m)
-                delegate.observe(batch, agree, cost, self.score[np.ix_(items, cols)])
+                self._feed(delegate, batch)
         rest = self.spec.n_items - self.pilot_size
         if delegate.projected_best() >= self.mix_margin * rest * self.unit_cost(self.reference):
             self._stop(reason + "; the model mix is not projected to pay at this batch size: the reference answers")
