@@ -31,6 +31,7 @@ import numpy as np
 
 from smartmix.policies.base import Certificate, Plan, Policy, ProfileBatch
 from smartmix.policies.prefix_test import certified_prefix, expected_rank_fraction, plan_sample
+from smartmix.policies.second_stage import best_second_stage, composite_key
 
 __all__ = ["ScoreFirstCascade"]
 
@@ -51,6 +52,7 @@ class ScoreFirstCascade(Policy):
     labels_per_root: ClassVar[float] = 4.0  # reference labels certified on: this many times sqrt(N)
     mix_margin: ClassVar[float] = 0.85  # without scores, the mix must project below this share of reference-only
     separate_pilot_share: ClassVar[float] = 0.02  # a pilot at most this share of N stays out of the certificate
+    second_stage_margin: ClassVar[float] = 0.05  # a second stage must project this much below the head alone
 
     def __init__(self, spec):
         super().__init__(spec)
@@ -67,8 +69,12 @@ class ScoreFirstCascade(Policy):
         self.pilot_size = 0 if n == 0 else min(n, max(self.pilot_min, min(self.pilot_max, round(2 * math.sqrt(n)))))
         self.pilot_models: tuple[int, ...] = ()
         self.head: int | None = None
+        self.second: int | None = None  # second stage (see smartmix.policies.second_stage); None: head only
+        self.split = -math.inf  # head scores at or below this go to the second stage
+        self.second_items: np.ndarray = np.zeros(0, dtype=np.int64)
+        self.second_passed = 0
         self.sample: np.ndarray = np.zeros(0, dtype=np.int64)  # the certification sample (labelled)
-        self._to_label: np.ndarray = np.zeros(0, dtype=np.int64)
+        self._to_label: list[ProfileBatch] = []  # label batches still to ask: each with the model its items keep
         self.scored_order: np.ndarray = np.zeros(0, dtype=np.int64)  # eligible items, highest score first
         self.first_pass_items: np.ndarray = np.zeros(0, dtype=np.int64)
         self.passed = 0
@@ -108,8 +114,11 @@ class ScoreFirstCascade(Policy):
         if self.phase == "first_pass":
             items = self.first_pass_items[self.passed : self.passed + self.pass_chunk]
             return ProfileBatch(items, (self.head,))
+        if self.phase == "second_pass":
+            items = self.second_items[self.second_passed : self.second_passed + self.pass_chunk]
+            return ProfileBatch(items, (self.second,))
         if self.phase == "sample":
-            return ProfileBatch(self._to_label, (self.head, self.reference))
+            return self._to_label[0]
         return None
 
     def observe(self, batch, agree, cost, score=None) -> None:
@@ -138,8 +147,14 @@ class ScoreFirstCascade(Policy):
             self.passed += len(items)
             if self.passed >= len(self.first_pass_items):
                 self._after_first_pass()
+        elif self.phase == "second_pass":
+            self.second_passed += len(items)
+            if self.second_passed >= len(self.second_items):
+                self._prepare_certification()
         elif self.phase == "sample":
-            self.phase = "done"
+            self._to_label.pop(0)
+            if not self._to_label:
+                self.phase = "done"
 
     # -- decisions -----------------------------------------------------------------------------------
     def unit_cost(self, m: int) -> float:
@@ -195,15 +210,23 @@ class ScoreFirstCascade(Policy):
                 expected_rank_fraction(s[ok]), ~self.agree[pilot[ok], m], n, self.allowed, self.alpha,
                 self.unit_cost(m), reference_cost, sizes=sizes,
             )
-            options[m] = (cost, labels, kept)
+            rest = n - self.pilot_size
+            head_fee = n * self.unit_cost(m)  # as plan_sample counts it
+            stage = None if self.reuse_pilot else self._second_stage_option(m, s[ok], n, head_fee)
+            if stage is not None and stage.cost < (1.0 - self.second_stage_margin) * (cost - head_fee):
+                # a bet on two passes: the go rule weighs both fees
+                bet = rest * (self.unit_cost(m) + stage.share * self.unit_cost(stage.second))
+                options[m] = (head_fee + stage.cost, stage.labels, stage.kept, bet)
+            else:
+                options[m] = (cost, labels, kept, rest * self.unit_cost(m))
         reference_only = n * reference_cost
 
         def pays(m: int) -> bool:
-            return reference_only - options[m][0] >= self.go_factor * (n - self.pilot_size) * self.unit_cost(m)
+            return reference_only - options[m][0] >= self.go_factor * options[m][3]
 
         # the cheapest projection among the heads whose first pass pays; else the cheapest, to say why not
         head = min([m for m in options if pays(m)] or options, key=lambda m: options[m][0])
-        cost, labels, kept = options[head]
+        cost, labels, kept, _ = options[head]
         self.projection = {
             "candidates": {self.spec.models[m]: round(options[m][0] / reference_only, 4) for m in options},
             "head": self.spec.models[head],
@@ -228,15 +251,85 @@ class ScoreFirstCascade(Policy):
         self.phase = "first_pass" if len(self.first_pass_items) else "done"
 
     def _after_first_pass(self) -> None:
-        head = self.head
-        n = self.spec.n_items
-        eligible = np.isfinite(self.score[:, head])
+        if self._order_population() and self._start_second_stage():
+            return
+        self._prepare_certification()
+
+    # -- the order and its answers -------------------------------------------------------------------
+    def _key(self, items: np.ndarray) -> np.ndarray:
+        """Each item's key in the certified order (highest first); NaN: the item is not in it."""
+        head_score = self.score[items, self.head]
+        if self.second is None:
+            return head_score
+        return composite_key(head_score, self.score[items, self.second], self.split)
+
+    def _answering(self, items: np.ndarray) -> np.ndarray:
+        """The model whose answer an item keeps if the certified prefix reaches it."""
+        if self.second is None:
+            return np.full(len(items), self.head, dtype=np.int64)
+        return np.where(self.score[items, self.head] > self.split, self.head, self.second)
+
+    def _wrong(self, items: np.ndarray) -> np.ndarray:
+        return ~self.agree[items, self._answering(items)]
+
+    def _order_population(self) -> int:
+        """Order the items to certify by key (ties by the random tie-break); returns how many there are."""
+        eligible = np.isfinite(self._key(np.arange(self.spec.n_items)))
         if not self.reuse_pilot:
             eligible[self.order[: self.pilot_size]] = False  # the pilot only planned: it stays out
         eligible = np.flatnonzero(eligible)
-        s = self.score[eligible, head]
-        self.scored_order = eligible[np.lexsort((self.tiebreak[eligible], -s))]
+        self.scored_order = eligible[np.lexsort((self.tiebreak[eligible], -self._key(eligible)))]
+        return len(self.scored_order)
+
+    def _start_second_stage(self) -> bool:
+        """Send the items below a split of the head's scores to a second candidate when the pilot projects
+        it cheaper than the head alone. Only with a pilot outside the certificate (it is what chooses), and
+        only within the fee of the priciest candidate's pass over the batch, which the preview's upper figure
+        counts."""
+        if self.reuse_pilot or self.calibration is not None:
+            return False
+        head = self.head
         population = len(self.scored_order)
+        head_fee = population * self.unit_cost(head)
+        _, single, _ = self._replan(population, None)
+        option = self._second_stage_option(head, self.score[self.scored_order, head], population, head_fee)
+        if option is None or option.cost >= (1.0 - self.second_stage_margin) * (single - head_fee):
+            return False
+        self.second, self.split = option.second, option.split
+        self.second_items = self.scored_order[self.score[self.scored_order, head] <= option.split]
+        self.projection["second_stage"] = {
+            "model": self.spec.models[option.second],
+            "below_head_score": option.split,
+            "share": round(option.share, 4),
+            "projected_cost_vs_reference": round(
+                (head_fee + option.cost) / max(population * self._reference_cost(), 1e-300), 4
+            ),
+            "head_alone_vs_reference": round(single / max(population * self._reference_cost(), 1e-300), 4),
+        }
+        self.phase = "second_pass"
+        return True
+
+    def _second_stage_option(self, head: int, head_scores: np.ndarray, population: int, head_fee: float):
+        """The pilot's best second stage behind ``head`` (None: no other scored pilot model), projected for
+        ``population`` items whose head scores are ``head_scores`` (or a sample of them)."""
+        pilot = self.order[: self.pilot_size]
+        pilot_second = {
+            m: (self.score[pilot, m], ~self.agree[pilot, m])
+            for m in self.pilot_models
+            if m != head and self._scored(m, pilot)
+        }
+        if not pilot_second:
+            return None
+        ceiling = self.spec.n_items * max(self.unit_cost(m) for m in self.spec.candidates) - head_fee
+        return best_second_stage(
+            self.score[pilot, head], ~self.agree[pilot, head], pilot_second, head_scores, self.allowed, self.alpha,
+            {m: self.unit_cost(m) for m in pilot_second}, self._reference_cost(), ceiling, population=population,
+        )
+
+    def _prepare_certification(self) -> None:
+        head = self.head
+        n = self.spec.n_items
+        population = self._order_population()
         if population == 0:
             self._stop("the cheap model returned no scores on the batch")
             return
@@ -259,8 +352,14 @@ class ScoreFirstCascade(Policy):
         # scored items come first), a uniform sample without replacement of the scored items.
         self.sample = walk[:labels]
         missing = self.sample[~self.labelled[self.sample]]
-        self._to_label = missing
-        self.phase = "sample" if len(missing) else "done"
+        # each label is asked with the model whose answer the item would keep, so its agreement is known
+        answering = self._answering(missing)
+        self._to_label = [
+            ProfileBatch(missing[answering == m], (m, self.reference))
+            for m in (self.head, self.second)
+            if m is not None and (answering == m).any()
+        ]
+        self.phase = "sample" if self._to_label else "done"
 
     def _replan(self, population: int, sizes: list[int] | None) -> tuple[int, float, float]:
         """Project the certificate from the pilot's (or calibration) labels, placed among the batch's scores."""
@@ -269,9 +368,10 @@ class ScoreFirstCascade(Policy):
             past, wrong = self._calibration_columns(head)
         else:
             pilot = self.order[: self.pilot_size]
-            ok = np.isfinite(self.score[pilot, head])
-            past, wrong = self.score[pilot[ok], head], ~self.agree[pilot[ok], head]
-        position = expected_rank_fraction(past, self.score[self.scored_order, head])
+            past = self._key(pilot)
+            ok = np.isfinite(past)
+            past, wrong = past[ok], self._wrong(pilot[ok])
+        position = expected_rank_fraction(past, self._key(self.scored_order))
         return plan_sample(
             position, wrong, population, self.allowed, self.alpha, self.unit_cost(head), self._reference_cost(),
             sizes=sizes,
@@ -408,14 +508,14 @@ class ScoreFirstCascade(Policy):
             rank[self.scored_order] = np.arange(len(self.scored_order))
             prefix = certified_prefix(
                 rank[self.sample],
-                ~self.agree[self.sample, self.head],
+                self._wrong(self.sample),
                 len(self.scored_order),
                 self.allowed,
                 self.alpha,
             )
             top = self.scored_order[:prefix]
             kept = top[~self.labelled[top]]
-            assignment[kept] = self.head
+            assignment[kept] = self._answering(kept)
             profiled[kept] = True
         return Plan(assignment, profiled, self._certificate(kept, prefix))
 
@@ -426,7 +526,7 @@ class ScoreFirstCascade(Policy):
         shares = {names[self.reference]: 1.0 - len(kept) / n}
         details: dict[str, Any] = {
             "order": "score first: the head model answered every item before any reference label was bought",
-            "chain": ([names[self.head]] if self.head is not None else []) + [names[self.reference]],
+            "chain": [names[m] for m in (self.head, self.second) if m is not None] + [names[self.reference]],
             "bound": (
                 "exact hypergeometric test of 'more than N - ceil(T*N) wrong answers kept' on each prefix of the "
                 "score order, fixed-sequence from the highest score down, each at the full delta"
@@ -443,8 +543,21 @@ class ScoreFirstCascade(Policy):
             "fallback_reason": self.fallback_reason,
         }
         if self.head is not None and len(kept):
-            shares[names[self.head]] = len(kept) / n
-            details["threshold"] = float(np.min(self.score[kept, self.head]))
+            answering = self._answering(kept)
+            thresholds = {}
+            for m in (self.head, self.second):
+                mine = kept[answering == m] if m is not None else kept[:0]
+                if len(mine):
+                    shares[names[m]] = len(mine) / n
+                    thresholds[names[m]] = float(np.min(self.score[mine, m]))
+            details["threshold"] = thresholds.get(names[self.head], self.split)
+            if self.second is not None:
+                details["second_stage"] = {
+                    "model": names[self.second],
+                    "items": int(len(self.second_items)),
+                    "below_head_score": self.split,
+                    "thresholds": thresholds,
+                }
         return Certificate(
             method=self.name,
             target=spec.guarantee.target,
