@@ -78,7 +78,10 @@ def _batch(setting: tuple, trial: int, base: int):
         shape, _, priced = name.partition("$")
         cands, offset = shape.split("@")
         prices = [float(p) for p in priced.split("/")] if priced else None
-        rates = adversarial_rates(target - float(offset) / 100, int(cands))
+        if "/" in offset:  # one offset per candidate: 2@30/0 puts the first 30 points below T, the second at T
+            rates = tuple(target - float(o) / 100 for o in offset.split("/"))
+        else:
+            rates = adversarial_rates(target - float(offset) / 100, int(cands))
         seed = trial_seed(base, "adversarial", name, n, round(target, 6), "", trial)
         batch = adversarial_batch(n, rates, seed, prices)
         if scores == "recorded+calibration":
@@ -132,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--targets", default="0.9")
     ap.add_argument("--scores", default="recorded", help="recorded,none")
     ap.add_argument("--methods", default="cascade,bargain")
-    ap.add_argument("--pools", default="", help="synthetic pools, e.g. 1@0,1@0.5,2@0 (candidates@points below T; 1@0$12 prices the candidate at 12, the reference at 20; several prices: 2@0$6/12)")
+    ap.add_argument("--pools", default="", help="synthetic pools, e.g. 1@0,1@0.5,2@0 (candidates@points below T; 1@0$12 prices the candidate at 12, the reference at 20; several prices: 2@0$6/12; one offset per candidate: 2@30/0$1/4)")
     ap.add_argument("--calibrated", action="store_true", help="also: half of each set as past data, batches from the other half; pools: an independent 1,000-item pool as past data")
     ap.add_argument("--trials", type=int, default=100)
     ap.add_argument("--confidence", type=float, default=0.95)

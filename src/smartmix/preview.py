@@ -65,7 +65,8 @@ class Preview:
         if self.method == "cascade":
             return (
                 "reference-only, its pilot, and one cheap model's pass over every item if the certificate then "
-                "kept nothing; that pass is paid only when the pilot projects a saving larger than its fee "
+                "kept nothing (a second stage's pass is taken only if both passes cost no more than the priciest "
+                "candidate's); that pass is paid only when the pilot projects a saving larger than its fee "
                 "(when it does not, on batches of 10,000 items or more, cascade-profiled may take over within "
                 "its profiling allowance)"
             )

@@ -64,6 +64,15 @@ def render(result: RunResult, console: Console | None = None) -> None:
     if cert.margin:
         lines.append(f"Random-split allowance: {cert.margin:.4f} of the remaining items.")
     lines.append(f"Profiled {cert.profiled:,} of {cert.n_items:,} items (answered by the reference).")
+    stage = cert.details.get("second_stage")
+    if stage:
+        chain = cert.details.get("chain") or []
+        lines.append(
+            f"Second stage: the {stage['items']:,} items {chain[0] if chain else 'the head'} scored at or below "
+            f"{stage['below_head_score']:.3f} went to {stage['model']}; thresholds kept: "
+            + ", ".join(f"{m} above {t:.3f}" for m, t in stage["thresholds"].items())
+            + "."
+        )
     if cert.details.get("fallback_reason"):
         lines.append(f"[yellow]Answered with the reference: {cert.details['fallback_reason']}.[/]")
     lines.extend(_agreement_lines(cert.details))

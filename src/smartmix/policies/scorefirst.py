@@ -16,10 +16,17 @@ Steps (validity in docs/guarantee.md, statistics in :mod:`smartmix.policies.pref
 3. **First pass.** The chosen head answers every other item, so every item's score is known before any
    label is bought. Items are put in one order, highest score first, ties broken by a random order drawn
    at the start. Items without a score go to the reference.
-4. **Certification.** The reference labels a uniformly random sample (without replacement) of the scored
+4. **Second stage** (pilot outside the certificate only). When the pilot projects that sending the items
+   the head scored at or below a split to a pricier candidate beats every one-pass plan by a margin (both
+   one deviation worse and at the expected outcome), that candidate answers those items, and the order
+   becomes the head's items by head score, then the second model's by its own score
+   (:mod:`smartmix.policies.second_stage`). Both passes together never cost more than the priciest
+   candidate's pass over the batch.
+5. **Certification.** The reference labels a uniformly random sample (without replacement) of the ordered
    items, of the size re-planned from the now-known scores. The longest prefix of the order whose exact
    hypergeometric tests all reject "more than N − ⌈T·N⌉ wrong answers kept" (fixed-sequence, full δ) keeps
-   the head's answers; sampled items take the reference's answer, everything else goes to the reference.
+   each item's answer from the model of its group; sampled items take the reference's answer, everything
+   else goes to the reference.
 """
 
 from __future__ import annotations
@@ -52,7 +59,7 @@ class ScoreFirstCascade(Policy):
     labels_per_root: ClassVar[float] = 4.0  # reference labels certified on: this many times sqrt(N)
     mix_margin: ClassVar[float] = 0.85  # without scores, the mix must project below this share of reference-only
     separate_pilot_share: ClassVar[float] = 0.02  # a pilot at most this share of N stays out of the certificate
-    second_stage_margin: ClassVar[float] = 0.05  # a second stage must project this much below the head alone
+    second_stage_margin: ClassVar[float] = 0.10  # a two-pass plan must project this much below the best one-pass plan
 
     def __init__(self, spec):
         super().__init__(spec)
@@ -201,24 +208,26 @@ class ScoreFirstCascade(Policy):
         self.heads_considered = with_scores
         if self.reuse_pilot:
             self.alpha = self.spec.guarantee.delta / len(with_scores)
-        options = {}
+        options, stages, expected, rest = {}, {}, {}, n - self.pilot_size
         for m in with_scores:
             s = self.score[pilot, m]
             ok = np.isfinite(s)
             sizes = [max(self.labels_rule(n), int(ok.sum()))] if self.reuse_pilot else None
-            labels, cost, kept = plan_sample(
-                expected_rank_fraction(s[ok]), ~self.agree[pilot[ok], m], n, self.allowed, self.alpha,
-                self.unit_cost(m), reference_cost, sizes=sizes,
-            )
-            rest = n - self.pilot_size
-            head_fee = n * self.unit_cost(m)  # as plan_sample counts it
-            stage = None if self.reuse_pilot else self._second_stage_option(m, s[ok], n, head_fee)
-            if stage is not None and stage.cost < (1.0 - self.second_stage_margin) * (cost - head_fee):
-                # a bet on two passes: the go rule weighs both fees
-                bet = rest * (self.unit_cost(m) + stage.share * self.unit_cost(stage.second))
-                options[m] = (head_fee + stage.cost, stage.labels, stage.kept, bet)
-            else:
-                options[m] = (cost, labels, kept, rest * self.unit_cost(m))
+            args = (expected_rank_fraction(s[ok]), ~self.agree[pilot[ok], m], n, self.allowed, self.alpha,
+                    self.unit_cost(m), reference_cost)
+            labels, cost, kept = plan_sample(*args, sizes=sizes)
+            options[m] = (cost, labels, kept, rest * self.unit_cost(m))
+            if not self.reuse_pilot:
+                stages[m] = self._second_stage_option(m, s[ok], n, n * self.unit_cost(m))
+                expected[m] = plan_sample(*args, spread=0.0)[1]
+        # A two-pass plan must beat every one-pass plan by the margin, both one deviation worse and at the
+        # expected outcome: the best of many projections is optimistic, and the second pass's fee is certain.
+        for m, stage in stages.items():
+            if stage is not None and self._two_passes_pay(
+                n * self.unit_cost(m), stage, min(o[0] for o in options.values()), min(expected.values())
+            ):
+                bet = rest * (self.unit_cost(m) + stage.share * self.unit_cost(stage.second))  # the go rule weighs both
+                options[m] = (n * self.unit_cost(m) + stage.cost, stage.labels, stage.kept, bet)
         reference_only = n * reference_cost
 
         def pays(m: int) -> bool:
@@ -292,8 +301,9 @@ class ScoreFirstCascade(Policy):
         population = len(self.scored_order)
         head_fee = population * self.unit_cost(head)
         _, single, _ = self._replan(population, None)
+        _, single_expected, _ = self._replan(population, None, spread=0.0)
         option = self._second_stage_option(head, self.score[self.scored_order, head], population, head_fee)
-        if option is None or option.cost >= (1.0 - self.second_stage_margin) * (single - head_fee):
+        if option is None or not self._two_passes_pay(head_fee, option, single, single_expected):
             return False
         self.second, self.split = option.second, option.split
         self.second_items = self.scored_order[self.score[self.scored_order, head] <= option.split]
@@ -309,6 +319,10 @@ class ScoreFirstCascade(Policy):
         self.phase = "second_pass"
         return True
 
+    def _two_passes_pay(self, head_fee: float, stage, one_pass: float, one_pass_expected: float) -> bool:
+        keep = 1.0 - self.second_stage_margin
+        return head_fee + stage.cost < keep * one_pass and head_fee + stage.expected_cost < keep * one_pass_expected
+
     def _second_stage_option(self, head: int, head_scores: np.ndarray, population: int, head_fee: float):
         """The pilot's best second stage behind ``head`` (None: no other scored pilot model), projected for
         ``population`` items whose head scores are ``head_scores`` (or a sample of them)."""
@@ -316,7 +330,7 @@ class ScoreFirstCascade(Policy):
         pilot_second = {
             m: (self.score[pilot, m], ~self.agree[pilot, m])
             for m in self.pilot_models
-            if m != head and self._scored(m, pilot)
+            if self.unit_cost(head) < self.unit_cost(m) and self._scored(m, pilot)
         }
         if not pilot_second:
             return None
@@ -361,7 +375,7 @@ class ScoreFirstCascade(Policy):
         ]
         self.phase = "sample" if self._to_label else "done"
 
-    def _replan(self, population: int, sizes: list[int] | None) -> tuple[int, float, float]:
+    def _replan(self, population: int, sizes: list[int] | None, spread: float | None = None) -> tuple[int, float, float]:
         """Project the certificate from the pilot's (or calibration) labels, placed among the batch's scores."""
         head = self.head
         if self.calibration is not None:
@@ -374,7 +388,7 @@ class ScoreFirstCascade(Policy):
         position = expected_rank_fraction(past, self._key(self.scored_order))
         return plan_sample(
             position, wrong, population, self.allowed, self.alpha, self.unit_cost(head), self._reference_cost(),
-            sizes=sizes,
+            sizes=sizes, spread=spread,
         )
 
     def _stop(self, reason: str) -> None:

@@ -14,7 +14,8 @@ Scores lie in [0, 1], so head-group keys ``2 + score`` sort above every second-g
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -23,7 +24,7 @@ from smartmix.policies.prefix_test import expected_rank_fraction, plan_sample
 __all__ = ["StageOption", "best_second_stage", "composite_key", "composite_wrong", "HEAD_GROUP_OFFSET"]
 
 HEAD_GROUP_OFFSET = 2.0
-SPLIT_SHARES = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2))  # shares of the scored items sent to the second stage
+SPLIT_SHARES = tuple(np.round(np.arange(0.1, 0.91, 0.1), 2))  # shares of the scored items sent to the second stage
 
 
 def composite_key(head_score: np.ndarray, second_score: np.ndarray, split: float) -> np.ndarray:
@@ -45,6 +46,7 @@ class StageOption:
     cost: float  # projected: the second pass, the labels and the reference on what is not kept (not the head's pass)
     labels: int
     kept: float
+    expected_cost: float  # the same at the expected outcome rather than one deviation worse
 
 
 def best_second_stage(
@@ -73,7 +75,7 @@ def best_second_stage(
     if population == 0 or not len(population_head):
         return None
     splits = np.unique(np.quantile(population_head, SPLIT_SHARES))
-    best: StageOption | None = None
+    best, best_inputs = None, None
     for m, (score, wrong) in pilot_second.items():
         for split in splits:
             share = float(np.mean(population_head <= split))
@@ -87,7 +89,14 @@ def best_second_stage(
             labels, cost, kept = plan_sample(
                 expected_rank_fraction(key[ok]), bad[ok], population, allowed, alpha, 0.0, reference_cost
             )
-            total = cost + share * population * second_cost[m]
-            if best is None or total < best.cost:
-                best = StageOption(m, float(split), share, total, labels, kept)
-    return best
+            fee = share * population * second_cost[m]
+            if best is None or cost + fee < best.cost:
+                best = StageOption(m, float(split), share, cost + fee, labels, kept, math.nan)
+                best_inputs = (key[ok], bad[ok], fee)
+    if best is None:
+        return None
+    key, bad, fee = best_inputs
+    _, expected, _ = plan_sample(
+        expected_rank_fraction(key), bad, population, allowed, alpha, 0.0, reference_cost, spread=0.0
+    )
+    return replace(best, expected_cost=expected + fee)
