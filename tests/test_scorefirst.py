@@ -1,6 +1,7 @@
 """The score-first cascade: the prefix test against exact computation and simulation, the never-worse gate,
-calibration chosen from a separate file, and a validity smoke at the edge."""
+calibration chosen from a separate file, the hand-over, the second stage, and validity smokes at the edge."""
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -370,3 +371,22 @@ def test_engine_runs_a_second_stage_and_pays_each_call_once(shared_data, tmp_pat
     comparator = ExactComparator()
     agree = [comparator.agree(a, reference[i]) for i, a in zip(df["id"], df["answer"], strict=True)]
     assert sum(agree) / len(agree) >= 0.8
+
+
+def test_a_second_stage_is_never_planned_beyond_the_fee_the_preview_counts():
+    """best_second_stage skips every option whose second pass would cost more than it is allowed to (the
+    preview's upper figure counts one pass of the priciest candidate)."""
+    from smartmix.policies.second_stage import best_second_stage
+
+    rng = np.random.default_rng(0)
+    n_pilot, population = 400, 50_000
+    head_wrong = rng.random(n_pilot) > 0.6
+    head = np.where(head_wrong, rng.random(n_pilot) * 0.6, 0.4 + rng.random(n_pilot) * 0.6)
+    second_wrong = rng.random(n_pilot) > 0.9
+    second = np.where(second_wrong, rng.random(n_pilot) * 0.5, 0.5 + rng.random(n_pilot) * 0.5)
+    args = (head, head_wrong, {1: (second, second_wrong)}, rng.random(population), 5_000, 0.05, {1: 4.0}, 20.0)
+    free = best_second_stage(*args, max_second_fee=math.inf)
+    assert free is not None and free.cost < 20.0 * population * 0.5  # an accurate second model pays
+    capped = best_second_stage(*args, max_second_fee=0.3 * population * 4.0)
+    assert capped is not None and capped.share * population * 4.0 <= 0.3 * population * 4.0
+    assert best_second_stage(*args, max_second_fee=0.05 * population * 4.0) is None  # no split sends so few
