@@ -84,6 +84,28 @@ def test_preview_break_even_grows_with_the_target_and_the_candidates_price():
     assert break_even_items(cheap, "ref", "mix", 1.0) is None
 
 
+def test_preview_gives_the_cascades_break_even_from_its_own_pilot_decision():
+    """The cascade's break-even is the policy's own go rule fed perfect pilot answers: small with a cheap head,
+    none at target 1, and with a head above half the reference's price only where the hand-over can run."""
+    import io
+
+    from rich.console import Console
+
+    from smartmix.policies.scorefirst import ScoreFirstCascade
+    from smartmix.preview import Preview, cascade_break_even_items, render_preview
+
+    cheap = {"mini": 0.03, "mid": 0.18, "ref": 0.5}
+    dear = {"mini": 0.3, "mid": 0.4, "ref": 0.5}
+    low = cascade_break_even_items(cheap, "ref", 0.9)
+    assert low is not None and low < 100
+    assert cascade_break_even_items(cheap, "ref", 1.0) is None
+    separate = int((2 / ScoreFirstCascade.separate_pilot_share) ** 2)  # where the pilot stays out: 10,000
+    assert cascade_break_even_items(dear, "ref", 0.9) >= separate
+    out = io.StringIO()
+    render_preview(Preview(500, cheap, "ref", "cascade", {"cascade": low}), Console(file=out, width=200))
+    assert f"'cascade' answers with the reference after its pilot below ~{low:,} items" in out.getvalue()
+
+
 def test_preview_states_the_never_worse_cap_not_every_model_on_every_item():
     """The cost preview's upper figure is the bill the never-worse rule allows (the test above holds the
     methods to it), not the sum of every model on every item."""

@@ -103,6 +103,41 @@ def break_even_items(
     return None
 
 
+CASCADE_BREAK_EVEN_CAP = 1_000_000
+
+
+def cascade_break_even_items(
+    prices: dict[str, float], reference: str, target: float = 0.9, confidence: float = 0.95
+) -> int | None:
+    """Smallest batch on which ``cascade`` would pay for a first pass at all: its own pilot decision, fed
+    candidates that agree on every pilot item with full confidence. Below it the cascade answers with the
+    reference after its pilot. None: not at any size up to :data:`CASCADE_BREAK_EVEN_CAP` items."""
+    import numpy as np
+
+    from smartmix.policies import BatchSpec, Guarantee
+    from smartmix.policies.scorefirst import ScoreFirstCascade
+
+    candidates = sorted((p, m) for m, p in prices.items() if m != reference)
+    if not candidates or prices[reference] <= 0:
+        return None
+    models = tuple(m for _, m in candidates) + (reference,)
+    n = 16
+    while n <= CASCADE_BREAK_EVEN_CAP:
+        policy = ScoreFirstCascade(BatchSpec(n, models, Guarantee(target, confidence)))
+        while policy.phase in ("probe", "pilot") and policy.delegate is None:
+            batch = policy.next_batch()
+            if batch is None:
+                break
+            shape = (len(batch.items), len(batch.models))
+            cost = np.tile([prices[models[m]] for m in batch.models], (shape[0], 1))
+            score = np.where(np.asarray(batch.models) == len(models) - 1, np.nan, 1.0) * np.ones(shape)
+            policy.observe(batch, np.ones(shape, dtype=bool), cost, score)
+        if policy.phase == "first_pass" or policy.delegate is not None:
+            return n
+        n = int(n * 1.25) + 1
+    return None
+
+
 def estimate(job: Job, method: str, max_tokens: int, target: float = 0.9, confidence: float = 0.95) -> Preview:
     per_model = {}
     for spec in job.pool.models:
@@ -115,6 +150,7 @@ def estimate(job: Job, method: str, max_tokens: int, target: float = 0.9, confid
     prices = {name: cost / n for name, cost in per_model.items()}
     reference = job.pool.reference.name
     min_items = {m: break_even_items(prices, reference, m, target, confidence) for m in GUARANTEED_PROFILERS}
+    min_items["cascade"] = cascade_break_even_items(prices, reference, target, confidence)
     return Preview(len(job.items), per_model, reference, method, min_items)
 
 
@@ -133,5 +169,12 @@ def render_preview(preview: Preview, console: Console) -> None:
         "Use --max-cost for a hard cap on the spend."
     )
     for name, size in preview.min_items.items():
+        if name == "cascade":
+            below = f"below ~{size:,} items" if size is not None else f"at any batch size up to {CASCADE_BREAK_EVEN_CAP:,}"
+            console.print(
+                f"'cascade' answers with the reference after its pilot {below}: a pass over every item would not "
+                "pay even if the cheap model always agreed."
+            )
+            continue
         below = f"below ~{size:,} items" if size is not None else "at any batch size"
         console.print(f"'{name}' answers with the reference (no profiling) {below}: profiling would not pay.")
