@@ -305,8 +305,10 @@ class ScoreFirstCascade(Policy):
         option = self._second_stage_option(head, self.score[self.scored_order, head], population, head_fee)
         if option is None or not self._two_passes_pay(head_fee, option, single, single_expected):
             return False
-        self.second, self.split = option.second, option.split
-        self.second_items = self.scored_order[self.score[self.scored_order, head] <= option.split]
+        second_items = self.scored_order[self.score[self.scored_order, head] <= option.split]
+        if not len(second_items):
+            return False
+        self.second, self.split, self.second_items = option.second, option.split, second_items
         self.projection["second_stage"] = {
             "model": self.spec.models[option.second],
             "below_head_score": option.split,
