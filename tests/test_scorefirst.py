@@ -39,6 +39,45 @@ def brute_prefix(ranks, wrong, population, allowed, alpha):
     return last
 
 
+def _bootstrap_file(shared_data, name: str, n: int, seed: int, path: Path) -> Path:
+    """``n`` recorded items of one shared set drawn with replacement, ids made unique."""
+    import json
+    import random
+
+    rows = [json.loads(line) for line in (shared_data / name / "test.jsonl").read_text().splitlines()]
+    rng = random.Random(seed)
+    with path.open("w") as f:
+        for k in range(n):
+            row = dict(rng.choice(rows))
+            row["id"] = f"{row['id']}#{k}"
+            f.write(json.dumps(row) + "\n")
+    return path
+
+
+def _calls_per_model(result) -> dict[str, int]:
+    calls: dict[str, int] = {}
+    for (model, _phase), n in result.ledger.calls.items():
+        calls[model] = calls.get(model, 0) + n
+    return calls
+
+
+def _agreement_with_recorded(result, path: Path, reference: str) -> float:
+    """Share of the answers written that equal the reference's recorded answer."""
+    import json
+
+    from smartmix.tasks import ExactComparator
+
+    recorded = {}
+    with path.open() as f:
+        for line in f:
+            row = json.loads(line)
+            recorded[row["id"]] = row["outputs"][reference]["answer"]
+    df = result.to_pandas()
+    comparator = ExactComparator()
+    agree = [comparator.agree(a, recorded[i]) for i, a in zip(df["id"], df["answer"], strict=True)]
+    return sum(agree) / len(agree)
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_certified_prefix_matches_testing_every_prefix(seed):
     rng = np.random.default_rng(seed)
@@ -236,40 +275,19 @@ def test_engine_hands_over_on_a_large_batch_and_pays_each_call_once(shared_data,
     """The real engine on 20,000 recorded items (medmcqa-llama drawn with replacement, ids made unique):
     cascade-profiled takes over after the pilot, reuses the pilot's answers, and no (item, model) call is
     paid twice; the answers written meet T against the reference's recorded ones."""
-    import json
-    import random
-
     import smartmix
-    from smartmix.tasks import ExactComparator
 
-    rows = [json.loads(line) for line in (shared_data / "medmcqa-llama" / "test.jsonl").read_text().splitlines()]
-    rng = random.Random(1)
-    path = tmp_path / "big.jsonl"
-    with path.open("w") as f:
-        for k in range(20_000):
-            row = dict(rng.choice(rows))
-            row["id"] = f"{row['id']}#{k}"
-            f.write(json.dumps(row) + "\n")
+    path = _bootstrap_file(shared_data, "medmcqa-llama", 20_000, 1, tmp_path / "big.jsonl")
     result = smartmix.run(
         path, reference="llama3.1-405b", models=["llama3.1-70b", "llama3.1-405b"], target=0.95, method="cascade", seed=0
     )
     assert "took over" in result.certificate.details["fallback_reason"]
-    calls: dict[str, int] = {}
-    for (model, _phase), n in result.ledger.calls.items():
-        calls[model] = calls.get(model, 0) + n
+    calls = _calls_per_model(result)
     assert max(calls.values()) <= 20_000
     stage = result.certificate.details["chain"][0]
     assert calls[stage] == 20_000  # the chain's first stage answered every item exactly once
     assert result.savings > 1.15
-    df = result.to_pandas()
-    reference = {}
-    with path.open() as f:
-        for line in f:
-            row = json.loads(line)
-            reference[row["id"]] = row["outputs"]["llama3.1-405b"]["answer"]
-    comparator = ExactComparator()
-    agree = [comparator.agree(a, reference[i]) for i, a in zip(df["id"], df["answer"], strict=True)]
-    assert sum(agree) / len(agree) >= 0.95
+    assert _agreement_with_recorded(result, path, "llama3.1-405b") >= 0.95
 
 
 def test_the_head_is_the_cheapest_whose_first_pass_pays():
@@ -329,27 +347,14 @@ def test_engine_runs_a_second_stage_and_pays_each_call_once(shared_data, tmp_pat
     """The real engine on 20,000 recorded items (triviaqa-llama drawn with replacement, ids made unique):
     llama3.1-8b answers every item, llama3.1-70b only the ones 8b is unsure of (and the pilot), no
     (item, model) call is paid twice, and the answers written meet T against the reference's recorded ones."""
-    import json
-    import random
-
     import smartmix
-    from smartmix.tasks import ExactComparator
 
-    rows = [json.loads(line) for line in (shared_data / "triviaqa-llama" / "test.jsonl").read_text().splitlines()]
-    rng = random.Random(2)
-    path = tmp_path / "big.jsonl"
-    with path.open("w") as f:
-        for k in range(20_000):
-            row = dict(rng.choice(rows))
-            row["id"] = f"{row['id']}#{k}"
-            f.write(json.dumps(row) + "\n")
+    path = _bootstrap_file(shared_data, "triviaqa-llama", 20_000, 2, tmp_path / "big.jsonl")
     models = ["llama3.1-8b", "llama3.1-70b", "llama3.1-405b"]
     result = smartmix.run(path, reference="llama3.1-405b", models=models, target=0.8, method="cascade", seed=0)
     details = result.certificate.details
     assert details["chain"] == models
-    calls: dict[str, int] = {}
-    for (model, _phase), n in result.ledger.calls.items():
-        calls[model] = calls.get(model, 0) + n
+    calls = _calls_per_model(result)
     assert calls["llama3.1-8b"] == 20_000
     second_items = details["second_stage"]["items"]
     assert second_items < calls["llama3.1-70b"] <= second_items + details["pilot_items"]
@@ -362,15 +367,7 @@ def test_engine_runs_a_second_stage_and_pays_each_call_once(shared_data, tmp_pat
     console = Console(record=True, width=200)
     render(result, console)
     assert f"Second stage: the {second_items:,} items llama3.1-8b scored at or below" in console.export_text()
-    df = result.to_pandas()
-    reference = {}
-    with path.open() as f:
-        for line in f:
-            row = json.loads(line)
-            reference[row["id"]] = row["outputs"]["llama3.1-405b"]["answer"]
-    comparator = ExactComparator()
-    agree = [comparator.agree(a, reference[i]) for i, a in zip(df["id"], df["answer"], strict=True)]
-    assert sum(agree) / len(agree) >= 0.8
+    assert _agreement_with_recorded(result, path, "llama3.1-405b") >= 0.8
 
 
 def test_a_second_stage_is_never_planned_beyond_the_fee_the_preview_counts():
