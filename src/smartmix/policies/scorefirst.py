@@ -6,7 +6,9 @@ Steps (validity in docs/guarantee.md, statistics in :mod:`smartmix.policies.pref
    uniformly random pilot is then asked of the reference and of the cheapest candidates whose calls fit a
    stated allowance (``pilot_overhead`` of the reference-only bill). The pilot only chooses: which candidate
    heads the cascade, and how many reference labels to buy. It never enters the certificate, and its items
-   are answered by the reference.
+   are answered by the reference. On batches where it stays out of the certificate, its first part
+   (``screen_share``, at least ``screen_min`` items) screens the candidates, and the rest of the pilot asks
+   only those still in reach of the best projection (:meth:`ScoreFirstCascade._screen`).
 2. **Never worse.** For each candidate with scores, the projected bill of a score-first cascade (its calls on
    every item, the reference on what it does not keep and on the labels) is compared with reference-only;
    the first pass is paid only when the projected saving exceeds the first pass's own fee. Otherwise
@@ -60,6 +62,9 @@ class ScoreFirstCascade(Policy):
     mix_margin: ClassVar[float] = 0.85  # without scores, the mix must project below this share of reference-only
     separate_pilot_share: ClassVar[float] = 0.02  # a pilot at most this share of N stays out of the certificate
     second_stage_margin: ClassVar[float] = 0.10  # a two-pass plan must project this much below the best one-pass plan
+    screen_share: ClassVar[float] = 0.25  # a separate pilot's first part, asked of every pilot model, screens them
+    screen_slack: ClassVar[float] = 1.25  # a model stays when its projection is within this factor of the best
+    screen_min: ClassVar[int] = 100  # fewer pilot items screen nothing
 
     def __init__(self, spec):
         super().__init__(spec)
@@ -75,6 +80,8 @@ class ScoreFirstCascade(Policy):
         self.calls = np.zeros(n_models, dtype=np.int64)
         self.pilot_size = 0 if n == 0 else min(n, max(self.pilot_min, min(self.pilot_max, round(2 * math.sqrt(n)))))
         self.pilot_models: tuple[int, ...] = ()
+        self.screen_size = self.pilot_size  # pilot items asked of every pilot model (see _screen)
+        self.screened_out: tuple[int, ...] = ()
         self.head: int | None = None
         self.second: int | None = None  # second stage (see smartmix.policies.second_stage); None: head only
         self.split = -math.inf  # head scores at or below this go to the second stage
@@ -117,7 +124,9 @@ class ScoreFirstCascade(Policy):
         if self.phase == "probe":
             return ProfileBatch(self.order[:1], (*spec.candidates, self.reference))
         if self.phase == "pilot":
-            return ProfileBatch(self.order[1 : self.pilot_size], (*self.pilot_models, self.reference))
+            return ProfileBatch(self.order[1 : self.screen_size], (*self.pilot_models, self.reference))
+        if self.phase == "pilot_rest":
+            return ProfileBatch(self.order[self.screen_size : self.pilot_size], (*self.pilot_models, self.reference))
         if self.phase == "first_pass":
             items = self.first_pass_items[self.passed : self.passed + self.pass_chunk]
             return ProfileBatch(items, (self.head,))
@@ -149,6 +158,11 @@ class ScoreFirstCascade(Policy):
         if self.phase == "probe":
             self._after_probe()
         elif self.phase == "pilot":
+            if self.screen_size < self.pilot_size:
+                self._screen()
+            else:
+                self._after_pilot()
+        elif self.phase == "pilot_rest":
             self._after_pilot()
         elif self.phase == "first_pass":
             self.passed += len(items)
@@ -185,7 +199,55 @@ class ScoreFirstCascade(Policy):
                 chosen.append(m)
                 spent += extra
         self.pilot_models = tuple(sorted(chosen))
+        if not self.reuse_pilot and len(self.pilot_models) > 1:
+            screen = max(self.screen_min, round(self.screen_share * self.pilot_size))
+            self.screen_size = min(self.pilot_size, screen)
         self.phase = "pilot"
+
+    def _screen(self) -> None:
+        """After the pilot's first part, drop the pilot models that project far from heading the cascade or
+        serving as its second stage; the rest of the pilot asks only the others (and the reference).
+
+        The pilot stays out of the certificate (this runs only then), so how it is spent costs no δ. A model
+        stays when its projection at the expected outcome is within ``screen_slack`` of the best one-pass
+        projection, as a head or behind a cheaper head that stays: a few dozen items only rule out the
+        clearly outclassed, such as a pricier model that would not beat the cheapest even keeping every item.
+        """
+        screen = self.order[: self.screen_size]
+        n = self.spec.n_items
+        scored = [m for m in self.pilot_models if self._scored(m, screen)]
+        if not scored:  # nothing to screen on: a model mix, if it takes over, learns from every model's answers
+            self.phase = "pilot_rest"
+            return
+        expected = {}
+        for m in scored:
+            s = self.score[screen, m]
+            ok = np.isfinite(s)
+            expected[m] = plan_sample(
+                expected_rank_fraction(s[ok]), ~self.agree[screen[ok], m], n, self.allowed, self.alpha,
+                self.unit_cost(m), self._reference_cost(), spread=0.0,
+            )[1]
+        # every plan the screen can project: each model alone, and each behind a cheaper head as its second stage
+        plans: list[tuple[float, set[int]]] = [(expected[m], {m}) for m in scored]
+        ceiling = n * max(self.unit_cost(c) for c in self.spec.candidates)
+        for h in scored:
+            head_fee = n * self.unit_cost(h)
+            head_scores = self.score[screen, h]
+            for m in scored:
+                if not self.unit_cost(h) < self.unit_cost(m):
+                    continue
+                option = best_second_stage(
+                    head_scores, ~self.agree[screen, h], {m: (self.score[screen, m], ~self.agree[screen, m])},
+                    head_scores, self.allowed, self.alpha, {m: self.unit_cost(m)}, self._reference_cost(),
+                    ceiling - head_fee, population=n,
+                )
+                if option is not None:
+                    plans.append(((head_fee + option.expected_cost) / (1.0 - self.second_stage_margin), {h, m}))
+        bar = self.screen_slack * min(cost for cost, _ in plans)
+        keep = set().union(*(models for cost, models in plans if cost <= bar))
+        self.screened_out = tuple(m for m in self.pilot_models if m not in keep)
+        self.pilot_models = tuple(sorted(keep))
+        self.phase = "pilot_rest"
 
     def _scored(self, m: int, items: np.ndarray) -> bool:
         return bool(len(items)) and float(np.mean(np.isfinite(self.score[items, m]))) >= self.min_scored
@@ -552,6 +614,9 @@ class ScoreFirstCascade(Policy):
             "allowed_disagreements": self.allowed,
             "pilot_items": self.pilot_size,
             "pilot_models": [names[m] for m in self.pilot_models],
+            "pilot_screened_out": {"after_items": self.screen_size, "models": [names[m] for m in self.screened_out]}
+            if self.screened_out
+            else None,
             "certification_labels": int(len(self.sample)),
             "certified_prefix": int(prefix),
             "kept_items": int(len(kept)),
