@@ -70,7 +70,6 @@ def test_demo_cli_leaves_no_server_behind(tmp_path):
     assert processes_tagged(tag) == []  # the llama.cpp servers the demo started are gone
 
 
-
 def test_install_models_sets_up_the_local_models_and_runs_nothing(tmp_path, monkeypatch):
     """The test command's set-up step: with every local model present it installs nothing and writes nothing."""
     from typer.testing import CliRunner

@@ -389,15 +389,16 @@ def test_a_second_stage_is_never_planned_beyond_the_fee_the_preview_counts():
     assert best_second_stage(*args, max_second_fee=0.05 * population * 4.0) is None  # no split sends so few
 
 
-def _drive(policy, agree, cost, score) -> np.ndarray:
-    """The policy's loop over recorded arrays, as the engine runs it; returns each model's distinct items asked
-    (the engine's journal never pays an (item, model) pair twice)."""
-    asked = np.zeros(agree.shape, dtype=bool)
-    while (batch := policy.next_batch()) is not None:
-        grid = np.ix_(np.asarray(batch.items), list(batch.models))
-        asked[grid] = True
-        policy.observe(batch, agree[grid], cost[grid], score[grid])
-    return asked.sum(axis=0)
+def _run_with_asks(policy, agree, cost, score):
+    """Run ``policy`` through the execution core on recorded arrays; returns its execution and each model's
+    distinct items asked (the source pays an (item, model) pair once, as the engine's journal does)."""
+    from smartmix.core.driver import execute, run_inline
+    from smartmix.core.offline import OfflineSource
+
+    source = OfflineSource(agree, cost, score)
+    execution = run_inline(execute(policy, source))
+    asked = [int(((source.called.astype(np.int64) >> m) & 1).sum()) for m in range(agree.shape[1])]
+    return execution, np.array(asked)
 
 
 def test_the_pilot_screens_out_a_pricier_candidate_that_cannot_win_and_keeps_a_useful_second():
@@ -414,16 +415,16 @@ def test_the_pilot_screens_out_a_pricier_candidate_that_cannot_win_and_keeps_a_u
         score = synthetic_scores(agree, separation=2.0, seed=seed)
         score[:, -1] = np.nan
         policy = ScoreFirstCascade(BatchSpec(n, models, Guarantee(0.85), seed=seed))
-        asked = _drive(policy, agree, cost, score)
+        execution, asked = _run_with_asks(policy, agree, cost, score)
         assert policy.screen_size == ScoreFirstCascade.screen_min < policy.pilot_size
         assert policy.screened_out == (1,) and asked[1] == policy.screen_size
-        details = policy.plan().certificate.details
+        details = execution.certificate.details
         assert details["pilot_screened_out"] == {"after_items": policy.screen_size, "models": ["m1"]}
         # m1 is far more accurate where m0 is unsure, at a fifth of the reference's price: a second stage
         agree, cost, models = synthetic_pool(n, [0.6, 0.8], [1.0, 4.0, 20.0], seed=seed)
         score = synthetic_scores(agree, separation=1.5, seed=seed)
         score[:, -1] = np.nan
         policy = ScoreFirstCascade(BatchSpec(n, models, Guarantee(0.9), seed=seed))
-        asked = _drive(policy, agree, cost, score)
+        _, asked = _run_with_asks(policy, agree, cost, score)
         assert policy.screened_out == () and policy.second == 1
         assert asked[1] >= policy.pilot_size + len(policy.second_items) - 1

@@ -219,30 +219,15 @@ class ScoreFirstCascade(Policy):
         if not scored:  # nothing to screen on: a model mix, if it takes over, learns from every model's answers
             self.phase = "pilot_rest"
             return
-        expected = {}
-        for m in scored:
-            s = self.score[screen, m]
-            ok = np.isfinite(s)
-            expected[m] = plan_sample(
-                expected_rank_fraction(s[ok]), ~self.agree[screen[ok], m], n, self.allowed, self.alpha,
-                self.unit_cost(m), self._reference_cost(), spread=0.0,
-            )[1]
         # every plan the screen can project: each model alone, and each behind a cheaper head as its second stage
-        plans: list[tuple[float, set[int]]] = [(expected[m], {m}) for m in scored]
-        ceiling = n * max(self.unit_cost(c) for c in self.spec.candidates)
+        plans = [(self._one_pass(m, screen, spread=0.0)[1], {m}) for m in scored]
         for h in scored:
-            head_fee = n * self.unit_cost(h)
-            head_scores = self.score[screen, h]
             for m in scored:
-                if not self.unit_cost(h) < self.unit_cost(m):
-                    continue
-                option = best_second_stage(
-                    head_scores, ~self.agree[screen, h], {m: (self.score[screen, m], ~self.agree[screen, m])},
-                    head_scores, self.allowed, self.alpha, {m: self.unit_cost(m)}, self._reference_cost(),
-                    ceiling - head_fee, population=n,
-                )
-                if option is not None:
-                    plans.append(((head_fee + option.expected_cost) / (1.0 - self.second_stage_margin), {h, m}))
+                if self.unit_cost(h) < self.unit_cost(m):
+                    head_fee = n * self.unit_cost(h)
+                    option = self._second_stage_option(h, self.score[screen, h], n, head_fee, screen, (m,))
+                    if option is not None:
+                        plans.append(((head_fee + option.expected_cost) / (1.0 - self.second_stage_margin), {h, m}))
         bar = self.screen_slack * min(cost for cost, _ in plans)
         keep = set().union(*(models for cost, models in plans if cost <= bar))
         self.screened_out = tuple(m for m in self.pilot_models if m not in keep)
@@ -272,16 +257,13 @@ class ScoreFirstCascade(Policy):
             self.alpha = self.spec.guarantee.delta / len(with_scores)
         options, stages, expected, rest = {}, {}, {}, n - self.pilot_size
         for m in with_scores:
-            s = self.score[pilot, m]
-            ok = np.isfinite(s)
-            sizes = [max(self.labels_rule(n), int(ok.sum()))] if self.reuse_pilot else None
-            args = (expected_rank_fraction(s[ok]), ~self.agree[pilot[ok], m], n, self.allowed, self.alpha,
-                    self.unit_cost(m), reference_cost)
-            labels, cost, kept = plan_sample(*args, sizes=sizes)
+            scores = self.score[pilot, m]
+            sizes = [max(self.labels_rule(n), int(np.isfinite(scores).sum()))] if self.reuse_pilot else None
+            labels, cost, kept = self._one_pass(m, pilot, sizes=sizes)
             options[m] = (cost, labels, kept, rest * self.unit_cost(m))
             if not self.reuse_pilot:
-                stages[m] = self._second_stage_option(m, s[ok], n, n * self.unit_cost(m))
-                expected[m] = plan_sample(*args, spread=0.0)[1]
+                stages[m] = self._second_stage_option(m, scores, n, n * self.unit_cost(m))
+                expected[m] = self._one_pass(m, pilot, spread=0.0)[1]
         # A two-pass plan must beat every one-pass plan by the margin, both one deviation worse and at the
         # expected outcome: the best of many projections is optimistic, and the second pass's fee is certain.
         for m, stage in stages.items():
@@ -387,13 +369,27 @@ class ScoreFirstCascade(Policy):
         keep = 1.0 - self.second_stage_margin
         return head_fee + stage.cost < keep * one_pass and head_fee + stage.expected_cost < keep * one_pass_expected
 
-    def _second_stage_option(self, head: int, head_scores: np.ndarray, population: int, head_fee: float):
-        """The pilot's best second stage behind ``head`` (None: no other scored pilot model), projected for
-        ``population`` items whose head scores are ``head_scores`` (or a sample of them)."""
-        pilot = self.order[: self.pilot_size]
+    def _one_pass(self, m: int, items: np.ndarray, sizes: list[int] | None = None, spread: float | None = None):
+        """(labels, cost, kept) of a one-pass cascade headed by ``m`` over the batch, projected from the
+        labelled ``items`` (the pilot, or its screened part)."""
+        s = self.score[items, m]
+        ok = np.isfinite(s)
+        return plan_sample(
+            expected_rank_fraction(s[ok]), ~self.agree[items[ok], m], self.spec.n_items, self.allowed, self.alpha,
+            self.unit_cost(m), self._reference_cost(), sizes=sizes, spread=spread,
+        )
+
+    def _second_stage_option(
+        self, head: int, head_scores: np.ndarray, population: int, head_fee: float,
+        items: np.ndarray | None = None, seconds: tuple[int, ...] | None = None,
+    ):
+        """The best second stage behind ``head`` among ``seconds`` (default: every pilot model), projected from
+        the labelled ``items`` (default: the pilot) for ``population`` items whose head scores are
+        ``head_scores`` (or a sample of them). None: no pricier scored model to consider."""
+        pilot = self.order[: self.pilot_size] if items is None else items
         pilot_second = {
             m: (self.score[pilot, m], ~self.agree[pilot, m])
-            for m in self.pilot_models
+            for m in (self.pilot_models if seconds is None else seconds)
             if self.unit_cost(head) < self.unit_cost(m) and self._scored(m, pilot)
         }
         if not pilot_second:
