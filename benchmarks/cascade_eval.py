@@ -34,6 +34,7 @@ from smartmix.bench.data import (  # noqa: E402
     adversarial_rates,
     bootstrap_batch,
     load_dataset,
+    policy_seed,
     trial_seed,
 )
 from smartmix.calibration import Calibration  # noqa: E402
@@ -70,7 +71,7 @@ def _batch(setting: tuple, trial: int, base: int):
         seed = trial_seed(base, "calibrated", name, n, round(target, 6), "", trial)
         calibration, rest = _calibration_split(name)
         batch = bootstrap_batch(rest, n, seed)
-        return batch, batch.score, seed, (("calibration", calibration),)
+        return batch, batch.score, policy_seed(seed), (("calibration", calibration),)
     if kind == "recorded":
         seed = trial_seed(base, "datasets", name, n, round(target, 6), "", trial)
         batch = bootstrap_batch(_DATA[name], n, seed)
@@ -88,9 +89,9 @@ def _batch(setting: tuple, trial: int, base: int):
             # past outputs: an independent pool with the same rates (1,000 items)
             past = adversarial_batch(1000, rates, seed + 10**9, prices)
             calibration = Calibration(past.models, past.agree, past.cost, past.score, f"pool {name} (past)")
-            return batch, batch.score, seed, (("calibration", calibration),)
+            return batch, batch.score, policy_seed(seed), (("calibration", calibration),)
     score = batch.score if scores == "recorded" else None
-    return batch, score, seed, ()
+    return batch, score, policy_seed(seed), ()  # the method's seed: a stream apart from the batch's
 
 
 def _run(job: tuple) -> list[tuple]:

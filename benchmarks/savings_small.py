@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from smartmix.bench.data import bootstrap_batch, load_dataset, trial_seed
+from smartmix.bench.data import bootstrap_batch, load_dataset, policy_seed, trial_seed
 from smartmix.core.offline import simulate
 from smartmix.policies import Guarantee
 from smartmix.stats import wilson_lower
@@ -35,7 +35,8 @@ def one(args: tuple) -> list[tuple[str, bool, float]]:
     batch = bootstrap_batch(_DATA[path], n, seed)
     out = []
     for m in methods:
-        o = simulate(m, batch.agree, batch.cost, batch.models, Guarantee(target, 0.95), seed=seed, score=batch.score)
+        o = simulate(m, batch.agree, batch.cost, batch.models, Guarantee(target, 0.95), seed=policy_seed(seed),
+                     score=batch.score)
         out.append((m, o.hit(target), o.savings))
     return out
 

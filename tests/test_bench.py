@@ -17,6 +17,7 @@ from smartmix.bench.data import (
     adversarial_rates,
     bootstrap_batch,
     load_dataset,
+    policy_seed,
     trial_seed,
 )
 from smartmix.bench.limits import (
@@ -29,7 +30,7 @@ from smartmix.bench.limits import (
 )
 from smartmix.bench.peers import bargain_available
 from smartmix.bench.summary import COLUMNS
-from smartmix.bench.trials import Cell, run_trial
+from smartmix.bench.trials import Cell, run_method, run_trial
 from smartmix.errors import ConfigError
 
 
@@ -132,6 +133,26 @@ def test_trials_are_reproducible_and_paired(small_dataset):
     assert set(a.limits) == {"lp-mix", "two-tier", "floor", "learned-mix", "learned-two-tier"}
     batch = bootstrap_batch(data, 500, a.seed)
     assert np.array_equal(batch.agree, bootstrap_batch(data, 500, a.seed).agree)
+
+
+def test_a_method_draws_its_randomness_apart_from_the_batch(small_dataset):
+    """The batch's rows come from the trial seed; the method must not reuse that stream (its random order
+    would follow the rows drawn, and hit rates would not be those of a fresh batch)."""
+    from smartmix.core.offline import simulate
+    from smartmix.policies import Guarantee
+
+    data = load_dataset(small_dataset)
+    cell = Cell("datasets", data.name, 1000, 0.8, 0.95, ("cascade",), 1, ("recorded", data.name))
+    seeds = [cell.seed(0, t) for t in range(6)]
+    ran, reused = [], []
+    for seed in seeds:
+        batch = bootstrap_batch(data, cell.n, seed)
+        ran.append(run_method("cascade", batch, cell, seed).cost)
+        args = (batch.agree, batch.cost, batch.models, Guarantee(0.8, 0.95))
+        assert simulate("cascade", *args, seed=policy_seed(seed), score=batch.score).cost == ran[-1]
+        reused.append(simulate("cascade", *args, seed=seed, score=batch.score).cost)
+    assert ran != reused
+    assert len({policy_seed(s) for s in seeds} | set(seeds)) == 2 * len(seeds)
 
 
 def test_learned_limits_pay_for_learning_but_not_for_looks():

@@ -12,31 +12,47 @@ from scipy import stats
 from smartmix.core.offline import simulate, synthetic_pool, synthetic_scores
 from smartmix.policies import Guarantee
 from smartmix.policies.prefix_test import (
+    CERTIFIED_SHARE,
+    UNLIMITED,
     certified_prefix,
     expected_rank_fraction,
-    hypergeom_cdf,
     plan_sample,
-    prefix_passes,
+    sample_size,
+    wrong_budget,
 )
-from smartmix.stats import hypergeom_upper
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+def brute_budget(population, allowed, draws, alpha):
+    """The largest c with P(X_j <= j) <= alpha for every j <= c (X_j: draws from population, allowed + 1 + j
+    marked), by scipy one j at a time; None when every possible j passes."""
+    c = -1
+    for j in range(0, min(draws, population - allowed - 1) + 1):
+        if stats.hypergeom.cdf(j, population, allowed + 1 + j, draws) > alpha:
+            return c
+        c = j
+    return None
+
+
 def brute_prefix(ranks, wrong, population, allowed, alpha):
-    """Every prefix tested in order with the exact upper bound; the last of the unbroken run of rejections."""
-    inside = np.zeros(population, dtype=bool)
+    """Walk the order item by item; stop just before the (c + 1)-th sampled wrong answer (never before allowed)."""
+    if population <= allowed:
+        return population
+    c = brute_budget(population, allowed, len(ranks), CERTIFIED_SHARE * alpha)
+    if c is None:
+        return population
+    if c < 0:  # not even a sample without a wrong answer would be evidence enough
+        return allowed
     bad = np.zeros(population, dtype=bool)
-    inside[ranks] = True
     bad[ranks[wrong]] = True
-    last = 0
-    for k in range(1, population + 1):
-        n, d = int(inside[:k].sum()), int(bad[:k].sum())
-        ok = k <= allowed or (n > 0 and hypergeom_upper(d, n, k, alpha) <= allowed)
-        if not ok:
-            break
-        last = k
-    return last
+    seen = 0
+    for k in range(population):
+        if bad[k]:
+            seen += 1
+            if seen > c:
+                return max(allowed, k)
+    return population
 
 
 def _bootstrap_file(shared_data, name: str, n: int, seed: int, path: Path) -> Path:
@@ -90,38 +106,69 @@ def test_certified_prefix_matches_testing_every_prefix(seed):
     assert certified_prefix(ranks, wrong, population, allowed, alpha) == brute_prefix(ranks, wrong, population, allowed, alpha)
 
 
-def test_hypergeometric_cdf_matches_scipy():
+def test_wrong_budget_matches_scipy_one_value_at_a_time():
     rng = np.random.default_rng(1)
-    for _ in range(300):
+    for _ in range(200):
         population = int(rng.integers(1, 3000))
-        successes = int(rng.integers(0, population + 1))
+        allowed = int(rng.integers(0, population + 1))
         draws = int(rng.integers(0, population + 1))
-        x = int(rng.integers(-1, draws + 2))
-        expected = float(stats.hypergeom.cdf(x, population, successes, draws))
-        assert hypergeom_cdf(x, population, successes, draws) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+        alpha = float(rng.choice([0.01, 0.035, 0.05, 0.2]))
+        expected = brute_budget(population, allowed, draws, alpha)
+        assert wrong_budget(population, allowed, draws, alpha) == (UNLIMITED if expected is None else expected)
 
 
-def test_prefix_test_is_the_exact_upper_bound():
-    for k, n, d, allowed in [(500, 60, 2, 60), (500, 60, 5, 60), (1000, 200, 12, 100), (80, 0, 0, 79)]:
-        expected = k <= allowed or (n > 0 and hypergeom_upper(d, n, k, 0.05) <= allowed)
-        assert prefix_passes(k, n, d, allowed, 0.05) == expected
-
-
-def test_prefix_test_rejects_a_true_null_at_most_alpha_of_the_time():
-    """Population with exactly allowed + 1 wrong answers (the edge of the null), all in the first prefix."""
-    rng = np.random.default_rng(0)
-    population, allowed, n, alpha, trials = 150, 15, 30, 0.05, 1500
+@pytest.mark.parametrize(
+    ("population", "allowed", "draws", "placement"),
+    [(400, 40, 60, "top"), (400, 40, 60, "spread"), (1000, 100, 126, "top"), (300, 15, 69, "top")],
+)
+def test_certificate_fails_at_most_its_exact_bound(population, allowed, draws, placement):
+    """Wrong answers beyond what the batch may hold, at the top of the order (where the bound is reached
+    exactly) or spread through it: over 3,000 samples the certified prefix holds more than ``allowed`` wrong
+    answers no more often than the exact bound P(X_c <= c) allows, and that bound is within the certificate's
+    share of alpha."""
+    rng = np.random.default_rng(population + draws)
+    alpha, trials = 0.05, 3000
+    c = wrong_budget(population, allowed, draws, CERTIFIED_SHARE * alpha)
+    wrong_count = allowed + c + 1 + 30
     wrong_items = np.zeros(population, dtype=bool)
-    wrong_items[rng.choice(population, allowed + 1, replace=False)] = True
-    rejected = 0
+    if placement == "top":
+        wrong_items[:wrong_count] = True
+    else:
+        wrong_items[rng.choice(population, wrong_count, replace=False)] = True
+    bound = float(stats.hypergeom.cdf(c, population, allowed + 1 + c, draws))
+    assert bound <= CERTIFIED_SHARE * alpha
+    failures = 0
     for _ in range(trials):
-        ranks = rng.choice(population, n, replace=False)
-        rejected += certified_prefix(ranks, wrong_items[ranks], population, allowed, alpha) == population
-    bound = alpha + 3 * np.sqrt(alpha * (1 - alpha) / trials)
-    assert rejected / trials <= bound
-    # and the exact rejection probability of the whole population's test is below alpha
-    c = max(d for d in range(n + 1) if stats.hypergeom.cdf(d, population, allowed + 1, n) <= alpha)
-    assert stats.hypergeom.cdf(c, population, allowed + 1, n) <= alpha
+        ranks = rng.choice(population, draws, replace=False)
+        prefix = certified_prefix(ranks, wrong_items[ranks], population, allowed, alpha)
+        sampled = np.zeros(population, dtype=bool)
+        sampled[ranks] = True
+        failures += int((wrong_items[:prefix] & ~sampled[:prefix]).sum()) > allowed
+    slack = 3 * math.sqrt(bound * (1 - bound) / trials)
+    assert failures / trials <= bound + slack
+    if placement == "top":  # the bound is reached: the test is exact, not merely safe
+        assert failures / trials >= bound - slack
+
+
+def test_agreement_exactly_at_the_target_never_fails():
+    """A cheap model with exactly ``allowed`` wrong answers can never break the guarantee, wherever they sit."""
+    rng = np.random.default_rng(3)
+    population, allowed, draws = 500, 50, 90
+    for _ in range(300):
+        wrong_items = np.zeros(population, dtype=bool)
+        wrong_items[rng.choice(population, allowed, replace=False)] = True
+        ranks = rng.choice(population, draws, replace=False)
+        prefix = certified_prefix(ranks, wrong_items[ranks], population, allowed, 0.05)
+        assert wrong_items[:prefix].sum() <= allowed
+
+
+def test_sample_size_buys_the_full_level_budget_at_the_certificate_share():
+    for population, allowed, draws in [(1000, 100, 126), (2000, 200, 179), (50000, 5000, 894), (300, 15, 69)]:
+        size = sample_size(population, allowed, draws, 0.05)
+        assert draws <= size <= draws + 20
+        assert wrong_budget(population, allowed, size, CERTIFIED_SHARE * 0.05) == wrong_budget(population, allowed, draws, 0.05)
+        if size > draws:  # and not one label more than that takes
+            assert wrong_budget(population, allowed, size - 1, CERTIFIED_SHARE * 0.05) < wrong_budget(population, allowed, draws, 0.05)
 
 
 def test_planning_prefers_a_sample_when_scores_separate():

@@ -22,6 +22,7 @@ __all__ = [
     "adversarial_batch",
     "adversarial_rates",
     "bootstrap_batch",
+    "policy_seed",
     "default_data_paths",
     "find_data_files",
     "load_dataset",
@@ -84,6 +85,17 @@ def trial_seed(base: int, *keys: object) -> int:
     words = [int(base) & 0xFFFFFFFF, (int(base) >> 32) & 0xFFFFFFFF]
     words += [zlib.crc32(repr(k).encode()) for k in keys]
     return int(np.random.SeedSequence(words).generate_state(2, dtype=np.uint32).view(np.uint64)[0] >> np.uint64(1))
+
+
+def policy_seed(batch_seed: int) -> int:
+    """The seed a method runs with on the batch drawn from ``batch_seed``: derived from it, but a separate stream.
+
+    Drawing the batch and the method's own randomness (its random order, its samples) from generators seeded
+    alike correlates them: ``default_rng(s).integers`` (the bootstrap rows) and ``default_rng(s).permutation``
+    (the order a policy samples in) consume the same raw words, so which items a method samples is tied to
+    which recorded rows the batch holds, and hit rates measured that way are not those of a fresh batch.
+    """
+    return trial_seed(batch_seed, "policy")
 
 
 # ---------------------------------------------------------------------------------------------------

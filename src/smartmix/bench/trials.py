@@ -29,6 +29,7 @@ from smartmix.bench.data import (
     BenchData,
     adversarial_batch,
     bootstrap_batch,
+    policy_seed,
     pool_batch,
     simulated_batch,
     trial_seed,
@@ -197,6 +198,7 @@ def run_method(method: str, batch: Batch, cell: Cell, seed: int) -> MethodResult
     from smartmix.policies import Guarantee
 
     start = time.perf_counter()
+    seed = policy_seed(seed)  # the batch came from ``seed``; the method's own draws must not follow it
     if method == "bargain":
         proxy = proxy_column(batch)
         if proxy is None:

@@ -1,104 +1,103 @@
-"""The score-first cascade's statistics: an exact fixed-sequence test over score prefixes, and its planning.
+"""The score-first cascade's statistics: a certified prefix of the score order, and its planning.
 
 Setting. Every item of a population of ``population`` items has a confidence score from the cheap model, known
 before any reference label is bought; the items are put in one fixed order, highest score first (ties broken by
-a random order drawn before sampling). Keeping the cheap answer on the first k items of that order leaves
-D(k) wrong answers among them; the batch may hold at most ``allowed`` wrong answers. The hypothesis
-H_k: D(k) > allowed is a statement about the batch alone, and D(k) only grows with k, so the hypotheses are
-nested: the true ones form a suffix of the order.
+a random order drawn before sampling). The reference labels a uniformly random sample of ``draws`` items
+(without replacement, the size fixed before the first label). Keeping the cheap answer on the first k items of
+the order, except on the sampled ones (they take the reference's answer), leaves U(k) wrong answers; the batch
+may hold at most ``allowed`` (A) of them.
 
-The reference labels a uniformly random sample (without replacement) of the population. Given how many
-sampled items fall in the first k, those are a uniformly random subset of the first k items, so the number
-of wrong answers among them is hypergeometric: H_k is rejected when observing at most that many wrong
-answers has probability <= alpha under D(k) = allowed + 1 (the most favourable count of the null; the
-probability only falls as D(k) grows). Testing k = 1, 2, ... in order, each at the full alpha, and keeping
-the longest prefix whose every test rejected is fixed-sequence testing: a wrong certificate needs the test
-at the first true null to reject, which has probability <= alpha. A prefix of at most ``allowed`` items
-needs no test at all.
+The certificate. Let c be the largest count with P(X_j <= j) <= alpha for every j <= c, where X_j is
+hypergeometric (``draws`` draws from ``population`` items of which A + 1 + j are marked). The certified
+prefix ends just before the (c + 1)-th sampled wrong answer of the order (or covers the order if there are
+no more), and is never shorter than A items (which cannot hold more than A wrong answers).
+
+Why it is valid, for any placement of the wrong answers in the order. U(k) grows by one at each wrong answer
+that was not sampled. If the certified prefix holds more than A of them, let k1 be the position of the
+(A + 1)-th, and J the number of sampled wrong answers before it; the prefix reaches k1, so J <= c. Then among
+the first A + 1 + c wrong answers of the order, at least A + 1 were not sampled (the first A + 1 + J already
+hold A + 1), so at most c were sampled. Those A + 1 + c items are fixed before sampling, so how many of them
+the sample holds is X_c: the failure has probability at most P(X_c <= c) <= alpha. (If the population holds
+only W < A + 1 + c wrong answers, the same argument bounds it by P(X_j <= j) with j = W - A - 1 <= c.) No
+test per prefix and no multiplicity: the sampled correct answers play no part, and each sampled wrong answer
+counts twice in the product's favour, as evidence and as an answer the reference corrects.
 """
 
 from __future__ import annotations
 
-import math
+from functools import lru_cache
 
 import numpy as np
 from scipy import stats
 
-__all__ = ["certified_prefix", "expected_rank_fraction", "hypergeom_cdf", "prefix_passes", "plan_sample"]
+__all__ = [
+    "CERTIFIED_SHARE", "UNLIMITED", "certified_prefix", "expected_rank_fraction", "plan_sample", "sample_size",
+    "wrong_budget",
+]
+
+UNLIMITED = 1 << 62  # wrong_budget's value when no placement of the wrong answers can break the guarantee
+# The certificate's failure bound, as a share of its alpha. The bound is exact (it is reached whenever the batch
+# holds enough wrong answers), so spending all of alpha would make the realised miss rate sit at alpha itself;
+# a few more labels (sample_size) buy the same budget at this share, and the guarantee holds with room.
+CERTIFIED_SHARE = 0.7
 
 
-def prefix_passes(k: int, sampled: int, wrong: int, allowed: int, alpha: float) -> bool:
-    """Whether H_k (more than ``allowed`` wrong answers among the first ``k`` items) is rejected.
+@lru_cache(maxsize=4096)
+def wrong_budget(population: int, allowed: int, draws: int, alpha: float) -> int:
+    """c: how many sampled wrong answers the certified prefix may contain (-1: none; ``UNLIMITED``: any).
 
-    ``sampled`` of the first ``k`` items were labelled, ``wrong`` of them disagree.
+    The largest c with P(X_j <= j) <= alpha for every j <= c, X_j ~ Hypergeometric(population, allowed + 1 + j,
+    draws) (module doc). Only j <= population - allowed - 1 are possible; when every possible j passes, no
+    placement of the wrong answers can break the guarantee.
     """
-    if k <= allowed:
-        return True
-    if sampled <= 0:
-        return False
-    return hypergeom_cdf(wrong, k, allowed + 1, sampled) <= alpha
+    top = population - allowed - 1
+    if top < 0:
+        return UNLIMITED
+    j_max = min(top, draws)
+    lo, width = 0, 64
+    while lo <= j_max:
+        j = np.arange(lo, min(j_max, lo + width - 1) + 1)
+        q = stats.hypergeom.cdf(j, population, allowed + 1 + j, draws)
+        failing = np.flatnonzero(~(q <= alpha))
+        if failing.size:
+            return int(j[failing[0]]) - 1
+        lo, width = int(j[-1]) + 1, width * 2
+    return UNLIMITED
 
 
-def hypergeom_cdf(x: int, population: int, successes: int, draws: int) -> float:
-    """P(X <= x) for X ~ Hypergeometric(population, successes, draws): the first pmf term from log-gamma,
-    the others by the ratio recurrence. Agrees with scipy's to ~1e-12 and is ~50x faster on one value."""
-    low = max(0, draws - (population - successes))
-    high = min(draws, successes)
-    if x < low:
-        return 0.0
-    if x >= high:
-        return 1.0
-    lg = math.lgamma
-    log_first = (
-        lg(successes + 1) - lg(low + 1) - lg(successes - low + 1)
-        + lg(population - successes + 1) - lg(draws - low + 1) - lg(population - successes - draws + low + 1)
-        - lg(population + 1) + lg(draws + 1) + lg(population - draws + 1)
-    )
-    log_term = log_total = log_first  # in logs: the first terms can underflow where the mass lies later
-    for j in range(low, x):
-        log_term += math.log((successes - j) * (draws - j) / ((j + 1) * (population - successes - draws + j + 1)))
-        big, small = (log_total, log_term) if log_total >= log_term else (log_term, log_total)
-        log_total = big + math.log1p(math.exp(small - big))
-    return min(1.0, math.exp(log_total))
+def sample_size(population: int, allowed: int, draws: int, alpha: float) -> int:
+    """The certification sample's size: the smallest size from ``draws`` on whose budget at the certificate's
+    level (``CERTIFIED_SHARE * alpha``) is the budget ``draws`` labels would have at ``alpha``. A function of
+    the batch's shape only (no label), so it may be fixed before sampling."""
+    target = wrong_budget(population, allowed, draws, alpha)
+    size = min(draws, population)
+    if target < 0 or target == UNLIMITED:
+        return size
+    while size < population and wrong_budget(population, allowed, size, CERTIFIED_SHARE * alpha) < target:
+        size += 1
+    return size
 
 
 def certified_prefix(
     sampled_ranks: np.ndarray, sampled_wrong: np.ndarray, population: int, allowed: int, alpha: float
 ) -> int:
-    """Longest prefix k (0..population) of the score order whose tests, from k = 1 on, all reject.
+    """Length of the certified prefix (0..population) of the score order (module doc), at the failure bound
+    ``CERTIFIED_SHARE * alpha``.
 
-    ``sampled_ranks``: 0-based positions in the order of the labelled items (a uniform sample of the
-    population); ``sampled_wrong``: whether the cheap answer disagrees with the reference there.
-
-    Between two labelled positions the sample counts are constant and the p-value only grows with k (more
-    items, the same evidence), so each stretch passes up to a point found by bisection: O(n log N) tests.
+    ``sampled_ranks``: 0-based positions in the order of the labelled items — the whole uniform sample, as
+    its size enters the bound; ``sampled_wrong``: whether the cheap answer disagrees with the reference there.
     """
     ranks = np.asarray(sampled_ranks, dtype=np.int64)
     wrong = np.asarray(sampled_wrong, dtype=bool)
-    order = np.argsort(ranks, kind="stable")
-    ranks, wrong = ranks[order], wrong[order]
     if population <= allowed:
         return population
-    k = min(allowed, population)  # every prefix up to here passes without evidence
-    while k < population:
-        # the stretch of prefixes k+1 .. end shares the counts of the labelled items in the first k+1
-        n_in = int(np.searchsorted(ranks, k + 1, side="left"))
-        d_in = int(wrong[:n_in].sum())
-        end = int(ranks[n_in]) if n_in < len(ranks) else population  # the next labelled item enters at end+1
-        if prefix_passes(end, n_in, d_in, allowed, alpha):  # the stretch's weakest prefix: all pass
-            k = end
-            continue
-        if not prefix_passes(k + 1, n_in, d_in, allowed, alpha):
-            return k
-        lo, hi = k + 1, end  # lo passes, hi fails: find the last passing prefix
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if prefix_passes(mid, n_in, d_in, allowed, alpha):
-                lo = mid
-            else:
-                hi = mid
-        return lo
-    return k
+    budget = wrong_budget(population, allowed, len(ranks), CERTIFIED_SHARE * alpha)
+    wrong_ranks = np.sort(ranks[wrong])
+    if budget < 0:
+        return allowed
+    if len(wrong_ranks) <= budget:
+        return population
+    return max(allowed, int(wrong_ranks[budget]))  # everything before the (budget + 1)-th sampled wrong answer
 
 
 def plan_sample(
@@ -118,11 +117,12 @@ def plan_sample(
 
     ``pilot_position``: each pilot item's position in the score order as a fraction in [0, 1] (0 = highest
     score); ``pilot_wrong``: whether the cheap model disagreed there. The wrong-answer rate of a prefix is the
-    pilot's, shrunk towards the pilot's overall rate by ``prior_items`` pseudo-items. Projections put the
-    expected wrong count plus ``spread`` standard deviations into a normal approximation of the test
-    (Wilson with the finite-population correction). Returns (sample size, projected cost of the population, projected
-    kept fraction), over ``sizes`` if given; the cost counts the head model on every item, the reference on every item not kept and
-    on the labelled items inside the kept prefix. For planning only: no certificate rests on it.
+    pilot's, shrunk towards the pilot's overall rate by ``prior_items`` pseudo-items. A prefix is projected
+    to be kept while its expected sampled wrong answers plus ``spread`` standard deviations stay within the
+    sample's budget (:func:`wrong_budget`). Returns (sample size, projected cost of the population, projected
+    kept fraction), over ``sizes`` if given; the cost counts the head model on every item, the reference on
+    every item not kept and on the labelled items inside the kept prefix. For planning only: no certificate
+    rests on it.
     """
     if spread is None:
         # Choosing the size, one deviation guards the choice (the test stops at the first failing prefix, so
@@ -147,12 +147,19 @@ def plan_sample(
     grid = np.array(sorted(set(int(x) for x in sizes)), dtype=float)
     grid = np.minimum(grid, population)[:, None]
     labelled = grid * prefixes / population  # expected labels in each prefix, per sample size
-    wrong_seen = labelled * rate + spread * np.sqrt(labelled * rate * (1 - rate))
-    upper = _wilson_upper(wrong_seen, labelled, prefixes, alpha) * prefixes
-    passes = (prefixes <= allowed) | ((labelled >= 1) & (upper <= allowed))
-    failed = ~passes
-    first_fail = np.where(failed.any(axis=1), failed.argmax(axis=1), len(prefixes))
-    kept = np.where(first_fail > 0, prefixes[np.maximum(first_fail - 1, 0)], 0)
+    budget = np.array([min(wrong_budget(population, allowed, int(g), alpha), population) for g in grid[:, 0]])
+    # The prefix ends at the (budget + 1)-th sampled wrong answer: the chance it reaches a prefix is that of
+    # seeing at most ``budget`` there (Poisson in the expected count). At the expected outcome the kept share
+    # is the sum of those chances; ``spread`` deviations worse, it is the longest prefix reached that often.
+    reach = stats.poisson.cdf(budget[:, None], labelled * rate)
+    reach = np.where(prefixes[None, :] <= allowed, 1.0, reach)
+    if spread > 0:
+        often = float(stats.norm.cdf(spread))
+        reached = reach >= often
+        last = np.where(reached.any(axis=1), len(prefixes) - 1 - np.argmax(reached[:, ::-1], axis=1), -1)
+        kept = np.where(last >= 0, prefixes[np.maximum(last, 0)], 0)
+    else:
+        kept = reach.sum(axis=1) * population / len(prefixes)
     kept = np.maximum(kept, min(allowed, population))
     costs = population * head_cost + reference_cost * (population - kept + grid[:, 0] * kept / population)
     # the projected cost rises steeply below the best size and slowly above it: of the sizes within
@@ -191,15 +198,3 @@ def expected_rank_fraction(pilot_scores: np.ndarray, batch_scores: np.ndarray | 
     position = np.empty(len(s))
     position[order] = higher[order] + (within + 0.5) * ties[order] / size
     return position / len(reference)
-
-
-def _wilson_upper(wrong: np.ndarray, labelled: np.ndarray, population: np.ndarray, alpha: float) -> np.ndarray:
-    """Vectorised Wilson upper bound with the finite-population correction (as a rate); 1 where nothing is
-    labelled. The planning stand-in for the exact test."""
-    z = float(stats.norm.isf(alpha))
-    n = np.maximum(labelled, 1e-9)
-    fpc = np.clip((population - labelled) / np.maximum(population - 1, 1), 0.0, 1.0)
-    c = z * z * fpc / n
-    p = np.clip(wrong / n, 0.0, 1.0)
-    upper = (p + c / 2 + np.sqrt(c * p * (1 - p) + c * c / 4)) / (1 + c)
-    return np.where(labelled > 0, np.minimum(upper, 1.0), 1.0)

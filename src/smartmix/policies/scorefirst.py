@@ -25,10 +25,10 @@ Steps (validity in docs/guarantee.md, statistics in :mod:`smartmix.policies.pref
    (:mod:`smartmix.policies.second_stage`). Both passes together never cost more than the priciest
    candidate's pass over the batch.
 5. **Certification.** The reference labels a uniformly random sample (without replacement) of the ordered
-   items, of the size re-planned from the now-known scores. The longest prefix of the order whose exact
-   hypergeometric tests all reject "more than N − ⌈T·N⌉ wrong answers kept" (fixed-sequence, full δ) keeps
-   each item's answer from the model of its group; sampled items take the reference's answer, everything
-   else goes to the reference.
+   items, of the size re-planned from the now-known scores. The order is kept up to just before the
+   (c + 1)-th sampled wrong answer, c being the most the exact bound on the wrong answers that stay allows
+   (:mod:`smartmix.policies.prefix_test`); each kept item keeps its group's model's answer, sampled items take
+   the reference's answer, everything else goes to the reference.
 """
 
 from __future__ import annotations
@@ -39,7 +39,15 @@ from typing import Any, ClassVar
 import numpy as np
 
 from smartmix.policies.base import Certificate, Plan, Policy, ProfileBatch
-from smartmix.policies.prefix_test import certified_prefix, expected_rank_fraction, plan_sample
+from smartmix.policies.prefix_test import (
+    CERTIFIED_SHARE,
+    UNLIMITED,
+    certified_prefix,
+    expected_rank_fraction,
+    plan_sample,
+    sample_size,
+    wrong_budget,
+)
 from smartmix.policies.second_stage import best_second_stage, composite_key
 
 __all__ = ["ScoreFirstCascade"]
@@ -415,6 +423,7 @@ class ScoreFirstCascade(Policy):
         else:
             labels = max(self.labels_rule(population), int(self.labelled[self.scored_order].sum()))
             labels, cost, kept = self._replan(population, [labels])
+        labels = sample_size(population, self.allowed, labels, self.alpha)  # its bound with room (prefix_test)
         self.planned_labels = labels
         self.projection.update({"replanned_labels": labels, "replanned_kept": round(kept, 4)})
         paid = population * self.unit_cost(head)
@@ -593,6 +602,12 @@ class ScoreFirstCascade(Policy):
             profiled[kept] = True
         return Plan(assignment, profiled, self._certificate(kept, prefix))
 
+    def _budget(self) -> int | None:
+        if not len(self.sample):
+            return None
+        budget = wrong_budget(len(self.scored_order), self.allowed, len(self.sample), CERTIFIED_SHARE * self.alpha)
+        return None if budget == UNLIMITED else budget
+
     def _certificate(self, kept: np.ndarray, prefix: int) -> Certificate:
         spec = self.spec
         names = spec.models
@@ -602,8 +617,8 @@ class ScoreFirstCascade(Policy):
             "order": "score first: the head model answered every item before any reference label was bought",
             "chain": [names[m] for m in (self.head, self.second) if m is not None] + [names[self.reference]],
             "bound": (
-                "exact hypergeometric test of 'more than N - ceil(T*N) wrong answers kept' on each prefix of the "
-                "score order, fixed-sequence from the highest score down, each at the full delta"
+                "score order kept up to just before the (c+1)-th sampled wrong answer; c from the exact "
+                "hypergeometric bound on the unsampled wrong answers kept, at 0.7 of alpha_per_test"
             ),
             "alpha_per_test": self.alpha,
             "heads_considered": [names[m] for m in self.heads_considered],
@@ -614,6 +629,7 @@ class ScoreFirstCascade(Policy):
             if self.screened_out
             else None,
             "certification_labels": int(len(self.sample)),
+            "wrong_answers_allowed_in_sample": self._budget(),
             "certified_prefix": int(prefix),
             "kept_items": int(len(kept)),
             "projection": self.projection,
