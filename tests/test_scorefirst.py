@@ -186,6 +186,19 @@ def scored(n, rates, costs, separation, seed):
     return agree, cost, models, score
 
 
+def test_the_certification_sample_grows_above_target_0_9_as_the_allowed_wrong_answers_shrink():
+    agree, cost, models, score = scored(2000, [0.97], [1.0, 20.0], 2.0, seed=4)
+    labels = {}
+    for target in (0.8, 0.9, 0.95):
+        out = simulate("cascade", agree, cost, models, Guarantee(target, 0.95), seed=1, score=score)
+        details = out.certificate.details
+        assert details["fallback_reason"] is None
+        labels[target] = details["certification_labels"]
+    rule = round(4 * math.sqrt(2000))  # 179
+    assert rule <= labels[0.8] <= rule + 10 and rule <= labels[0.9] <= rule + 10  # + sample_size's rounding up
+    assert round(rule * math.sqrt(2)) <= labels[0.95] <= round(rule * math.sqrt(2)) + 10
+
+
 def test_never_worse_on_a_tiny_batch_and_at_target_one():
     agree, cost, models, score = scored(60, [0.8, 0.85], [1, 8, 20], separation=1.0, seed=3)
     out = simulate("cascade", agree, cost, models, Guarantee(0.9), seed=0, score=score)

@@ -66,7 +66,8 @@ class ScoreFirstCascade(Policy):
     pass_chunk: ClassVar[int] = 512
     go_factor: ClassVar[float] = 1.0  # the projected saving must exceed this many first passes' fees
     min_scored: ClassVar[float] = 0.5  # a candidate whose pilot answers carry scores less often has none
-    labels_per_root: ClassVar[float] = 4.0  # reference labels certified on: this many times sqrt(N)
+    labels_per_root: ClassVar[float] = 4.0  # reference labels certified on: this many times sqrt(N) ...
+    full_scale_wrong_share: ClassVar[float] = 0.1  # ... while 1 - T is at least this (see labels_rule)
     mix_margin: ClassVar[float] = 0.85  # without scores, the mix must project below this share of reference-only
     separate_pilot_share: ClassVar[float] = 0.02  # a pilot at most this share of N stays out of the certificate
     second_stage_margin: ClassVar[float] = 0.10  # a two-pass plan must project this much below the best one-pass plan
@@ -246,9 +247,15 @@ class ScoreFirstCascade(Policy):
         return bool(len(items)) and float(np.mean(np.isfinite(self.score[items, m]))) >= self.min_scored
 
     def labels_rule(self, eligible: int) -> int:
-        """Reference labels the certificate rests on: fixed before any label is seen (a function of N and of
-        how many items are scored), so the pilot's labels can be part of the certification sample."""
-        return int(min(eligible, max(1, round(self.labels_per_root * math.sqrt(self.spec.n_items)))))
+        """Reference labels the certificate rests on: fixed before any label is seen (a function of N, T and
+        how many items are scored), so the pilot's labels can be part of the certification sample.
+
+        Above T = 0.9 the sample grows as 1/√(1 − T): the batch may hold fewer wrong answers, the sample sees
+        fewer of them, and the certificate's budget of sampled wrong answers (prefix_test) gets coarse."""
+        wrong_share = 1.0 - self.spec.guarantee.target
+        scale = math.inf if wrong_share <= 0 else max(1.0, math.sqrt(self.full_scale_wrong_share / wrong_share))
+        labels = self.labels_per_root * scale * math.sqrt(self.spec.n_items)
+        return int(min(eligible, max(1, round(labels)) if math.isfinite(labels) else eligible))
 
     def _after_pilot(self) -> None:
         pilot = self.order[: self.pilot_size]
