@@ -39,7 +39,7 @@ UNLIMITED = 1 << 62  # wrong_budget's value when no placement of the wrong answe
 # The certificate's failure bound, as a share of its alpha. The bound is exact (it is reached whenever the batch
 # holds enough wrong answers), so spending all of alpha would make the realised miss rate sit at alpha itself;
 # a few more labels (sample_size) buy the same budget at this share, and the guarantee holds with room.
-CERTIFIED_SHARE = 0.7
+CERTIFIED_SHARE = 0.6
 
 
 @lru_cache(maxsize=4096)

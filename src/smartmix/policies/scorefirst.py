@@ -625,7 +625,7 @@ class ScoreFirstCascade(Policy):
             "chain": [names[m] for m in (self.head, self.second) if m is not None] + [names[self.reference]],
             "bound": (
                 "score order kept up to just before the (c+1)-th sampled wrong answer; c from the exact "
-                "hypergeometric bound on the unsampled wrong answers kept, at 0.7 of alpha_per_test"
+                f"hypergeometric bound on the unsampled wrong answers kept, at {CERTIFIED_SHARE} of alpha_per_test"
             ),
             "alpha_per_test": self.alpha,
             "heads_considered": [names[m] for m in self.heads_considered],
