@@ -13,20 +13,48 @@ Usage: python benchmarks/validity_summary.py [folder]   (default benchmarks/resu
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
 import pandas as pd
 
 
+def code_version(report: Path) -> str:
+    """The code version a report's header names ("code abc1234" or "Code version: `abc1234`")."""
+    text = report.read_text() if report.exists() else ""
+    found = re.search(r"[Cc]ode(?: version:)? `?([0-9a-f]{7}[^`;,]*)", text)
+    return found.group(1).strip() if found else "?"
+
+
 def load(folder: Path) -> pd.DataFrame:
     frames = []
-    for csv in sorted(folder.glob("*/*.csv")):
+    for csv in sorted(folder.glob("*/*.csv")):  # smartmix bench runs, one folder each
         if csv.name.endswith("_misses.csv"):
             continue
         frame = pd.read_csv(csv)
         frame["run"] = csv.parent.name
+        frame["code"] = code_version(csv.with_suffix(".md"))
         frames.append(frame[frame["kind"] != "limit"])
+    for csv in sorted(folder.glob("*.csv")):  # benchmarks/cascade_eval.py runs: one file each
+        raw = pd.read_csv(csv)
+        pools = csv.stem.startswith("pools")
+        frames.append(pd.DataFrame({
+            "suite": "pools (cascade_eval)" if pools else "sets (cascade_eval)",
+            "dataset": raw["set"],
+            "scenario": raw["scores"],
+            "n": raw["n"],
+            "target": raw["target"],
+            "method": raw["method"],
+            "kind": "valid",
+            "trials": raw["trials"],
+            "hit_rate": raw["hit_rate"],
+            "hit_wilson_lower": raw["wilson"],
+            "savings_median": raw["median"],
+            "agreement_mean": float("nan"),
+            "run": csv.stem,
+            "code": code_version(csv.with_suffix(".md")),
+        }))
     if not frames:
         raise SystemExit(f"no result CSVs under {folder}: run the commands in this script's docstring first")
     return pd.concat(frames, ignore_index=True)
@@ -37,27 +65,29 @@ def summary(rows: pd.DataFrame) -> str:
     out += [
         "Share of trials whose realised agreement reached T (hit rate) and its Wilson 95% lower bound, "
         "worst setting per method and suite; δ = 0.05, so a valid method must reach 0.95. `paper` is the "
-        "published SMART statistics (not valid), shown beside. Made by `python benchmarks/validity_summary.py`.",
+        "published SMART statistics (not valid), shown beside. `code`: the code version the run names (a method "
+        "changed since then is measured again by a later run). Made by `python benchmarks/validity_summary.py`.",
         "",
-        "| suite | N | method | kind | settings | trials per setting | worst hit rate | worst Wilson LB | settings below 0.95 |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| suite | N | method | kind | code | settings | trials per setting | worst hit rate | worst Wilson LB | settings below 0.95 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    keys = ["suite", "n", "method", "kind"]
-    for (suite, n, method, kind), g in rows.groupby(keys, sort=True):
+    keys = ["suite", "n", "method", "kind", "code"]
+    for (suite, n, method, kind, code), g in rows.groupby(keys, sort=True):
         trials = "/".join(str(t) for t in sorted(g["trials"].unique()))
         below = int((g["hit_rate"] < 0.95).sum())
         out.append(
-            f"| {suite} | {n:,} | {method} | {kind} | {len(g)} | {trials} | {g['hit_rate'].min():.3f} | "
+            f"| {suite} | {n:,} | {method} | {kind} | {code} | {len(g)} | {trials} | {g['hit_rate'].min():.3f} | "
             f"{g['hit_wilson_lower'].min():.3f} | {below} |"
         )
     out += ["", "## Every setting", ""]
-    out += ["| suite | dataset | scenario | N | T | method | trials | hit rate | Wilson LB | median savings | mean agreement |"]
-    out += ["| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    out += ["| suite | dataset | scenario | N | T | method | code | trials | hit rate | Wilson LB | median savings | mean agreement |"]
+    out += ["| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows.sort_values(["suite", "dataset", "scenario", "n", "target", "method"], na_position="first").itertuples():
         scenario = "" if pd.isna(r.scenario) else r.scenario
         out.append(
-            f"| {r.suite} | {r.dataset} | {scenario} | {r.n:,} | {r.target:g} | {r.method} | {r.trials} | "
-            f"{r.hit_rate:.3f} | {r.hit_wilson_lower:.3f} | {r.savings_median:.2f}× | {r.agreement_mean:.4f} |"
+            f"| {r.suite} | {r.dataset} | {scenario} | {r.n:,} | {r.target:g} | {r.method} | {r.code} | {r.trials} | "
+            f"{r.hit_rate:.3f} | {r.hit_wilson_lower:.3f} | {r.savings_median:.2f}× | "
+            f"{'–' if pd.isna(r.agreement_mean) else f'{r.agreement_mean:.4f}'} |"
         )
     return "\n".join(out) + "\n"
 
