@@ -31,8 +31,8 @@ import numpy as np
 from scipy import stats
 
 __all__ = [
-    "CERTIFIED_SHARE", "UNLIMITED", "certified_prefix", "expected_rank_fraction", "plan_sample", "sample_size",
-    "wrong_budget",
+    "CERTIFIED_SHARE", "UNLIMITED", "certificate_budget", "certified_prefix", "expected_rank_fraction",
+    "plan_sample", "sample_size", "wrong_budget",
 ]
 
 UNLIMITED = 1 << 62  # wrong_budget's value when no placement of the wrong answers can break the guarantee
@@ -78,6 +78,11 @@ def sample_size(population: int, allowed: int, draws: int, alpha: float) -> int:
     return size
 
 
+def certificate_budget(population: int, allowed: int, draws: int, alpha: float) -> int:
+    """The budget the certificate uses: :func:`wrong_budget` at its failure bound ``CERTIFIED_SHARE * alpha``."""
+    return wrong_budget(population, allowed, draws, CERTIFIED_SHARE * alpha)
+
+
 def certified_prefix(
     sampled_ranks: np.ndarray, sampled_wrong: np.ndarray, population: int, allowed: int, alpha: float
 ) -> int:
@@ -91,7 +96,7 @@ def certified_prefix(
     wrong = np.asarray(sampled_wrong, dtype=bool)
     if population <= allowed:
         return population
-    budget = wrong_budget(population, allowed, len(ranks), CERTIFIED_SHARE * alpha)
+    budget = certificate_budget(population, allowed, len(ranks), alpha)
     wrong_ranks = np.sort(ranks[wrong])
     if budget < 0:
         return allowed
@@ -125,9 +130,9 @@ def plan_sample(
     rests on it.
     """
     if spread is None:
-        # Choosing the size, one deviation guards the choice (the test stops at the first failing prefix, so
-        # the typical outcome is worse than the expected counts); with the size given, the projection only
-        # decides whether to bet on a first pass, and the expected outcome is the figure for that bet.
+        # Choosing the size, one deviation guards the choice (the prefix ends at the first sampled wrong answer
+        # past the budget, so the typical outcome is worse than the expected counts); with the size given, the
+        # projection only decides whether to bet on a first pass, and the expected outcome is the figure for it.
         spread = 1.0 if sizes is None else 0.0
     reference_only = population * reference_cost
     if population <= 0:

@@ -42,11 +42,11 @@ from smartmix.policies.base import Certificate, Plan, Policy, ProfileBatch
 from smartmix.policies.prefix_test import (
     CERTIFIED_SHARE,
     UNLIMITED,
+    certificate_budget,
     certified_prefix,
     expected_rank_fraction,
     plan_sample,
     sample_size,
-    wrong_budget,
 )
 from smartmix.policies.second_stage import best_second_stage, composite_key
 
@@ -612,7 +612,7 @@ class ScoreFirstCascade(Policy):
     def _budget(self) -> int | None:
         if not len(self.sample):
             return None
-        budget = wrong_budget(len(self.scored_order), self.allowed, len(self.sample), CERTIFIED_SHARE * self.alpha)
+        budget = certificate_budget(len(self.scored_order), self.allowed, len(self.sample), self.alpha)
         return None if budget == UNLIMITED else budget
 
     def _certificate(self, kept: np.ndarray, prefix: int) -> Certificate:
