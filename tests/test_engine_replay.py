@@ -127,3 +127,20 @@ def test_cli_errors_are_one_clear_line_not_a_traceback(mmlu, tmp_path):
     assert proc.returncode == 2 and "target" in proc.stderr and "Traceback" not in proc.stderr
     proc = cli("run", "--data", str(mmlu), "--method", "magic", "--quiet", check=False)
     assert proc.returncode == 2 and "unknown method" in proc.stderr
+
+
+def test_cli_cascade_takes_a_router_and_other_methods_refuse_it(mmlu, shared_data, tmp_path):
+    router = tmp_path / "router.npz"
+    cli("router", "train", "--data", str(shared_data / "mmlu-qwen-oai" / "train.jsonl"), "--features", "hashing",
+        "--out", str(router))
+    out, report = tmp_path / "answers.jsonl", tmp_path / "cert.json"
+    proc = cli("run", "--data", str(mmlu), "--reference", "gpt-4o", "--method", "mix", "--router", str(router),
+               "--out", str(out), "--quiet", check=False)
+    assert proc.returncode == 2 and "--router is used by" in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()
+    cli("run", "--data", str(mmlu), "--reference", "gpt-4o", "--target", "0.9", "--method", "cascade",
+        "--router", str(router), "--out", str(out), "--report", str(report), "--quiet")
+    cert = json.loads(report.read_text())
+    # 1,531 items: the pilot joins the certificate, so nothing is routed, and the run is certified as usual
+    assert cert["valid"] and cert["details"]["routed_to_reference"] is None
+    assert len(pd.read_json(out, lines=True)) == 1531

@@ -21,6 +21,8 @@ from smartmix.policies import Guarantee
 from smartmix.result import RunResult
 from smartmix.tasks import Comparator, ExactComparator, Item, Template, load_items
 
+ROUTED_METHODS = ("router", "cascade")  # the methods that use a trained predictor (--router)
+
 MessageCallback = Callable[[str], None]
 
 
@@ -322,13 +324,20 @@ async def arun(
     if run_dir is None and cfg is not None and journal is None:
         run_dir = cfg.run_dir
     directory = RunDirectory(run_dir) if run_dir is not None and journal is None else None
+    if method == "router" and router is None:
+        raise ConfigError("--method router needs a trained predictor: pass --router router.npz (smartmix router train)")
+    if router is not None and method not in ROUTED_METHODS:
+        raise ConfigError(
+            f"--router is used by --method router and --method cascade (cascade routing), not by {method}: "
+            "drop --router or choose one of those methods"
+        )
     inputs = [data, getattr(cfg, "path", None), router, directory.journal_path if directory else None]
     check_outputs([out], inputs, answers=out)  # before any call: never overwrite what the run reads
     from smartmix.stream.run import check_streamable, why_not_streamed
 
     effective_cap = options.max_cost if options is not None and max_cost is None else _pick(max_cost, cfg and cfg.max_cost)
     why_not = why_not_streamed(data=data, simulated=simulated, config=cfg, job=job, journal=journal, scores=scores,
-                               method=method, mode=mode, max_cost=effective_cap)
+                               method=method, mode=mode, max_cost=effective_cap, router=router)
     if check_streamable(why_not, stream):
         result = _run_streamed(
             data, simulated=simulated, n_items=n_items, reference=reference, models=models, prices=prices,
@@ -461,11 +470,8 @@ async def _execute(
     from smartmix.errors import RunInterrupted
     from smartmix.interrupts import stop_on_signals
 
-    predicted = None
-    if method == "router":
-        if router is None:
-            raise ConfigError("--method router needs a trained predictor: pass --router router.npz (smartmix router train)")
-        predicted = predict_agreement(router, job)
+    # arun checked that the method takes a predictor; the cascade asks about whichever candidate it puts first
+    predicted = None if router is None else predict_agreement(router, job, all_models=method == "cascade")
     mode, batch_settings, ray_settings = channel_settings
     channel = application_backend(
         mode, backend=job.backend, journal_path=getattr(journal, "path", None), run_id=run_id,
@@ -551,8 +557,11 @@ def with_scores(job: Job, kind: str, **options: Any) -> Job:
     return replace(job, pool=pool, backend=CompositeBackend(job.backend, virtual, job.comparator, pool))
 
 
-def predict_agreement(path: str | Path, job: Job):
-    """Predicted agreement with the reference for every item and pool model (NaN where not predicted)."""
+def predict_agreement(path: str | Path, job: Job, *, all_models: bool = False):
+    """Predicted agreement with the reference for every item and pool model (NaN where not predicted).
+
+    By default only the models the router may pick (the predictor's routable ones); ``all_models``: every
+    model it was trained on (cascade routing asks about whichever candidate heads the cascade)."""
     import numpy as np
 
     from smartmix.router.predictor import AgreementPredictor
@@ -561,7 +570,7 @@ def predict_agreement(path: str | Path, job: Job):
     prompts = [
         next((m.content for m in reversed(job.template.render(item)) if m.role == "user"), "") for item in job.items
     ]
-    predicted = predictor.predict(prompts)
+    predicted = predictor.predict(prompts, all_models=all_models)
     names = job.pool.names
     out = np.full((len(job.items), len(names)), np.nan)
     for j, name in enumerate(names[:-1]):

@@ -210,7 +210,7 @@ def run(
         Path | None, typer.Option(help="Where the journal and outputs go (default with --config: ./runs). Rerun to resume.")
     ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not reuse answers to identical requests from earlier runs.")] = False,
-    router: Annotated[Path | None, typer.Option(help="Trained predictor for --method router (smartmix router train).")] = None,
+    router: Annotated[Path | None, typer.Option(help="Trained predictor (smartmix router train) for --method router, or for --method cascade: items it predicts the cheap model fails go straight to the reference (cascade routing, on batches whose pilot stays out of the certificate, about 10,000+ items, or with --calibration).")] = None,
     calibration: Annotated[
         Path | None, typer.Option(help="Recorded outputs of the same models on earlier items: choose the plan from them.")
     ] = None,
@@ -430,8 +430,9 @@ def router_train(
     """Learn, from recorded outputs, each model's probability of agreeing with the reference on a prompt.
 
     The predictor embeds prompts with all-MiniLM-L6-v2 (shipped in a wheel, runs on CPU offline) and fits a
-    calibrated logistic regression per model. Use it with `run --method router --router FILE` or a
-    [routes.NAME] type = "router" entry for `serve`.
+    calibrated logistic regression per model. Use it with `run --method router --router FILE`, with
+    `run --method cascade --router FILE` (cascade routing: items it predicts the cheap model fails skip
+    that model's call), or a [routes.NAME] type = "router" entry for `serve`.
     """
     from smartmix.router.embedding import Embedder, HashingEmbedder
     from smartmix.router.predictor import AgreementPredictor, train_from_recorded

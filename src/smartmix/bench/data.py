@@ -248,6 +248,39 @@ def adversarial_batch(n_items: int, rates: Sequence[float], seed: int, prices: S
     return Batch(models, agree, cost, score)
 
 
+ROUTING_PRICES = (5.0, 20.0)  # head, reference: the head a quarter of the reference's price
+ROUTING_HARD_SHARE = 0.15  # items the head always gets wrong and the predictor flags
+
+
+def routing_batch(n_items: int, target: float, seed: int, below: float = 0.0) -> tuple[Batch, np.ndarray]:
+    """A batch for cascade routing at the edge, and the router's predicted agreement (items x models).
+
+    A ``ROUTING_HARD_SHARE`` of the items is hard: the head never agrees there, scores them low, and the
+    predictor says so (predicted agreement 0.02, against 0.9 elsewhere). On the other items the head's
+    wrong answers are exactly as many as the batch may hold at ``target`` (plus ``below`` × N: 0.005 puts
+    the batch half a point below the target), placed at random, with barely informative scores (separation
+    0.3): with the hard items answered by the reference, keeping every other item's answer lands exactly at
+    T (or below it), the case where the certificate must stop in time.
+    """
+    from smartmix.policies import Guarantee
+
+    rng = np.random.default_rng(seed)
+    hard = np.zeros(n_items, dtype=bool)
+    hard[rng.choice(n_items, int(round(ROUTING_HARD_SHARE * n_items)), replace=False)] = True
+    allowed = n_items - Guarantee(target).required_agreeing(n_items)
+    easy = np.flatnonzero(~hard)
+    wrong = min(len(easy), allowed + int(round(below * n_items)))
+    head = ~hard
+    head[rng.choice(easy, wrong, replace=False)] = False
+    agree = np.stack([head, np.ones(n_items, dtype=bool)], axis=1)
+    cost = np.broadcast_to(np.array(ROUTING_PRICES), (n_items, 2)).copy()
+    score = synthetic_scores(agree, rng, separation=0.3)
+    score[hard, 0] = 0.05 * rng.random(hard.sum())  # the head is unsure where it always fails
+    score[:, -1] = np.nan
+    predicted = np.stack([np.where(hard, 0.02, 0.9), np.full(n_items, np.nan)], axis=1)
+    return Batch(("head", "reference"), agree, cost, score), predicted
+
+
 # ---------------------------------------------------------------------------------------------------
 # Large pools
 

@@ -49,6 +49,7 @@ from smartmix.policies.prefix_test import (
     sample_size,
 )
 from smartmix.policies.second_stage import best_second_stage, composite_key
+from smartmix.stats import binomial_upper
 
 __all__ = ["ScoreFirstCascade"]
 
@@ -74,6 +75,7 @@ class ScoreFirstCascade(Policy):
     screen_share: ClassVar[float] = 0.25  # a separate pilot's first part, asked of every pilot model, screens them
     screen_slack: ClassVar[float] = 1.25  # a model stays when its projection is within this factor of the best
     screen_min: ClassVar[int] = 100  # fewer pilot items screen nothing
+    route_min: ClassVar[int] = 20  # cascade routing: fewest pilot items below a bar that can justify it
 
     def __init__(self, spec):
         super().__init__(spec)
@@ -113,6 +115,10 @@ class ScoreFirstCascade(Policy):
         self.reuse_pilot = self.pilot_size > self.separate_pilot_share * n
         self.heads_considered: list[int] = []
         self.planned_labels = 0
+        # cascade routing: the router's predicted agreement (items x models), known before any call
+        self.predicted = None if spec.predicted is None else np.asarray(spec.predicted, dtype=float)
+        self.routed: np.ndarray = np.zeros(0, dtype=np.int64)  # items sent to the reference without the head's call
+        self.route_bar = -math.inf
         self.phase = "probe" if n else "done"
         if n and self.calibration is not None:
             self._choose_from_calibration()
@@ -315,8 +321,59 @@ class ScoreFirstCascade(Policy):
 
     def _start_first_pass(self, head: int) -> None:
         self.head = head
-        self.first_pass_items = self.order[self.pilot_size :]
+        rest = self.order[self.pilot_size :]
+        self.route_bar = self._route_bar(head)
+        if math.isfinite(self.route_bar):
+            routed = self.predicted[rest, head] < self.route_bar
+            self.routed = np.sort(rest[routed])
+            rest = rest[~routed]
+            self.projection["routing"] = {"below_predicted_agreement": round(self.route_bar, 6), "items": len(self.routed)}
+        self.first_pass_items = rest
         self.phase = "first_pass" if len(self.first_pass_items) else "done"
+
+    def _route_bar(self, head: int) -> float:
+        """Cascade routing: the predicted agreement below which an item goes straight to the reference, without
+        paying the head's call (the router's predictor, ``spec.predicted``); -inf: no routing.
+
+        An item sent on costs the reference; kept in the cascade it costs the head, plus the reference unless
+        kept. Sending it on pays when the chance it is kept is below the head's price as a share of the
+        reference's. With a pilot outside the certificate, that chance is bounded from the pilot: the bar is
+        the highest at which at least ``route_min`` pilot items fall below it and the one-sided 95% upper bound
+        on the share of them the projected plan keeps is under the price ratio. With calibration data (no
+        pilot), the bar is the price ratio itself, from the past data's prices. A pilot that joins the
+        certificate routes nothing: the routed items leave the certified population, which must not depend on
+        the sample. Routed items are answered by the reference, so they add no wrong answer.
+        """
+        if self.predicted is None or not np.isfinite(self.predicted[:, head]).any():
+            return -math.inf
+        if self.calibration is not None:
+            return self._calibration_cost(head) / max(self._calibration_cost(self.reference), 1e-300)
+        if self.reuse_pilot:
+            return -math.inf
+        ratio = self.unit_cost(head) / max(self._reference_cost(), 1e-300)
+        pilot = self.order[: self.pilot_size]
+        predicted, score = self.predicted[pilot, head], self.score[pilot, head]
+        ok = np.isfinite(predicted)
+        if ok.sum() < self.route_min:
+            return -math.inf
+        _, _, kept_share = self._one_pass(head, pilot, spread=0.0)
+        scored = np.isfinite(score)
+        if kept_share <= 0 or not scored.any():
+            return -math.inf
+        threshold = float(np.quantile(score[scored], max(0.0, 1.0 - kept_share)))
+        kept = np.isfinite(score) & (score >= threshold)
+        predicted, kept = predicted[ok], kept[ok]
+        order = np.argsort(predicted, kind="stable")
+        predicted, kept_below = predicted[order], np.cumsum(kept[order])
+        counts = np.arange(1, len(predicted) + 1)
+        # a cut after ``count`` items routes the items strictly below the next value: ties go together or not at all
+        cut = np.append(predicted[1:] > predicted[:-1], True)
+        upper = binomial_upper(kept_below, counts, 0.05)
+        fine = np.flatnonzero(cut & (counts >= self.route_min) & (upper < ratio))
+        if not len(fine):
+            return -math.inf
+        count = int(counts[fine[-1]])
+        return float(predicted[count]) if count < len(predicted) else math.inf
 
     def _after_first_pass(self) -> None:
         if self._order_population() and self._start_second_stage():
@@ -638,6 +695,13 @@ class ScoreFirstCascade(Policy):
             "certification_labels": int(len(self.sample)),
             "wrong_answers_allowed_in_sample": self._budget(),
             "certified_prefix": int(prefix),
+            "routed_to_reference": {
+                "items": int(len(self.routed)),
+                "below_predicted_agreement": self.route_bar,
+                "rule": "cascade routing: the router predicted the head would fail; no head call was paid",
+            }
+            if len(self.routed)
+            else None,
             "kept_items": int(len(kept)),
             "projection": self.projection,
             "fallback_reason": self.fallback_reason,

@@ -38,7 +38,7 @@ MessageCallback = Callable[[str], None]
 
 def why_not_streamed(
     *, data: Any, simulated: str | None, config: Any, job: Any, journal: Any, scores: str | None, method: str,
-    mode: str | None, max_cost: float | None,
+    mode: str | None, max_cost: float | None, router: Any = None,
 ) -> str | None:
     """Why this run cannot be streamed (None: it can). Streaming covers replays of a recorded-outputs file
     and simulations, in the synchronous mode, without a cost cap, scores from virtual models or the router."""
@@ -52,6 +52,7 @@ def why_not_streamed(
         "a journal object was given": journal is not None,
         "--scores makes virtual models that call others": bool(scores),
         "--method router predicts from each prompt": method == "router",
+        "--router predicts from each prompt": router is not None,
         f"--mode {mode} sends calls through a bulk channel": mode not in (None, "sync"),
         "--max-cost stops between calls": max_cost is not None,
     }

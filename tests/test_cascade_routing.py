@@ -1,0 +1,70 @@
+"""Cascade routing: items the router's predictor says the head fails go straight to the reference, without the
+head's call; the certificate covers the rest exactly as before (validity at the edge: benchmarks/cascade_routing.py)."""
+
+import numpy as np
+import pytest
+
+from smartmix.bench.data import ROUTING_PRICES, routing_batch
+from smartmix.core.driver import execute, run_inline
+from smartmix.core.offline import OfflineSource, simulate
+from smartmix.policies import BatchSpec, Guarantee, make_policy
+
+N = 10_000  # the smallest batch whose pilot (200 items = 2%) stays out of the certificate
+
+
+def run(batch, predicted, target, seed):
+    spec = BatchSpec(batch.n_items, batch.models, Guarantee(target, 0.95), seed=seed, predicted=predicted)
+    source = OfflineSource(batch.agree, batch.cost, batch.score)
+    return run_inline(execute(make_policy("cascade", spec), source)), source
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_predicted_failures_go_to_the_reference_without_the_head_call(seed):
+    batch, predicted = routing_batch(N, 0.9, seed)
+    routed_run, source = run(batch, predicted, 0.9, seed)
+    plain_run, _ = run(batch, None, 0.9, seed)
+    details = routed_run.certificate.details
+    routing = details["routed_to_reference"]
+    assert routing is not None and plain_run.certificate.details["routed_to_reference"] is None
+    hard = predicted[:, 0] < 0.5
+    pilot = details["pilot_items"]
+    # every routed item is a hard one outside the pilot, and nearly all hard items outside it are routed
+    routed = np.flatnonzero(routed_run.spent == ROUTING_PRICES[1])
+    assert routing["items"] == len(routed) >= 0.95 * (hard.sum() - pilot)
+    assert hard[routed].all()
+    # each routed item paid the reference once and nothing else; it keeps the reference's answer
+    assert (routed_run.final[routed] == 1).all()
+    assert routed_run.cost < plain_run.cost
+    assert source.agreeing(routed_run) >= Guarantee(0.9).required_agreeing(N)
+
+
+def test_a_pilot_inside_the_certificate_routes_nothing():
+    """Below about 10,000 items the pilot joins the certificate: the population it certifies must not depend
+    on the sample, so no item is routed however sure the predictor is."""
+    batch, predicted = routing_batch(3000, 0.9, 0)
+    out = simulate("cascade", batch.agree, batch.cost, batch.models, Guarantee(0.9), seed=0, score=batch.score,
+                   predicted=predicted)
+    plain = simulate("cascade", batch.agree, batch.cost, batch.models, Guarantee(0.9), seed=0, score=batch.score)
+    assert out.certificate.details["routed_to_reference"] is None
+    assert out.cost == plain.cost and (out.plan.assignment == plain.plan.assignment).all()
+
+
+def test_an_uninformative_predictor_routes_nothing():
+    batch, _ = routing_batch(N, 0.9, 3)
+    flat = np.stack([np.full(N, 0.8), np.full(N, np.nan)], axis=1)
+    out = simulate("cascade", batch.agree, batch.cost, batch.models, Guarantee(0.9), seed=3, score=batch.score,
+                   predicted=flat)
+    plain = simulate("cascade", batch.agree, batch.cost, batch.models, Guarantee(0.9), seed=3, score=batch.score)
+    assert out.certificate.details["routed_to_reference"] is None and out.cost == plain.cost
+
+
+def test_routing_keeps_the_guarantee_at_the_edge_smoke():
+    """Half a point below T once the hard items are routed: 40 trials (1,000 in the benchmark)."""
+    hits = 0
+    for seed in range(40):
+        batch, predicted = routing_batch(N, 0.9, seed, below=0.005)
+        out = simulate("cascade", batch.agree, batch.cost, batch.models, Guarantee(0.9), seed=seed + 1000,
+                       score=batch.score, predicted=predicted)
+        assert out.certificate.details["routed_to_reference"] is not None
+        hits += out.hit(0.9)
+    assert hits >= 36
