@@ -68,3 +68,19 @@ def test_routing_keeps_the_guarantee_at_the_edge_smoke():
         assert out.certificate.details["routed_to_reference"] is not None
         hits += out.hit(0.9)
     assert hits >= 36
+
+
+def test_with_calibration_data_the_bar_is_the_past_price_ratio_and_small_batches_route_too():
+    from smartmix.calibration import Calibration
+
+    past, _ = routing_batch(3000, 0.9, 11)
+    calibration = Calibration(models=past.models, agree=past.agree, cost=past.cost, score=past.score, source="past")
+    batch, predicted = routing_batch(3000, 0.9, 12)
+    options = (("calibration", calibration),)
+    out = simulate("cascade", batch.agree, batch.cost, batch.models, Guarantee(0.9), seed=5, score=batch.score,
+                   predicted=predicted, options=options)
+    routing = out.certificate.details["routed_to_reference"]
+    assert out.certificate.details["pilot_items"] == 0
+    assert routing["below_predicted_agreement"] == pytest.approx(ROUTING_PRICES[0] / ROUTING_PRICES[1])
+    assert routing["items"] == int((predicted[:, 0] < 0.25).sum())
+    assert out.hit(0.9)
