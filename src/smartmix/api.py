@@ -246,7 +246,8 @@ def run(
     Replays and simulations are streamed whenever they can be (``stream=None``): read in chunks, a few bytes
     per item held, the same plan, answers, costs and certificate as the engine (docs/scale.md); ``items``
     of the result is then read back when iterated. ``stream=False`` runs them on the engine, ``stream=True``
-    insists. ``n_items``: how many items a simulation has (default: the profile's).
+    insists. ``n_items``: how many items a simulation has (default: the profile's). ``router``: a predictor
+    file from ``smartmix router train``, for ``method="router"`` or ``"cascade"`` (cascade routing).
     """
     return run_sync(
         arun(
