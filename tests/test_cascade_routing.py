@@ -84,3 +84,52 @@ def test_with_calibration_data_the_bar_is_the_past_price_ratio_and_small_batches
     assert routing["below_predicted_agreement"] == pytest.approx(ROUTING_PRICES[0] / ROUTING_PRICES[1])
     assert routing["items"] == int((predicted[:, 0] < 0.25).sum())
     assert out.hit(0.9)
+
+
+def recorded_file(path, n, seed):
+    """A recorded-outputs file of a routing batch: the hard items' prompts say so, the head answers B where it
+    disagrees with the reference's A, its confidence is the log of the batch's score."""
+    import json
+    import math
+
+    batch, predicted = routing_batch(n, 0.9, seed)
+    hard = predicted[:, 0] < 0.5
+    with open(path, "w") as f:
+        for i in range(n):
+            kind = "a riddle with a trap in it" if hard[i] else "a plain sum"
+            head = {"answer": "A" if batch.agree[i, 0] else "B", "cost_usd": 5e-5,
+                    "confidence": math.log(max(float(batch.score[i, 0]), 1e-12))}
+            ref = {"answer": "A", "cost_usd": 2e-4, "confidence": 0.0}
+            f.write(json.dumps({"id": f"{seed}-{i}", "prompt": f"Item {seed}-{i}: {kind}.",
+                                "outputs": {"head": head, "ref": ref}}) + "\n")
+    return path, hard
+
+
+def test_the_engine_routes_with_a_trained_predictor_and_pays_no_head_call_there(tmp_path):
+    """End to end: `smartmix router train`'s predictor (hashing features) learns which prompts the head fails
+    on a separate file; `smartmix.run(..., method="cascade", router=...)` on 10,000 recorded items then skips
+    the head's call on them, and the answers written meet T against the reference's."""
+    from rich.console import Console
+
+    import smartmix
+    from smartmix.report import render
+    from smartmix.router.embedding import HashingEmbedder
+    from smartmix.router.predictor import AgreementPredictor, train_from_recorded
+
+    train, _ = recorded_file(tmp_path / "train.jsonl", 2000, 21)
+    predictor = train_from_recorded([train], "ref", predictor=AgreementPredictor(HashingEmbedder()))
+    router = predictor.save(tmp_path / "router.npz")
+    path, hard = recorded_file(tmp_path / "batch.jsonl", N, 22)
+    result = smartmix.run(path, reference="ref", target=0.9, method="cascade", router=router, seed=0)
+    details = result.certificate.details
+    routed = details["routed_to_reference"]["items"]
+    assert routed >= 0.95 * (hard.sum() - details["pilot_items"])
+    calls: dict[str, int] = {}
+    for (model, _phase), count in result.ledger.calls.items():
+        calls[model] = calls.get(model, 0) + count
+    assert calls["head"] == N - routed  # the pilot and every item not routed, each once
+    by_id = {item.id: item for item in result.items}
+    assert sum(by_id[f"22-{i}"].answer == "A" for i in range(N)) >= Guarantee(0.9).required_agreeing(N)
+    console = Console(record=True, width=200)
+    render(result, console)
+    assert f"Cascade routing: {routed:,} items" in console.export_text()

@@ -73,6 +73,12 @@ def render(result: RunResult, console: Console | None = None) -> None:
             + ", ".join(f"{m} above {t:.3f}" for m, t in stage["thresholds"].items())
             + "."
         )
+    routed = cert.details.get("routed_to_reference")
+    if routed:
+        lines.append(
+            f"Cascade routing: {routed['items']:,} items whose predicted agreement was below "
+            f"{routed['below_predicted_agreement']:.3f} went straight to the reference (no cheap call paid)."
+        )
     if cert.details.get("fallback_reason"):
         lines.append(f"[yellow]Answered with the reference: {cert.details['fallback_reason']}.[/]")
     lines.extend(_agreement_lines(cert.details))
