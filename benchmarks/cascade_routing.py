@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -30,13 +31,21 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cascade_eval import _code_version  # noqa: E402
 
-from smartmix.bench.data import bootstrap_batch, load_dataset, policy_seed, routing_batch, trial_seed  # noqa: E402
+from smartmix.bench.data import (  # noqa: E402
+    bootstrap_batch,
+    dataset_name,
+    default_data_paths,
+    load_dataset,
+    policy_seed,
+    routing_batch,
+    trial_seed,
+)
 from smartmix.core.offline import simulate  # noqa: E402
 from smartmix.policies import Guarantee  # noqa: E402
 from smartmix.stats import auroc, wilson_lower  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-SETS = ("medmcqa-llama", "medmcqa-qwen-oai", "mmlu-llama", "mmlu-qwen-oai", "triviaqa-llama", "triviaqa-qwen-oai")
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = {dataset_name(path): path for path in default_data_paths(ROOT)}  # every */test.jsonl of ../shared/data
 EDGE = [(0.9, 0.0), (0.9, 0.005), (0.95, 0.0), (0.95, 0.005)]
 EDGE_N = 10_000
 SET_N = 50_000
@@ -67,20 +76,20 @@ def predictions(name: str, features: str) -> tuple[np.ndarray, tuple[str, ...]]:
     from smartmix.router.predictor import AgreementPredictor, train_from_recorded
 
     embedder = {"minilm": Embedder, "hashing": HashingEmbedder}[features]()
-    data = load_dataset(DATA / name / "test.jsonl")
+    test = TESTS[name]
+    data = dataset(name)
     reference = data.models[-1]
-    predictor = train_from_recorded([DATA / name / "train.jsonl"], reference, predictor=AgreementPredictor(embedder))
-    path = Path("/tmp") / f"smartmix-routing-{name}-{features}.npz"
-    predictor.save(path)
-    job = replay_job(DATA / name / "test.jsonl", reference=reference)
-    by_name = predict_agreement(path, job, all_models=True)
+    predictor = train_from_recorded([test.with_name("train.jsonl")], reference, predictor=AgreementPredictor(embedder))
+    job = replay_job(test, reference=reference)
+    with tempfile.TemporaryDirectory() as folder:
+        by_name = predict_agreement(predictor.save(Path(folder) / "router.npz"), job, all_models=True)
     columns = [job.pool.names.index(m) for m in data.models]
     return by_name[:, columns], data.models
 
 
 @cache
 def dataset(name: str):
-    return load_dataset(DATA / name / "test.jsonl")
+    return load_dataset(TESTS[name])
 
 
 def set_trial(args) -> tuple[str, float, bool, bool, float, float, float, str]:
@@ -143,7 +152,7 @@ def main() -> None:
             "| hit routed | hit without |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
-        for name in SETS:
+        for name in (name for name, path in TESTS.items() if path.with_name("train.jsonl").exists()):
             predicted, models = predictions(name, args.features)
             data = dataset(name)
             jobs = [(name, target, t, predicted) for target in (0.8, 0.9, 0.95) for t in range(args.set_trials)]
@@ -154,8 +163,7 @@ def main() -> None:
                 # the predictor's AUROC for the model that heads the cascade most often at this target
                 name_of_head = Counter(r[7] for r in mine).most_common(1)[0][0]
                 head = models.index(name_of_head) if name_of_head in models else None
-                ok = np.isfinite(predicted[:, head]) if head is not None else np.zeros(0, dtype=bool)
-                quality = auroc(data.agree[ok, head], predicted[ok, head]) if ok.any() else float("nan")
+                quality = auroc(data.agree[:, head], predicted[:, head]) if head is not None else float("nan")
                 lines.append(
                     f"| {name} | {target} | {quality:.2f} ({name_of_head}) | {np.median([r[6] for r in mine]):.3f} | "
                     f"{routed:.3f} | {plain:.3f} | {routed / plain:.3f} | {np.mean([r[2] for r in mine]):.2f} | "

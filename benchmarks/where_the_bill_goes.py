@@ -21,21 +21,27 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cascade_eval import _code_version  # noqa: E402
 
-from smartmix.bench.data import bootstrap_batch, load_dataset, policy_seed, trial_seed  # noqa: E402
+from smartmix.bench.data import (  # noqa: E402
+    bootstrap_batch,
+    dataset_name,
+    default_data_paths,
+    load_dataset,
+    policy_seed,
+    trial_seed,
+)
 from smartmix.bench.limits import learned_mix_cost, learned_two_tier_cost  # noqa: E402
 from smartmix.core.driver import execute, run_inline  # noqa: E402
 from smartmix.core.offline import OfflineSource  # noqa: E402
 from smartmix.policies import BatchSpec, Guarantee, make_policy  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-SETS = ("medmcqa-llama", "medmcqa-qwen-oai", "mmlu-llama", "mmlu-qwen-oai", "triviaqa-llama", "triviaqa-qwen-oai")
+TESTS = {dataset_name(path): path for path in default_data_paths(Path(__file__).resolve().parents[1])}
 TARGETS = (0.8, 0.9, 0.95)
 N = 50_000
 
 
 def trial(args: tuple[str, float, int]) -> dict:
     name, target, t = args
-    data = load_dataset(DATA / name / "test.jsonl")
+    data = load_dataset(TESTS[name])
     seed = trial_seed(0, "bill", name, N, target, t)
     batch = bootstrap_batch(data, N, seed)
     guarantee = Guarantee(target, 0.95)
@@ -74,7 +80,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/cascade/where_the_bill_goes.md"))
     args = ap.parse_args()
-    jobs = [(name, target, t) for name in SETS for target in TARGETS for t in range(args.trials)]
+    jobs = [(name, target, t) for name in TESTS for target in TARGETS for t in range(args.trials)]
     with ProcessPoolExecutor(args.workers) as pool:
         rows = list(pool.map(trial, jobs))
     command = "python benchmarks/where_the_bill_goes.py " + " ".join(sys.argv[1:])
@@ -91,7 +97,7 @@ def main() -> None:
         "| ÷ learned mix | mix profiling share (items) |",
         "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for name in SETS:
+    for name in TESTS:
         for target in TARGETS:
             mine = [r for r in rows if r["name"] == name and r["target"] == target]
 

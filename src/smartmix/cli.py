@@ -135,14 +135,14 @@ MethodOpt = Annotated[
 ]
 
 
-def _streamed(data, simulated, method, scores, mode, max_cost, stream) -> bool:
+def _streamed(data, simulated, method, scores, mode, max_cost, stream, router=None) -> bool:
     """Whether ``run`` streams this replay or simulation (the API decides the same way; see smartmix.stream)."""
     if stream is False:
         return False
     from smartmix.stream.run import check_streamable, why_not_streamed
 
     why_not = why_not_streamed(data=data, simulated=simulated, config=None, job=None, journal=None, scores=scores,
-                               method=method, mode=mode, max_cost=max_cost)
+                               method=method, mode=mode, max_cost=max_cost, router=router)
     return check_streamable(why_not, stream)
 
 
@@ -251,7 +251,7 @@ def run(
     confidence = _pick(confidence, cfg and cfg.confidence, defaults.CONFIDENCE)
     method = _pick(method, cfg and cfg.method, defaults.METHOD)
     seed = _pick(seed, cfg and cfg.seed, defaults.SEED)
-    streamed = cfg is None and _streamed(data, simulated, method, scores, mode, max_cost, stream)
+    streamed = cfg is None and _streamed(data, simulated, method, scores, mode, max_cost, stream, router)
     job = None if cfg is not None or streamed else _job(None, data, simulated, reference, models, price, labels, seed,
                                                         compare, compare_option, items)
     options = EngineOptions(

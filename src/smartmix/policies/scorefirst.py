@@ -327,7 +327,6 @@ class ScoreFirstCascade(Policy):
             routed = self.predicted[rest, head] < self.route_bar
             self.routed = np.sort(rest[routed])
             rest = rest[~routed]
-            self.projection["routing"] = {"below_predicted_agreement": round(self.route_bar, 6), "items": len(self.routed)}
         self.first_pass_items = rest
         self.phase = "first_pass" if len(self.first_pass_items) else "done"
 
@@ -361,7 +360,7 @@ class ScoreFirstCascade(Policy):
         if kept_share <= 0 or not scored.any():
             return -math.inf
         threshold = float(np.quantile(score[scored], max(0.0, 1.0 - kept_share)))
-        kept = np.isfinite(score) & (score >= threshold)
+        kept = scored & (score >= threshold)
         predicted, kept = predicted[ok], kept[ok]
         order = np.argsort(predicted, kind="stable")
         predicted, kept_below = predicted[order], np.cumsum(kept[order])

@@ -51,8 +51,7 @@ def why_not_streamed(
     reasons = {
         "a journal object was given": journal is not None,
         "--scores makes virtual models that call others": bool(scores),
-        "--method router predicts from each prompt": method == "router",
-        "--router predicts from each prompt": router is not None,
+        "the router's predictor reads each prompt": method == "router" or router is not None,
         f"--mode {mode} sends calls through a bulk channel": mode not in (None, "sync"),
         "--max-cost stops between calls": max_cost is not None,
     }
