@@ -129,6 +129,7 @@ class FallbackMix(Mix):
 
     first_look = 200
     look_ratio = 2.0
+    screen_items = 0  # the cascade's pilot already chose this family
 
     def __init__(self, spec, pilot: int):
         super().__init__(spec)

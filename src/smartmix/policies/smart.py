@@ -75,6 +75,10 @@ class Profiler(Policy):
     sequences_enabled: ClassVar[bool] = False  # the pricing pilot and the betting sequences (model certifiers)
     min_draws: ClassVar[int] = 100  # certification draws before projections from the observed rates are trusted
     early_horizon: ClassVar[int] = 400  # the bets' horizon at least, until then (capped by the population)
+    # A screen: labelled items after the pricing pilot that choose which candidates get δ, outside the bounds
+    # like the pricing pilot. Only with several candidates and on batches where it is at most ``screen_share``.
+    screen_items: ClassVar[int] = 0
+    screen_share: ClassVar[float] = 0.01
 
     def __init__(self, spec):
         super().__init__(spec)
@@ -109,6 +113,8 @@ class Profiler(Policy):
         self.fallback_reason: str | None = None
         self.shape: CalibratedShape | None = None
         self.exact = False  # True: one exact hypergeometric look at a size fixed in advance (calibration)
+        self.screening = False  # in the screen (after the pricing pilot, before any sequence is opened)
+        self.screen: dict | None = None  # what the screen saw and kept, for the certificate
         if not self.stopped:
             reason = self._pre_check()
             if reason:
@@ -255,6 +261,8 @@ class Profiler(Policy):
         elif not self.piloted and self.n >= self.cert_start and self.sequences_enabled:
             self.piloted = True
             self._end_pilot()
+        elif self.n < self.cert_start:
+            pass  # still in the screen: no bound exists yet
         elif self.n in self.schedule.sizes:
             self._certify(self.active)
             self.looks.append(self._look_record())
@@ -265,7 +273,11 @@ class Profiler(Policy):
         """Hook for policies that learn from per-item outcomes, not only counts."""
 
     def _end_pilot(self) -> None:
-        """Choose, from prices alone, the candidates profiling could pay for; give them the whole δ."""
+        """Choose, from prices alone, the candidates profiling could pay for; give them the whole δ (or, on a
+        large batch with several of them, first screen them: :meth:`_end_screen`)."""
+        if self.screening:
+            self._end_screen()
+            return
         costs = self.unit_costs()
         reference = self.spec.reference
         c_ref = costs[reference]
@@ -284,8 +296,50 @@ class Profiler(Policy):
             )
             return
         self.active = chosen
+        if self._screen_fits(chosen, costs):
+            # The screen's items stay out of the bounds, as the pricing pilot's: conditional on them the items
+            # after them are still in a uniformly random order, so the candidates it keeps share δ alone.
+            self.screening = True
+            self.piloted = False
+            self.cert_start = self.n + self.screen_items
+            return
         self.certified_set = list(chosen)
         self._open_sequences(chosen, horizon=self.horizon_floor(4 * perfect))
+
+    def _screen_fits(self, chosen: list[int], costs: np.ndarray) -> bool:
+        """A screen runs with several candidates, on a batch it is a small share of, when its calls fit the
+        allowance left."""
+        if self.screen_items <= 0 or len(chosen) < 2:
+            return False
+        if self.n + self.screen_items > self.screen_share * self.spec.n_items:
+            return False
+        room = self.profiling_allowance * self.reference_only_estimate - self.wasted
+        return self.screen_items * float(sum(costs[m] for m in chosen)) <= room
+
+    def _end_screen(self) -> None:
+        """Keep the candidates worth profiling on, from the pilot's and the screen's items only, and open a
+        sequence for each at δ split over them alone."""
+        self.screening = False
+        screened = list(self.active)
+        kept, horizon = self.screened(screened, self.unit_costs())
+        names = self.spec.models
+        self.screen = {
+            "items": self.cert_start,
+            "screened": [names[m] for m in screened],
+            "kept": [names[m] for m in kept],
+        }
+        if not kept:
+            self._fall_back(
+                f"on the first {self.cert_start:,} items no candidate's profiling was projected to pay for itself"
+            )
+            return
+        self.active = list(kept)
+        self.certified_set = list(kept)
+        self._open_sequences(kept, horizon=self.horizon_floor(horizon))
+
+    def screened(self, candidates: list[int], costs: np.ndarray) -> tuple[list[int], float]:
+        """The candidates to certify after the screen, and the bets' horizon (draws). Default: all of them."""
+        return candidates, 4 * (self.perfect_sample_size() or self.spec.n_items)
 
     def _open_sequences(self, models: list[int], horizon: float) -> None:
         population = self.spec.n_items - self.cert_start
@@ -461,6 +515,8 @@ class Profiler(Policy):
             ),
             "looks": self.looks,
         }
+        if self.screen is not None:
+            details["screen"] = self.screen
         if self.fallback_reason:
             details["fallback_reason"] = self.fallback_reason
         if self.shape is not None:
@@ -590,6 +646,7 @@ class Efficient(Profiler):
     """
 
     name = "efficient"
+    screen_items = 120
     horizon: ClassVar[int] = 32
     settled: ClassVar[float] = 1.25
     optimism: ClassVar[float] = 0.2  # the look-ahead prices each model at this one-sided upper bound on its rate
@@ -616,7 +673,8 @@ class Efficient(Profiler):
             # a plausible rate, not the point estimate: a few hundred draws are too noisy to give up on a
             # model that is a point short (what going on may waste is bounded by the allowance)
             p = approx_upper(self.rate(m), int(self.draws[m]), self.spec.n_items, self.optimism)
-            alpha = self.alpha.get(m, self.budget.per_model)
+            # before the sequences open (the screen), δ would be split over ``kept`` alone
+            alpha = self.alpha.get(m, (self.budget.delta - self.budget.assignment) / max(1, len(kept)))
             k_low = betting_approx_lower(p, draws, population, alpha) * population
             lower[m] = min(max((k_low - p * draws) / rest, 0.0), 1.0) if rest > 0 else 1.0
         return lower
@@ -656,18 +714,10 @@ class Efficient(Profiler):
                 best, best_n = total, n_future
         return best, best_n
 
-    def decide(self) -> bool:
-        costs = self.unit_costs()
-        unit_now = self.plan_unit_cost(self.n, self.current_lower(), costs)
-        now = self.rest * unit_now
-        kept = list(self.active)
+    def smallest_paying(self, kept: list[int], costs: np.ndarray) -> tuple[list[int], float, int]:
+        """Drop models while a smaller set to profile is projected to cost less in all: the set, its
+        projected cost of the rest and the sample size it heads to."""
         best, best_n = self.projected_plan(kept, costs)
-        if self.n - self.cert_start < self.min_draws:
-            # Rates from a handful of items are too noisy to drop a model or stop on; only the allowance may.
-            self.active = self.affordable(kept, costs, min(unit_now, costs[self.spec.reference]))
-            if self.active:
-                self.set_horizons(best_n)
-            return not self.active
         while kept:
             # smaller sets to profile: all but one model, or (the allowance reaches further with fewer
             # models, so dropping one at a time can miss it) a single model
@@ -681,6 +731,29 @@ class Efficient(Profiler):
                 break
             best, best_n = value, value_n
             kept = smaller
+        return kept, best, best_n
+
+    def screened(self, candidates: list[int], costs: np.ndarray) -> tuple[list[int], float]:
+        """The look-ahead of :meth:`decide` on the screen's rates, each set priced with δ split over it alone;
+        none kept when the best is not projected to beat the plan certified now (the reference)."""
+        kept, best, best_n = self.smallest_paying(list(candidates), costs)
+        if best >= self.rest * self.plan_unit_cost(self.n, self.current_lower(), costs):
+            return [], 0
+        return kept, max(best_n - self.cert_start, self.spec.batch_size)
+
+    def decide(self) -> bool:
+        costs = self.unit_costs()
+        unit_now = self.plan_unit_cost(self.n, self.current_lower(), costs)
+        now = self.rest * unit_now
+        kept = list(self.active)
+        best, best_n = self.projected_plan(kept, costs)
+        if self.n - self.cert_start < self.min_draws:
+            # Rates from a handful of items are too noisy to drop a model or stop on; only the allowance may.
+            self.active = self.affordable(kept, costs, min(unit_now, costs[self.spec.reference]))
+            if self.active:
+                self.set_horizons(best_n)
+            return not self.active
+        kept, best, best_n = self.smallest_paying(kept, costs)
         self.active = self.affordable(kept, costs, min(unit_now, costs[self.spec.reference]))
         if self.active:
             self.set_horizons(best_n)
