@@ -325,8 +325,8 @@ class Profiler(Policy):
         names = self.spec.models
         self.screen = {
             "items": self.cert_start,
-            "screened": [names[m] for m in screened],
-            "kept": [names[m] for m in kept],
+            "screened": [names[m] for m in sorted(screened)],
+            "kept": [names[m] for m in sorted(kept)],
         }
         if not kept:
             self._fall_back(

@@ -1,0 +1,97 @@
+"""The screen of ``efficient`` and ``mix``: on large batches with several candidates, 120 labelled items after the
+pricing pilot choose which candidates get a confidence sequence; those items stay out of every bound, and δ is
+split over the candidates kept only (docs/guarantee.md, "How δ is spent")."""
+
+import numpy as np
+import pytest
+
+from smartmix.core.offline import simulate, synthetic_pool
+from smartmix.policies import BatchSpec, Guarantee, make_policy
+from smartmix.policies.smart import Efficient, Mix
+
+WEAK_AND_GOOD = ([0.45, 0.6, 0.84], [0.33, 0.33, 3, 10])  # two cheap weak candidates beside one good one
+
+
+def drive(method: str, agree: np.ndarray, cost: np.ndarray, models: tuple[str, ...], target: float, seed: int):
+    """Run a policy's profiling loop on arrays and return the policy (its internal state is what is checked)."""
+    policy = make_policy(method, BatchSpec(agree.shape[0], models, Guarantee(target, 0.95), seed=seed))
+    while (batch := policy.next_batch()) is not None:
+        rows = np.ix_(batch.items, list(batch.models))
+        policy.observe(batch, agree[rows], cost[rows])
+    return policy
+
+
+@pytest.mark.parametrize("method", ["efficient", "mix"])
+def test_the_screen_keeps_the_good_candidate_and_gives_it_all_of_delta(method):
+    agree, cost, models = synthetic_pool(50_000, *WEAK_AND_GOOD)
+    out = simulate(method, agree, cost, models, Guarantee(0.8), seed=3)
+    details = out.certificate.details
+    screen = details["screen"]
+    assert screen["items"] == details["pilot_items"] == 130
+    assert screen["screened"] == ["m0", "m1", "m2"]
+    assert "m2" in screen["kept"] and "m0" not in screen["kept"]
+    alphas = details["alpha_per_model"]
+    assert set(alphas) == set(screen["kept"])
+    assert sum(alphas.values()) == pytest.approx(details["delta_split"]["models"])
+    assert out.realised_agreement >= 0.8
+    assert out.shares.get("m2", 0) > 0.8
+
+
+def test_the_screened_items_stay_out_of_the_bounds():
+    agree, cost, models = synthetic_pool(50_000, *WEAK_AND_GOOD, seed=1)
+    policy = drive("mix", agree, cost, models, 0.8, seed=7)
+    assert policy.cert_start == 130
+    assert 2 in policy.sequences and 0 not in policy.sequences  # the weakest never had a sequence
+    assert policy.draws[0] == policy.cert_start  # asked on the pilot and the screen, then no more
+    for m, sequence in policy.sequences.items():
+        # the screen's items were asked of every kept model, only not counted in its bound
+        assert sequence.draws == policy.cert_draws[m] == policy.draws[m] - policy.cert_start > 0
+
+
+def test_splitting_delta_over_fewer_candidates_lowers_the_bill(monkeypatch):
+    """The same batches with the screen switched off: every candidate keeps a third of δ to the end."""
+    agree, cost, models = synthetic_pool(50_000, [0.7, 0.6, 0.785], [0.3, 0.3, 0.6, 10], seed=2)
+    screened = [simulate("mix", agree, cost, models, Guarantee(0.8), seed=s).cost for s in range(3)]
+    monkeypatch.setattr(Efficient, "screen_items", 0)
+    assert Mix.screen_items == 0
+    unscreened = [simulate("mix", agree, cost, models, Guarantee(0.8), seed=s) for s in range(3)]
+    assert all("screen" not in out.certificate.details for out in unscreened)
+    assert np.median(screened) < 0.97 * np.median([out.cost for out in unscreened])
+
+
+@pytest.mark.parametrize(
+    ("n_items", "rates", "costs"),
+    [
+        (5_000, *WEAK_AND_GOOD),  # the screen would be more than 1% of the batch
+        (50_000, [0.84], [3, 10]),  # one candidate: nothing to choose
+    ],
+)
+def test_no_screen_on_small_batches_or_with_one_candidate(n_items, rates, costs):
+    agree, cost, models = synthetic_pool(n_items, rates, costs)
+    out = simulate("mix", agree, cost, models, Guarantee(0.8), seed=0)
+    assert "screen" not in out.certificate.details
+    assert out.certificate.details["pilot_items"] <= 10
+
+
+def test_a_screen_that_finds_nothing_worth_profiling_answers_with_the_reference_and_says_why():
+    agree, cost, models = synthetic_pool(50_000, [0.3, 0.35], [1, 2, 10])
+    out = simulate("efficient", agree, cost, models, Guarantee(0.9), seed=0)
+    details = out.certificate.details
+    assert details["screen"]["kept"] == []
+    assert "no candidate's profiling was projected to pay" in details["fallback_reason"]
+    assert out.certificate.profiled == 130
+    assert out.savings > 0.99  # the screen's candidate calls are all it wasted
+
+
+@pytest.mark.parametrize("method", ["efficient", "mix"])
+def test_screened_methods_hold_at_the_edge(method):
+    """Two candidates exactly at T and half a point below (20,000 items, 60 trials; the 1,000-trial runs are in
+    benchmarks/results/validity/). The screen keeps one, which then carries all of δ."""
+    trials, hits, kept = 60, 0, 0
+    for seed in range(trials):
+        agree, cost, models = synthetic_pool(20_000, [0.9, 0.895], [1, 2, 10], seed=seed)
+        out = simulate(method, agree, cost, models, Guarantee(0.9, 0.95), seed=10_000 + seed)
+        hits += out.hit(0.9)
+        kept += "screen" in out.certificate.details
+    assert kept == trials
+    assert hits / trials >= 0.95 - 1.96 * np.sqrt(0.95 * 0.05 / trials)
