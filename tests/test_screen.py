@@ -16,6 +16,7 @@ def drive(method: str, agree: np.ndarray, cost: np.ndarray, models: tuple[str, .
     """Run a policy's profiling loop on arrays and return the policy (its internal state is what is checked)."""
     policy = make_policy(method, BatchSpec(agree.shape[0], models, Guarantee(target, 0.95), seed=seed))
     while (batch := policy.next_batch()) is not None:
+        assert len(batch.items) <= policy.spec.batch_size  # the screen too is asked one batch at a time
         rows = np.ix_(batch.items, list(batch.models))
         policy.observe(batch, agree[rows], cost[rows])
     return policy

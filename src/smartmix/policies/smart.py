@@ -229,7 +229,7 @@ class Profiler(Policy):
         if self.exact:
             end = min(self.n + self.spec.batch_size, self.cert_start + self.shape.sample)
         elif not self.piloted and self.n < self.cert_start:
-            end = self.cert_start
+            end = min(self.n + self.spec.batch_size, self.cert_start) if self.screening else self.cert_start
         else:
             end = min(self.n + self.spec.batch_size, self.schedule.next_size(self.n) or self.spec.n_items)
         models = tuple(sorted(self.active)) + (self.spec.reference,)
