@@ -96,3 +96,38 @@ def test_screened_methods_hold_at_the_edge(method):
         kept += "screen" in out.certificate.details
     assert kept == trials
     assert hits / trials >= 0.95 - 1.96 * np.sqrt(0.95 * 0.05 / trials)
+
+
+def test_the_engine_screens_a_recorded_batch_and_the_report_says_so(tmp_path):
+    """Through the engine that spends money (replayed recorded outputs): the weak candidates are called on the
+    pilot's and the screen's items only, once each, and the certificate panel names what the screen kept."""
+    import json
+
+    from rich.console import Console
+
+    import smartmix
+    from smartmix.report import render
+
+    n = 15_000
+    rng = np.random.default_rng(0)
+    path = tmp_path / "batch.jsonl"
+    rates = {"weak-a": 0.45, "weak-b": 0.6, "good": 0.9}
+    prices = {"weak-a": 1e-6, "weak-b": 1e-6, "good": 3e-5, "ref": 1e-4}
+    with open(path, "w") as f:
+        for i in range(n):
+            outputs = {m: {"answer": "A" if rng.random() < r else "B", "cost_usd": prices[m]} for m, r in rates.items()}
+            outputs["ref"] = {"answer": "A", "cost_usd": prices["ref"]}
+            f.write(json.dumps({"id": str(i), "prompt": f"Item {i}", "outputs": outputs}) + "\n")
+    result = smartmix.run(path, reference="ref", target=0.8, method="mix", seed=0)
+    cert = result.certificate
+    screen = cert.details["screen"]
+    assert screen["items"] == 130 and "good" in screen["kept"] and "weak-a" not in screen["kept"]
+    calls: dict[str, int] = {}
+    for (model, _phase), count in result.ledger.calls.items():
+        calls[model] = calls.get(model, 0) + count
+    assert calls["weak-a"] == 130  # the pricing pilot and the screen, then never again
+    assert calls["good"] > 130
+    assert sum(item.answer == "A" for item in result.items) >= Guarantee(0.8).required_agreeing(n)
+    console = Console(record=True, width=200)
+    render(result, console)
+    assert "Screen: the first 130 items" in console.export_text()

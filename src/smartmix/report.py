@@ -73,6 +73,13 @@ def render(result: RunResult, console: Console | None = None) -> None:
             + ", ".join(f"{m} above {t:.3f}" for m, t in stage["thresholds"].items())
             + "."
         )
+    screen = cert.details.get("screen")
+    if screen:
+        kept = ", ".join(screen["kept"]) or "none"
+        lines.append(
+            f"Screen: the first {screen['items']:,} items (outside the bounds) chose which of "
+            f"{', '.join(screen['screened'])} to certify: {kept}; δ is split over those alone."
+        )
     routed = cert.details.get("routed_to_reference")
     if routed:
         lines.append(
