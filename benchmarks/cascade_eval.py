@@ -95,7 +95,7 @@ def _batch(setting: tuple, trial: int, base: int):
 
 
 def _run(job: tuple) -> list[tuple]:
-    setting, trials, methods, base, confidence = job
+    setting, trials, methods, base, confidence, policy_options = job
     target = setting[3]
     rows = []
     for trial in trials:
@@ -114,7 +114,7 @@ def _run(job: tuple) -> list[tuple]:
                 extra = dict(options)
                 out = simulate(
                     method, batch.agree, batch.cost, batch.models, Guarantee(target, confidence), seed=seed,
-                    score=score, calibration=extra.get("calibration"),
+                    score=score, calibration=extra.get("calibration"), options=policy_options,
                 )
                 rows.append((setting, method, out.savings, out.hit(target)))
     return rows
@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--confidence", type=float, default=0.95)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--allowance", type=float, default=None, help="the profiling methods' never-worse allowance (as `smartmix run --allowance`)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
 
@@ -161,7 +162,8 @@ def main(argv: list[str] | None = None) -> None:
         settings += [("pool", pool, n, t, "recorded+calibration") for pool in pools for n in ns for t in targets]
     chunk = 25
     jobs = [
-        (s, list(range(a, min(args.trials, a + chunk))), methods, args.seed, args.confidence)
+        (s, list(range(a, min(args.trials, a + chunk))), methods, args.seed, args.confidence,
+         () if args.allowance is None else (("allowance", args.allowance),))
         for s in settings
         for a in range(0, args.trials, chunk)
     ]

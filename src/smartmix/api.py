@@ -221,6 +221,7 @@ def run(
     calibration: str | Path | None = None,
     stream: bool | None = None,
     n_items: int | None = None,
+    allowance: float | None = None,
 ) -> RunResult:
     """Answer every item at the lowest cost such that, with probability >= ``confidence``, at least
     ``target`` of the answers equal the reference model's.
@@ -248,6 +249,9 @@ def run(
     of the result is then read back when iterated. ``stream=False`` runs them on the engine, ``stream=True``
     insists. ``n_items``: how many items a simulation has (default: the profile's). ``router``: a predictor
     file from ``smartmix router train``, for ``method="router"`` or ``"cascade"`` (cascade routing).
+    ``allowance``: the never-worse allowance of the profiling methods (``exhaustive``, ``efficient``, ``mix``,
+    ``cascade-profiled``, ``router``) as a share of the reference-only bill (default 0.025): profiling stops
+    before candidate calls a fallback would waste could lift the bill above ``(1 + allowance)`` × reference-only.
     """
     return run_sync(
         arun(
@@ -257,7 +261,7 @@ def run(
             run_id=run_id, progress=progress, router=router, on_event=on_event, on_warning=on_warning,
             handle_signals=handle_signals, mode=mode, batch_settings=batch_settings, ray_settings=ray_settings,
             calibration=calibration, scores=scores, compare=compare, compare_options=compare_options,
-            stream=stream, n_items=n_items,
+            stream=stream, n_items=n_items, allowance=allowance,
         )
     )
 
@@ -297,6 +301,7 @@ async def arun(
     calibration: str | Path | None = None,
     stream: bool | None = None,
     n_items: int | None = None,
+    allowance: float | None = None,
 ) -> RunResult:
     """The asynchronous form of :func:`run` (same arguments; ``handle_signals`` is off by default here,
     since an application that owns the event loop usually owns its signals too)."""
@@ -332,6 +337,7 @@ async def arun(
             f"--router is used by --method router and --method cascade (cascade routing), not by {method}: "
             "drop --router or choose one of those methods"
         )
+    _check_allowance(method, allowance)
     inputs = [data, getattr(cfg, "path", None), router, directory.journal_path if directory else None]
     check_outputs([out], inputs, answers=out)  # before any call: never overwrite what the run reads
     from smartmix.stream.run import check_streamable, why_not_streamed
@@ -343,8 +349,8 @@ async def arun(
         result = _run_streamed(
             data, simulated=simulated, n_items=n_items, reference=reference, models=models, prices=prices,
             labels=labels, compare=compare, compare_options=compare_options, method=method, guarantee=guarantee,
-            seed=seed, options=options or EngineOptions(use_cache=use_cache), calibration=calibration,
-            directory=directory, progress=progress, on_event=on_event, on_warning=on_warning,
+            seed=seed, options=_with_allowance(options or EngineOptions(use_cache=use_cache), allowance),
+            calibration=calibration, directory=directory, progress=progress, on_event=on_event, on_warning=on_warning,
         )
         if out is not None:
             result.write(out)
@@ -371,6 +377,7 @@ async def arun(
         )
     elif max_cost is not None:
         options = replace(options, max_cost=max_cost)
+    options = _with_allowance(options, allowance)
     if calibration is not None:
         from smartmix.calibration import load_calibration
 
@@ -398,6 +405,8 @@ async def arun(
         }
         if compare or compare_options:  # agreement changes the plan: another comparator is another run
             settings["compare"] = [compare, dict(compare_options or {})]
+        if options.method_options:  # so do the method's options (e.g. the allowance)
+            settings["method_options"] = dict(sorted(options.method_options.items()))
         if scores:
             settings["scores"] = scores
         with open_run(directory, settings, seed) as opened:
@@ -415,6 +424,32 @@ async def arun(
     if out is not None:
         result.write(out)
     return result
+
+
+def _check_allowance(method: str, allowance: float | None) -> None:
+    """Refuse, before any call, an allowance the method would not read or that is not a share of the bill."""
+    if allowance is None:
+        return
+    from smartmix.policies.smart import uses_allowance
+
+    if isinstance(allowance, bool) or not isinstance(allowance, int | float) or not 0.0 <= allowance <= 1.0:
+        raise ConfigError(
+            f"--allowance is a share of the reference-only bill between 0 and 1 (e.g. 0.1 for 10%), not {allowance!r}"
+        )
+    if not uses_allowance(method):
+        from smartmix.policies import METHODS
+
+        profiling = ", ".join(m for m in METHODS if uses_allowance(m))
+        raise ConfigError(
+            f"--allowance sets how far the profiling methods ({profiling}) may risk going over the reference-only "
+            f"bill; {method} does not profile that way: drop --allowance or choose one of those methods"
+        )
+
+
+def _with_allowance(options: EngineOptions, allowance: float | None) -> EngineOptions:
+    if allowance is None:
+        return options
+    return replace(options, method_options={**options.method_options, "allowance": float(allowance)})
 
 
 def _run_streamed(
@@ -446,6 +481,8 @@ def _run_streamed(
         }
         if compare or compare_options:
             out["compare"] = [compare, dict(compare_options or {})]
+        if options.method_options:
+            out["method_options"] = dict(sorted(options.method_options.items()))
         return out
 
     run = None if directory is None else in_run_directory(directory, settings, seed, on_event)

@@ -229,6 +229,14 @@ def run(
                      "per item [automatic when possible; --no-stream runs them on the engine]."),
     ] = None,
     items: Annotated[int | None, typer.Option(min=1, help="With --simulated: how many items [the profile's].")] = None,
+    allowance: Annotated[
+        float | None,
+        typer.Option(help="Never worse: how far above the reference-only bill the profiling methods (exhaustive, "
+                     "efficient, mix, cascade-profiled, router) may risk going, as a share of it [0.025]. Profiling "
+                     "stops before candidate calls a fallback would waste could pass it. Raise it (e.g. 0.3) to let "
+                     "a model that needs a large profiled share be certified: more savings when it is, more waste "
+                     "when it is not."),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Answer every item with the cheapest plan that keeps the guarantee; print the certificate and the bill.
@@ -273,7 +281,7 @@ def run(
             on_event=lambda text: stdout.print(text, markup=False, highlight=False),
             on_warning=_warn, handle_signals=True, calibration=calibration, mode=mode, scores=scores,
             compare=compare, compare_options=_compare_options(compare_option), stream=stream, n_items=items,
-            simulated=simulated,
+            simulated=simulated, allowance=allowance,
         )
     render(result, stdout)
     if result.outputs is not None:

@@ -54,6 +54,14 @@ from smartmix.stats import (
 DEFAULT_ALLOWANCE = 0.025  # candidate calls a fallback may waste, as a share of the reference-only bill
 
 
+def uses_allowance(method: str) -> bool:
+    """Whether ``method`` profiles under the never-worse allowance (``options["allowance"]``)."""
+    from smartmix.policies.base import Policy
+
+    cls = Policy.registry.get(method)
+    return cls is not None and issubclass(cls, Profiler)
+
+
 @dataclass(frozen=True)
 class CalibratedShape:
     """The plan shape chosen from past data: the candidates to certify and the sample size."""
@@ -511,7 +519,7 @@ class Profiler(Policy):
             "unit_costs": {names[m]: self.unit_cost(m) for m in range(len(names)) if self.draws[m]},
             "profiling_allowance": (
                 f"profiling stops before candidate calls that a fallback would waste could lift the bill above "
-                f"{1 + self.profiling_allowance:.2f}x the reference-only cost"
+                f"{1 + self.profiling_allowance:.4g}x the reference-only cost"
             ),
             "looks": self.looks,
         }
