@@ -7,6 +7,8 @@ The runs (each writes its own folder under benchmarks/results/validity/; see the
     smartmix bench --suite adversarial --trials 1000 --methods cascade --out .../adversarial-cascade
     smartmix bench --suite adversarial --n 10000 --trials 1000 --methods ... --out .../adversarial-*-10k
     smartmix bench --suite adversarial --n 50000 --trials 1000 --methods exhaustive,efficient,mix --out .../adversarial-50k
+    smartmix bench --suite adversarial --n 50000 --trials 1000 --methods efficient,mix --out .../adversarial-50k-screen
+    smartmix bench --suite datasets --trials 1000 --methods efficient,mix --out .../datasets-screen
 
 Usage: python benchmarks/validity_summary.py [folder]   (default benchmarks/results/validity)
 """

@@ -99,8 +99,9 @@ def test_screened_methods_hold_at_the_edge(method):
 
 
 def test_the_engine_screens_a_recorded_batch_and_the_report_says_so(tmp_path):
-    """Through the engine that spends money (replayed recorded outputs): the weak candidates are called on the
-    pilot's and the screen's items only, once each, and the certificate panel names what the screen kept."""
+    """Through the engine that spends money (replayed recorded outputs; the streamed replay plans the same): the
+    weakest candidate is called on the pilot's and the screen's items only, once each, and the certificate panel
+    names what the screen kept."""
     import json
 
     from rich.console import Console
@@ -118,7 +119,10 @@ def test_the_engine_screens_a_recorded_batch_and_the_report_says_so(tmp_path):
             outputs = {m: {"answer": "A" if rng.random() < r else "B", "cost_usd": prices[m]} for m, r in rates.items()}
             outputs["ref"] = {"answer": "A", "cost_usd": prices["ref"]}
             f.write(json.dumps({"id": str(i), "prompt": f"Item {i}", "outputs": outputs}) + "\n")
-    result = smartmix.run(path, reference="ref", target=0.8, method="mix", seed=0)
+    result = smartmix.run(path, reference="ref", target=0.8, method="mix", seed=0, stream=False)
+    streamed = smartmix.run(path, reference="ref", target=0.8, method="mix", seed=0, stream=True)
+    assert streamed.certificate.details["screen"] == result.certificate.details["screen"]
+    assert streamed.total_cost == pytest.approx(result.total_cost)
     cert = result.certificate
     screen = cert.details["screen"]
     assert screen["items"] == 130 and "good" in screen["kept"] and "weak-a" not in screen["kept"]
