@@ -7,8 +7,7 @@ The runs (each writes its own folder under benchmarks/results/validity/; see the
     smartmix bench --suite adversarial --trials 1000 --methods cascade --out .../adversarial-cascade
     smartmix bench --suite adversarial --n 10000 --trials 1000 --methods ... --out .../adversarial-*-10k
     smartmix bench --suite adversarial --n 50000 --trials 1000 --methods exhaustive,efficient,mix --out .../adversarial-50k
-    smartmix bench --suite adversarial --n 50000 --trials 1000 --methods efficient,mix --out .../adversarial-50k-screen
-    python benchmarks/cascade_eval.py --n 50000 --targets 0.8 --methods efficient,mix --trials 1000 --out .../sets_n50000_screen.md
+    python benchmarks/cascade_eval.py --n 50000 ... --methods efficient,mix --trials 1000 --out .../pools_n50000_screen*.md
 
 Usage: python benchmarks/validity_summary.py [folder]   (default benchmarks/results/validity)
 """
