@@ -1,6 +1,10 @@
 """The screen of ``efficient`` and ``mix``: on large batches with several candidates, 120 labelled items after the
 pricing pilot choose which candidates get a confidence sequence; those items stay out of every bound, and δ is
-split over the candidates kept only (docs/guarantee.md, "How δ is spent")."""
+split over the candidates kept only (docs/guarantee.md, "How δ is spent").
+
+The screen is off by default (``Efficient.screen_items = 0``): at the edge the one candidate it keeps certifies
+at the full δ, and its 1,000-trial hit rate fell to 0.935 in one setting. These tests switch it on to check the
+mechanism itself."""
 
 import numpy as np
 import pytest
@@ -8,6 +12,11 @@ import pytest
 from smartmix.core.offline import simulate, synthetic_pool
 from smartmix.policies import BatchSpec, Guarantee, make_policy
 from smartmix.policies.smart import Efficient, Mix
+
+@pytest.fixture(autouse=True)
+def screen_on(monkeypatch):
+    monkeypatch.setattr(Efficient, "screen_items", 120)
+
 
 WEAK_AND_GOOD = ([0.45, 0.6, 0.84], [0.33, 0.33, 3, 10])  # two cheap weak candidates beside one good one
 
