@@ -8,6 +8,7 @@ The runs (each writes its own folder under benchmarks/results/validity/; see the
     smartmix bench --suite adversarial --n 10000 --trials 1000 --methods ... --out .../adversarial-*-10k
     smartmix bench --suite adversarial --n 50000 --trials 1000 --methods exhaustive,efficient,mix --out .../adversarial-50k
     python benchmarks/cascade_eval.py --n 50000 ... --methods efficient,mix --trials 1000 --out .../pools_n50000_screen*.md
+      (the screen, off by default since; each report's header has its command and code version)
 
 Usage: python benchmarks/validity_summary.py [folder]   (default benchmarks/results/validity)
 """
