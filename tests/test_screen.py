@@ -13,6 +13,7 @@ from smartmix.core.offline import simulate, synthetic_pool
 from smartmix.policies import BatchSpec, Guarantee, make_policy
 from smartmix.policies.smart import Efficient, Mix
 
+
 @pytest.fixture(autouse=True)
 def screen_on(monkeypatch):
     monkeypatch.setattr(Efficient, "screen_items", 120)
