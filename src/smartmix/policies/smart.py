@@ -39,6 +39,7 @@ import numpy as np
 
 from smartmix.mixing import mix_unit_cost, solve_mix
 from smartmix.policies.base import Certificate, Plan, Policy, ProfileBatch
+from smartmix.policies.prefix_test import CERTIFIED_SHARE
 from smartmix.stats import (
     BettingCS,
     DeltaBudget,
@@ -76,6 +77,10 @@ class Profiler(Policy):
     """Shared profiling state: random order, pricing pilot, per-model counts, fees, certified bounds."""
 
     assignment_share: ClassVar[float] = 0.0  # fraction of δ kept for the random split of the rest
+    # The bounds are read at this share of their δ. A sequence read as soon as it crosses is nearly exact at
+    # the edge (a candidate just short of T: 0.954 over 1,000 trials at the full δ), so the realised miss rate
+    # would sit at δ instead of below it; the cascade's certificate keeps the same room (prefix_test).
+    certified_share: ClassVar[float] = CERTIFIED_SHARE
     first_look: ClassVar[int] = 20
     look_ratio: ClassVar[float] = 1.15
     allowance: ClassVar[float] = DEFAULT_ALLOWANCE
@@ -169,7 +174,7 @@ class Profiler(Policy):
         spec = self.spec
         population = spec.n_items - self.cert_start
         required = spec.guarantee.required_agreeing(spec.n_items) - self.cert_start
-        alpha = (spec.guarantee.delta - self.budget.assignment) / 3.0  # the sequence's price, see betting_approx_lower
+        alpha = self.bound_delta / 3.0  # the sequence's price, see betting_approx_lower
         if population <= 0:
             return None
         lo, hi = 1, population
@@ -182,6 +187,18 @@ class Profiler(Policy):
             else:
                 lo = mid
         return hi if hi < population else None
+
+    @property
+    def bound_delta(self) -> float:
+        """What the candidates' sequences share: δ less the split's share, read at ``certified_share``."""
+        return self.certified_share * (self.spec.guarantee.delta - self.budget.assignment)
+
+    @property
+    def split_delta(self) -> float:
+        """What the mix's random split is certified at: with the sequences, at ``certified_share`` of its share;
+        with calibration (one exact look at a size fixed in advance, not a bound read as soon as it crosses),
+        at its full share, as the look itself."""
+        return self.budget.assignment * (1.0 if self.exact else self.certified_share)
 
     def _fall_back(self, reason: str) -> None:
         self.fallback_reason = reason
@@ -351,7 +368,7 @@ class Profiler(Policy):
 
     def _open_sequences(self, models: list[int], horizon: float) -> None:
         population = self.spec.n_items - self.cert_start
-        share = (self.spec.guarantee.delta - self.budget.assignment) / max(1, len(models))
+        share = self.bound_delta / max(1, len(models))
         for m in models:
             self.alpha[m] = share
             self.sequences[m] = BettingCS(population, share, horizon=horizon)
@@ -514,6 +531,7 @@ class Profiler(Policy):
             "certified_models": [names[m] for m in self.certified_set],
             "alpha_per_model": {names[m]: a for m, a in self.alpha.items()},
             "delta_split": {"models": self.budget.delta - self.budget.assignment, "assignment": self.budget.assignment},
+            "certified_share": 1.0 if self.exact else self.certified_share,
             "required_agreeing": spec.guarantee.required_agreeing(spec.n_items),
             "certified_agreeing": self.n + certified - margin,
             "unit_costs": {names[m]: self.unit_cost(m) for m in range(len(names)) if self.draws[m]},
@@ -570,7 +588,7 @@ class Exhaustive(Profiler):
         p = self.rate(m)
         if optimistic:
             p = approx_upper(p, int(self.draws[m]), self.spec.n_items, self.optimism)
-        alpha = self.alpha.get(m, self.budget.per_model)
+        alpha = self.alpha.get(m, self.bound_delta / max(1, len(self.spec.candidates)))
         sizes = LookSchedule(self.spec.n_items, first=self.n + self.spec.batch_size, ratio=1.1,
                              step=self.spec.batch_size).sizes
         for n_future in sizes:
@@ -654,10 +672,7 @@ class Efficient(Profiler):
     """
 
     name = "efficient"
-    # Off: with the screen, the one candidate kept certifies at the full δ and its edge hit rates sat at or
-    # below 1 − δ (benchmarks/results/validity/pools_n50000_screen_below.md: 0.935 for two candidates half a
-    # point below T = 0.95). Tests switch it on to check the mechanism.
-    screen_items = 0
+    screen_items = 120
     horizon: ClassVar[int] = 32
     settled: ClassVar[float] = 1.25
     optimism: ClassVar[float] = 0.2  # the look-ahead prices each model at this one-sided upper bound on its rate
@@ -685,7 +700,7 @@ class Efficient(Profiler):
             # model that is a point short (what going on may waste is bounded by the allowance)
             p = approx_upper(self.rate(m), int(self.draws[m]), self.spec.n_items, self.optimism)
             # before the sequences open (the screen), δ would be split over ``kept`` alone
-            alpha = self.alpha.get(m, (self.budget.delta - self.budget.assignment) / max(1, len(kept)))
+            alpha = self.alpha.get(m, self.bound_delta / max(1, len(kept)))
             k_low = betting_approx_lower(p, draws, population, alpha) * population
             lower[m] = min(max((k_low - p * draws) / rest, 0.0), 1.0) if rest > 0 else 1.0
         return lower
@@ -802,7 +817,7 @@ class Mix(Efficient):
     max_rounds: ClassVar[int] = 40
 
     def margin_fraction(self, rest: int) -> float:
-        return split_margin_estimate(rest, self.budget.assignment) / rest if rest > 0 else 0.0
+        return split_margin_estimate(rest, self.split_delta) / rest if rest > 0 else 0.0
 
     def plan_unit_cost(self, n: int, lower: np.ndarray, costs: np.ndarray) -> float:
         rest = self.spec.n_items - n
@@ -820,7 +835,7 @@ class Mix(Efficient):
         used = [m for m in np.flatnonzero(counts) if m != self.spec.reference]
         if not used:
             return 0.0
-        alpha = self.budget.assignment / len(used)
+        alpha = self.split_delta / len(used)
         margin = 0.0
         for m in used:
             agreeing = self.rest_lower_count(m)
